@@ -1,0 +1,132 @@
+#include "planner/graph/graph.h"
+
+#include <limits>
+#include <queue>
+
+#include "planner/common/error.h"
+
+namespace alpa {
+
+int64_t num_elements(const Shape& shape) {
+  const auto n = checked_num_elements(shape);
+  return n ? *n : std::numeric_limits<int64_t>::max();
+}
+
+std::optional<int64_t> checked_num_elements(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return std::nullopt;
+  }
+  return n;
+}
+
+std::string_view role_name(TensorRole role) {
+  switch (role) {
+    case TensorRole::kDataInput: return "data_input";
+    case TensorRole::kLabel: return "label";
+    case TensorRole::kParameter: return "parameter";
+    case TensorRole::kBuffer: return "buffer";
+    case TensorRole::kConstant: return "constant";
+    case TensorRole::kActivation: return "activation";
+    case TensorRole::kGradient: return "gradient";
+    case TensorRole::kOptimizerState: return "optimizer_state";
+    case TensorRole::kLoss: return "loss";
+  }
+  return "unknown";
+}
+
+TensorId Graph::add_tensor(Tensor tensor) {
+  tensors_.push_back(std::move(tensor));
+  return static_cast<TensorId>(tensors_.size() - 1);
+}
+
+NodeId Graph::add_node(Node node) {
+  nodes_.push_back(std::move(node));
+  return static_cast<NodeId>(nodes_.size() - 1);
+}
+
+void Graph::finalize() {
+  const size_t n = nodes_.size();
+  // Producer of each tensor in the insertion numbering.
+  std::vector<NodeId> producer(tensors_.size(), kNoId);
+  for (size_t i = 0; i < n; ++i) {
+    for (TensorId t : nodes_[i].outputs) {
+      ALPA_CHECK(t >= 0 && static_cast<size_t>(t) < tensors_.size(), "dangling output id");
+      ALPA_CHECK(producer[t] == kNoId, "tensor '" + tensors_[t].name + "' has two producers");
+      producer[t] = static_cast<NodeId>(i);
+    }
+  }
+  // Kahn's algorithm; the min-heap over insertion indices makes the order canonical.
+  std::vector<int> pending(n, 0);
+  std::vector<std::vector<NodeId>> users(n);
+  for (size_t i = 0; i < n; ++i) {
+    for (TensorId t : nodes_[i].inputs) {
+      ALPA_CHECK(t >= 0 && static_cast<size_t>(t) < tensors_.size(), "dangling input id");
+      if (producer[t] != kNoId) {
+        ++pending[i];
+        users[producer[t]].push_back(static_cast<NodeId>(i));
+      }
+    }
+  }
+  std::priority_queue<NodeId, std::vector<NodeId>, std::greater<>> ready;
+  for (size_t i = 0; i < n; ++i) {
+    if (pending[i] == 0) ready.push(static_cast<NodeId>(i));
+  }
+  std::vector<NodeId> order;
+  order.reserve(n);
+  while (!ready.empty()) {
+    NodeId next = ready.top();
+    ready.pop();
+    order.push_back(next);
+    for (NodeId user : users[next]) {
+      if (--pending[user] == 0) ready.push(user);
+    }
+  }
+  ALPA_CHECK(order.size() == n, "graph has a cycle");
+
+  std::vector<Node> sorted;
+  sorted.reserve(n);
+  for (NodeId old_id : order) sorted.push_back(std::move(nodes_[old_id]));
+  nodes_ = std::move(sorted);
+
+  for (auto& t : tensors_) {
+    t.producer = kNoId;
+    t.consumers.clear();
+  }
+  node_index_.clear();
+  tensor_index_.clear();
+  for (size_t i = 0; i < n; ++i) {
+    const NodeId id = static_cast<NodeId>(i);
+    for (TensorId t : nodes_[i].outputs) tensors_[t].producer = id;
+    for (TensorId t : nodes_[i].inputs) {
+      auto& c = tensors_[t].consumers;
+      if (c.empty() || c.back() != id) c.push_back(id);
+    }
+    ALPA_CHECK(node_index_.emplace(nodes_[i].name, id).second,
+               "duplicate node name '" + nodes_[i].name + "'");
+  }
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    ALPA_CHECK(tensor_index_.emplace(tensors_[i].name, static_cast<TensorId>(i)).second,
+               "duplicate tensor name '" + tensors_[i].name + "'");
+  }
+}
+
+TensorId Graph::find_tensor(std::string_view name) const {
+  auto it = tensor_index_.find(name);
+  return it == tensor_index_.end() ? kNoId : it->second;
+}
+
+NodeId Graph::find_node(std::string_view name) const {
+  auto it = node_index_.find(name);
+  return it == node_index_.end() ? kNoId : it->second;
+}
+
+std::vector<TensorId> Graph::tensors_with_role(TensorRole role) const {
+  std::vector<TensorId> out;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    if (tensors_[i].role == role) out.push_back(static_cast<TensorId>(i));
+  }
+  return out;
+}
+
+}  // namespace alpa

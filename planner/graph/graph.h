@@ -1,0 +1,103 @@
+// The graph IR: tensors with static shapes for the global batch, nodes with a closed OpKind and
+// typed attributes, tensor roles, and one canonical topological order (node ids are positions
+// in that order).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "planner/graph/attributes.h"
+#include "planner/graph/dtype.h"
+#include "planner/graph/op_kind.h"
+
+namespace alpa {
+
+using Shape = std::vector<int64_t>;
+using TensorId = int32_t;
+using NodeId = int32_t;
+inline constexpr int32_t kNoId = -1;
+
+// Product of the dims; saturates at INT64_MAX (the importer rejects such shapes up front).
+int64_t num_elements(const Shape& shape);
+// nullopt when a dim is negative or the product overflows int64.
+std::optional<int64_t> checked_num_elements(const Shape& shape);
+
+enum class TensorRole : uint8_t {
+  kDataInput,
+  kLabel,
+  kParameter,  // trainable: a floating initializer with a differentiable path to the loss
+  kBuffer,     // any other initializer (BatchNorm running statistics, float masks)
+  kConstant,   // folded or integer constants
+  kActivation,
+  kGradient,
+  kOptimizerState,
+  kLoss,
+};
+std::string_view role_name(TensorRole role);
+
+struct Tensor {
+  std::string name;  // the ONNX name; derived tensors get derived readable names
+  DType dtype = DType::kFloat32;
+  Shape shape;
+  TensorRole role = TensorRole::kActivation;
+  NodeId producer = kNoId;
+  std::vector<NodeId> consumers;  // ascending, one entry per consuming node
+  // Raw little-endian contents, when known (constants, initializers with data). Shape-only
+  // initializers have none.
+  std::shared_ptr<const std::vector<uint8_t>> data;
+
+  int64_t numel() const { return num_elements(shape); }
+  int64_t bytes() const { return numel() * dtype_bytes(dtype); }
+  bool has_data() const { return data != nullptr; }
+};
+
+struct Node {
+  std::string name;
+  OpKind kind = OpKind::kIdentity;
+  std::vector<TensorId> inputs;
+  std::vector<TensorId> outputs;
+  Attributes attrs;
+};
+
+class Graph {
+ public:
+  TensorId add_tensor(Tensor tensor);
+  // Nodes may be added in any order; finalize() sorts them.
+  NodeId add_node(Node node);
+
+  // Sorts nodes into the canonical topological order (Kahn's algorithm, ties broken by the
+  // order of insertion, i.e. ONNX order), fills producers/consumers and the name index, and
+  // checks structural invariants. Throws InternalError on a cycle or dangling id.
+  void finalize();
+
+  const Tensor& tensor(TensorId id) const { return tensors_.at(static_cast<size_t>(id)); }
+  Tensor& tensor(TensorId id) { return tensors_.at(static_cast<size_t>(id)); }
+  const Node& node(NodeId id) const { return nodes_.at(static_cast<size_t>(id)); }
+  Node& node(NodeId id) { return nodes_.at(static_cast<size_t>(id)); }
+  const std::vector<Tensor>& tensors() const { return tensors_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  size_t num_tensors() const { return tensors_.size(); }
+  size_t num_nodes() const { return nodes_.size(); }
+
+  TensorId find_tensor(std::string_view name) const;  // kNoId if absent
+  NodeId find_node(std::string_view name) const;      // kNoId if absent
+
+  // Graph inputs (data inputs and labels) in ONNX order, and the scalar loss.
+  std::vector<TensorId> inputs;
+  TensorId loss = kNoId;
+
+  std::vector<TensorId> tensors_with_role(TensorRole role) const;
+
+ private:
+  std::vector<Tensor> tensors_;
+  std::vector<Node> nodes_;
+  std::map<std::string, TensorId, std::less<>> tensor_index_;
+  std::map<std::string, NodeId, std::less<>> node_index_;
+};
+
+}  // namespace alpa
