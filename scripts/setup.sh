@@ -12,7 +12,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-numpy python3-onnx python3-torch
+  python3 python3-numpy python3-onnx python3-torch python3-jsonschema time
 )
 
 missing=()

@@ -36,6 +36,26 @@ double contraction_flops(const Graph& g, const Node& node) {
   return 2.0 * all * static_cast<double>(std::max<size_t>(node.inputs.size() - 1, 1));
 }
 
+// Backward ops: the same arithmetic as the forward op they differentiate.
+double grad_flops(const Graph& g, const Node& node) {
+  const double dy = node.inputs.empty() ? 0.0 : numel(g, node.inputs[0]);
+  switch (node.kind) {
+    case OpKind::kConvGradInput: case OpKind::kConvGradWeight: {
+      const Shape& w = node.kind == OpKind::kConvGradInput ? g.tensor(node.inputs[1]).shape
+                                                            : node.attrs.get_ints("weight_shape");
+      double per_output = 1;
+      for (size_t d = 1; d < w.size(); ++d) per_output *= static_cast<double>(w[d]);
+      return 2.0 * dy * per_output;
+    }
+    case OpKind::kLayerNormalizationGrad: case OpKind::kBatchNormalizationGrad: return 12.0 * dy;
+    case OpKind::kSoftmaxGrad: case OpKind::kLogSoftmaxGrad: return 4.0 * dy;
+    case OpKind::kSoftmaxCrossEntropyLossGrad: return 4.0 * numel(g, node.inputs[1]);
+    case OpKind::kZeros: case OpKind::kSliceGrad: case OpKind::kGatherGrad: case OpKind::kTopKGrad:
+      return 0.0;
+    default: return 2.0 * dy;
+  }
+}
+
 double node_flops(const Graph& g, const Node& node) {
   const double out = node.outputs.empty() ? 0.0 : numel(g, node.outputs[0]);
   const double in = node.inputs.empty() ? 0.0 : numel(g, node.inputs[0]);
@@ -69,6 +89,10 @@ double node_flops(const Graph& g, const Node& node) {
       return 2.0 * out;
     case OpFamily::kLoss:
       return 5.0 * in;
+    case OpFamily::kGrad:
+      return grad_flops(g, node);
+    case OpFamily::kOptimizer:
+      return (node.kind == OpKind::kAdamUpdate ? 15.0 : 5.0) * in;
     case OpFamily::kLayout:
     case OpFamily::kGather:
     case OpFamily::kSource:

@@ -70,6 +70,30 @@ constexpr std::array<OpInfo, kNumOpKinds> kOps = {{
     {OpKind::kConstantOfShape, "ConstantOfShape", F::kSource, kNone, kNone, kNone, kNone},
     {OpKind::kShape, "Shape", F::kSource, kNone, kNone, kNone, kNone},
     {OpKind::kRange, "Range", F::kSource, kNone, kNone, kNone, kNone},
+    // Internal backward and optimizer ops: never differentiated again, nothing saved.
+    {OpKind::kSumToShape, "alpa.SumToShape", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kReluGrad, "alpa.ReluGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kSigmoidGrad, "alpa.SigmoidGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kTanhGrad, "alpa.TanhGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kErfGrad, "alpa.ErfGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kSoftmaxGrad, "alpa.SoftmaxGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kLogSoftmaxGrad, "alpa.LogSoftmaxGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kLayerNormalizationGrad, "alpa.LayerNormalizationGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kBatchNormalizationGrad, "alpa.BatchNormalizationGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kConvGradInput, "alpa.ConvGradInput", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kConvGradWeight, "alpa.ConvGradWeight", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kMaxPoolGrad, "alpa.MaxPoolGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kAveragePoolGrad, "alpa.AveragePoolGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kGatherGrad, "alpa.GatherGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kSliceGrad, "alpa.SliceGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kReduceMaxGrad, "alpa.ReduceMaxGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kTopKGrad, "alpa.TopKGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kClipGrad, "alpa.ClipGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kPowGrad, "alpa.PowGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kSoftmaxCrossEntropyLossGrad, "alpa.SoftmaxCrossEntropyLossGrad", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kZeros, "alpa.Zeros", F::kGrad, kNone, kNone, kNone, kNone},
+    {OpKind::kSgdUpdate, "alpa.SgdUpdate", F::kOptimizer, kNone, kNone, kNone, kNone},
+    {OpKind::kAdamUpdate, "alpa.AdamUpdate", F::kOptimizer, kNone, kNone, kNone, kNone},
 }};
 
 constexpr bool table_in_enum_order() {
@@ -86,9 +110,14 @@ const OpInfo& op_info(OpKind kind) { return kOps[static_cast<size_t>(kind)]; }
 
 std::string_view op_name(OpKind kind) { return op_info(kind).name; }
 
+bool is_internal(OpKind kind) {
+  const OpFamily f = op_info(kind).family;
+  return f == OpFamily::kGrad || f == OpFamily::kOptimizer;
+}
+
 std::optional<OpKind> op_kind_from_onnx(std::string_view op_type) {
   for (const auto& row : kOps) {
-    if (row.name == op_type) return row.kind;
+    if (row.name == op_type && !is_internal(row.kind)) return row.kind;
   }
   return std::nullopt;
 }

@@ -64,7 +64,31 @@ namespace alpa {
   X(Constant, "Constant")                                        \
   X(ConstantOfShape, "ConstantOfShape")                          \
   X(Shape, "Shape")                                              \
-  X(Range, "Range")
+  X(Range, "Range")                                              \
+  /* Internal ops: backward rules and optimizer updates (never imported from ONNX). */ \
+  X(SumToShape, "alpa.SumToShape")                               \
+  X(ReluGrad, "alpa.ReluGrad")                                   \
+  X(SigmoidGrad, "alpa.SigmoidGrad")                             \
+  X(TanhGrad, "alpa.TanhGrad")                                   \
+  X(ErfGrad, "alpa.ErfGrad")                                     \
+  X(SoftmaxGrad, "alpa.SoftmaxGrad")                             \
+  X(LogSoftmaxGrad, "alpa.LogSoftmaxGrad")                       \
+  X(LayerNormalizationGrad, "alpa.LayerNormalizationGrad")       \
+  X(BatchNormalizationGrad, "alpa.BatchNormalizationGrad")       \
+  X(ConvGradInput, "alpa.ConvGradInput")                         \
+  X(ConvGradWeight, "alpa.ConvGradWeight")                       \
+  X(MaxPoolGrad, "alpa.MaxPoolGrad")                             \
+  X(AveragePoolGrad, "alpa.AveragePoolGrad")                     \
+  X(GatherGrad, "alpa.GatherGrad")                               \
+  X(SliceGrad, "alpa.SliceGrad")                                 \
+  X(ReduceMaxGrad, "alpa.ReduceMaxGrad")                         \
+  X(TopKGrad, "alpa.TopKGrad")                                   \
+  X(ClipGrad, "alpa.ClipGrad")                                   \
+  X(PowGrad, "alpa.PowGrad")                                     \
+  X(SoftmaxCrossEntropyLossGrad, "alpa.SoftmaxCrossEntropyLossGrad") \
+  X(Zeros, "alpa.Zeros")                                         \
+  X(SgdUpdate, "alpa.SgdUpdate")                                 \
+  X(AdamUpdate, "alpa.AdamUpdate")
 
 enum class OpKind : uint8_t {
 #define ALPA_OP_ENUM(name, onnx) k##name,
@@ -93,6 +117,8 @@ enum class OpFamily : uint8_t {
   kDropout,
   kLoss,
   kSource,  // Constant, ConstantOfShape, Shape, Range: folded away at import
+  kGrad,       // internal backward ops
+  kOptimizer,  // internal optimizer updates
 };
 
 // Bit i of a mask refers to input (or output) i; kAll covers every operand.
@@ -110,7 +136,9 @@ struct OpInfo {
 
 const OpInfo& op_info(OpKind kind);
 std::string_view op_name(OpKind kind);
+// Only ONNX operators map; internal ops ("alpa.*") never do.
 std::optional<OpKind> op_kind_from_onnx(std::string_view op_type);
+bool is_internal(OpKind kind);
 
 inline bool mask_has(uint32_t mask, size_t index) {
   return index < 32 && ((mask >> index) & 1u) != 0;

@@ -317,6 +317,49 @@ Types infer_elementwise(const Node& node, const Types& in) {
   }
 }
 
+// Backward and optimizer ops: each output has the shape of a forward operand, named by an
+// attribute or by one of its inputs.
+Types infer_internal(const Node& node, const Types& in) {
+  const DType dt = in.empty() ? DType::kFloat32 : in[0].dtype;
+  auto attr_shape = [&](const char* key) { return TensorType{dt, node.attrs.get_ints(key)}; };
+  switch (node.kind) {
+    case OpKind::kSumToShape: return {attr_shape("shape")};
+    case OpKind::kZeros:
+      return {{static_cast<DType>(node.attrs.get_int("dtype")), node.attrs.get_ints("shape")}};
+    case OpKind::kConvGradInput: case OpKind::kAveragePoolGrad: case OpKind::kSliceGrad:
+    case OpKind::kTopKGrad:
+      return {attr_shape("input_shape")};
+    case OpKind::kConvGradWeight: return {attr_shape("weight_shape")};
+    case OpKind::kGatherGrad: return {attr_shape("shape")};
+    case OpKind::kLayerNormalizationGrad: case OpKind::kBatchNormalizationGrad: {
+      expect_inputs(in, 3, 3);
+      Types out = {{dt, in[1].shape}};
+      for (size_t i = 1; i < node.outputs.size(); ++i) out.push_back({dt, in[2].shape});
+      return out;
+    }
+    case OpKind::kMaxPoolGrad: case OpKind::kReduceMaxGrad: case OpKind::kClipGrad:
+    case OpKind::kSoftmaxCrossEntropyLossGrad:
+      expect_inputs(in, 2, 4);
+      return {{dt, in[1].shape}};
+    case OpKind::kPowGrad: {
+      expect_inputs(in, 3, 3);
+      const Shape full = broadcast_shapes(in[1].shape, in[2].shape);
+      return Types(node.outputs.size(), TensorType{dt, full});
+    }
+    case OpKind::kSgdUpdate: case OpKind::kAdamUpdate: {
+      Types out = {{in[0].dtype, in[0].shape}};
+      for (size_t i = 2; i < in.size(); ++i) out.push_back({in[i].dtype, in[i].shape});
+      return out;
+    }
+    default:  // element-wise gradients: ReluGrad, SigmoidGrad, TanhGrad, ErfGrad, SoftmaxGrad, ...
+      expect_inputs(in, 2, 2);
+      if (in[0].shape != in[1].shape) {
+        fail("gradient " + format_dims(in[0].shape) + " and operand " + format_dims(in[1].shape) + " differ");
+      }
+      return {{dt, in[0].shape}};
+  }
+}
+
 }  // namespace
 
 Shape broadcast_shapes(const Shape& a, const Shape& b) {
@@ -576,6 +619,9 @@ std::vector<TensorType> infer_types(const Node& node, const std::vector<TensorTy
     }
     case OpFamily::kLoss:
       return infer_loss(node, in);
+    case OpFamily::kGrad:
+    case OpFamily::kOptimizer:
+      return infer_internal(node, in);
     case OpFamily::kSource:
       break;
   }
