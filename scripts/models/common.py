@@ -16,7 +16,7 @@ import json
 import math
 import os
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -215,7 +215,10 @@ class GraphBuilder:
         """A 1-D INT64 constant (cached), e.g. a reshape target or an axes list."""
         key = tuple(int(v) for v in values)
         if key not in self._int_consts:
-            name = "const_i64_" + "_".join(str(v).replace("-", "m") for v in key)
+            if len(key) <= 8:
+                name = "const_i64_" + "_".join(str(v).replace("-", "m") for v in key)
+            else:
+                name = f"const_i64_len{len(key)}_{len(self._int_consts)}"
             t = helper.make_tensor(name, TensorProto.INT64, [len(key)], list(key))
             self.initializers.append(t)
             self._int_consts[key] = name

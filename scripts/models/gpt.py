@@ -83,7 +83,14 @@ def _torch():
     return torch, nn, F
 
 
-def make_model(cfg: GPTConfig):
+_TORCH_BLOCKS = None
+
+
+def torch_blocks():
+    """(CausalSelfAttention, MLP) torch module classes, shared with moe.py."""
+    global _TORCH_BLOCKS
+    if _TORCH_BLOCKS is not None:
+        return _TORCH_BLOCKS
     torch, nn, F = _torch()
 
     class CausalSelfAttention(nn.Module):
@@ -118,6 +125,14 @@ def make_model(cfg: GPTConfig):
 
         def forward(self, x):
             return self.drop(self.proj(F.gelu(self.fc(x))))
+
+    _TORCH_BLOCKS = (CausalSelfAttention, MLP)
+    return _TORCH_BLOCKS
+
+
+def make_model(cfg: GPTConfig):
+    torch, nn, F = _torch()
+    CausalSelfAttention, MLP = torch_blocks()
 
     class Block(nn.Module):
         def __init__(self, c: GPTConfig):

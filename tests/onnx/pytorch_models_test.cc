@@ -103,7 +103,8 @@ TEST(PyTorchModels, BatchRebindsTheGlobalBatch) {
   const InspectReport small = inspect_model(import_model("gpt_test", meta));
   const InspectReport big = inspect_model(m);
   EXPECT_EQ(big.parameter_count, small.parameter_count);
-  EXPECT_NEAR(big.forward_flops / small.forward_flops, 2.0, 1e-9);
+  // Everything but batch-independent work (the causal-mask comparison) doubles.
+  EXPECT_NEAR(big.forward_flops / small.forward_flops, 2.0, 1e-3);
 }
 
 }  // namespace
