@@ -62,6 +62,8 @@ struct Node {
   std::vector<TensorId> inputs;
   std::vector<TensorId> outputs;
   Attributes attrs;
+  // Backward and optimizer nodes: the forward node they derive from (empty for forward nodes).
+  std::string derived_from;
 };
 
 class Graph {

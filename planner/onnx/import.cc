@@ -16,6 +16,7 @@
 
 #include "planner/common/error.h"
 #include "planner/common/format.h"
+#include "planner/common/rng.h"
 #include "planner/graph/const_eval.h"
 #include "planner/graph/shape_inference.h"
 
@@ -443,6 +444,9 @@ bool Importer::normalise(const onnx::NodeProto& n, Node& node) {
         return false;
       }
       node.attrs.set("ratio", ratio);
+      // The mask's RNG key: a stable function of the node's name, so the backward pass (and
+      // any recomputation or shard) regenerates the same mask.
+      node.attrs.set("rng_key", static_cast<int64_t>(stable_key(node_names_.at(&n)) >> 1));
       data_inputs(1);
       return true;
     }

@@ -1,0 +1,148 @@
+// alpa-run: trains a model. Argument handling only; the work is in executor/ and planner/.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <unistd.h>
+
+#include "executor/runtime/data.h"
+#include "executor/runtime/npy.h"
+#include "executor/runtime/trainer.h"
+#include "planner/autodiff/training_graph.h"
+#include "planner/common/error.h"
+#include "planner/common/format.h"
+#include "planner/onnx/import.h"
+
+namespace {
+
+struct Flags {
+  std::string model, plan, data = "synthetic", optimizer = "sgd", metrics, save_params;
+  int64_t steps = 10, batch = 0, microbatches = 1;
+  double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
+  uint64_t seed = 0;
+};
+
+std::string file_name_for(const std::string& tensor) {
+  std::string out = tensor;
+  for (char& c : out) {
+    if (c == '/' || c == '\\' || c == ':') c = '_';
+  }
+  return out + ".npy";
+}
+
+void save_params(const std::string& dir, const alpa::exec::Trainer& trainer) {
+  std::filesystem::create_directories(dir);
+  const alpa::Graph& g = trainer.training_graph().graph;
+  for (size_t t = 0; t < g.num_tensors(); ++t) {
+    const alpa::Tensor& tensor = g.tensor(static_cast<alpa::TensorId>(t));
+    if (tensor.role != alpa::TensorRole::kParameter && tensor.role != alpa::TensorRole::kBuffer) continue;
+    alpa::exec::write_npy((std::filesystem::path(dir) / file_name_for(tensor.name)).string(), tensor.dtype,
+                          tensor.shape, trainer.value(static_cast<alpa::TensorId>(t)));
+  }
+}
+
+int run(const Flags& f) {
+  if (!f.plan.empty()) {
+    throw alpa::UserError(f.plan, "--plan", "distributed plans are not supported by this build yet; "
+                                            "run without --plan for single-device training");
+  }
+  if (f.microbatches != 1) {
+    throw alpa::UserError("--microbatches", std::to_string(f.microbatches),
+                          "gradient accumulation is not supported yet; use 1");
+  }
+  alpa::ImportOptions import_options;
+  if (f.batch > 0) import_options.batch = f.batch;
+  const alpa::ImportedModel model = alpa::import_onnx_file(f.model, import_options);
+
+  alpa::OptimizerConfig opt;
+  opt.lr = f.lr;
+  opt.momentum = f.momentum;
+  opt.weight_decay = f.weight_decay;
+  if (f.optimizer == "sgd") opt.kind = alpa::OptimizerKind::kSgd;
+  else if (f.optimizer == "adam") opt.kind = alpa::OptimizerKind::kAdam;
+  else if (f.optimizer == "adamw") opt.kind = alpa::OptimizerKind::kAdamW;
+  else throw alpa::UserError("--optimizer", f.optimizer, "expected sgd, adam or adamw");
+  const alpa::TrainingGraph tg = alpa::build_training_graph(model.graph, opt);
+
+  std::unique_ptr<alpa::exec::DataSource> data =
+      f.data == "synthetic" ? alpa::exec::synthetic_data(tg.graph, f.seed)
+                            : alpa::exec::open_data_directory(f.data, tg.graph);
+  auto kernels = alpa::exec::make_cpu_kernels();
+  alpa::exec::Trainer trainer(tg, *kernels, f.seed);
+
+  std::ofstream metrics;
+  if (!f.metrics.empty()) {
+    metrics.open(f.metrics);
+    if (!metrics) throw alpa::UserError(f.metrics, "--metrics", "cannot be written");
+  }
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  for (int64_t step = 0; step < f.steps; ++step) {
+    const auto batch = data->batch(step);
+    std::vector<const void*> inputs;
+    for (const auto& b : batch) inputs.push_back(b.data());
+    const auto start = std::chrono::steady_clock::now();
+    const alpa::exec::StepResult r = trainer.step(inputs, step);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    const double samples_per_s = static_cast<double>(model.batch) / (ms / 1000.0);
+    if (metrics) {
+      char line[512];
+      std::snprintf(line, sizeof line,
+                    "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld}\n",
+                    static_cast<long long>(step + 1), r.loss, ms, samples_per_s,
+                    static_cast<long long>(r.peak_bytes));
+      metrics << line << std::flush;
+    }
+    const int width = 30;
+    const int filled = static_cast<int>(width * (step + 1) / f.steps);
+    std::fprintf(stderr, "%sstep %lld/%lld [%s%s] loss %.6f  %.1f ms  %.1f samples/s  peak %s%s",
+                 tty ? "\r" : "", static_cast<long long>(step + 1), static_cast<long long>(f.steps),
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), r.loss, ms,
+                 samples_per_s, alpa::format_bytes(static_cast<double>(r.peak_bytes)).c_str(),
+                 tty ? "" : "\n");
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  if (!f.save_params.empty()) save_params(f.save_params, trainer);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"alpa-run: train a model on one device (plans and MPI ranks come with the planner)"};
+  Flags f;
+  app.add_option("--model", f.model, "ONNX model (as written by torch.onnx.export)")->required();
+  app.add_option("--plan", f.plan, "execution plan from alpa-plan (not yet supported)");
+  app.add_option("--steps", f.steps, "training steps")->check(CLI::PositiveNumber);
+  app.add_option("--data", f.data, "DIR with <input-name>.npy per model input, or 'synthetic'");
+  app.add_option("--optimizer", f.optimizer, "sgd | adam | adamw");
+  app.add_option("--lr", f.lr, "learning rate");
+  app.add_option("--momentum", f.momentum, "SGD momentum");
+  app.add_option("--weight-decay", f.weight_decay, "weight decay (L2 for sgd/adam, decoupled for adamw)");
+  app.add_option("--batch", f.batch, "global batch (binds the model's batch dim)")->check(CLI::PositiveNumber);
+  app.add_option("--microbatches", f.microbatches, "gradient accumulation steps (1 for now)");
+  app.add_option("--seed", f.seed, "seed for dropout masks, shape-only parameters, synthetic data");
+  app.add_option("--metrics", f.metrics, "write JSON Lines metrics, one object per step");
+  app.add_option("--save-params", f.save_params, "after the last step, write every parameter and buffer as DIR/<name>.npy");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  try {
+    return run(f);
+  } catch (const alpa::UserError& e) {
+    std::fprintf(stderr, "alpa-run: error: %s\n", e.what());
+    return 2;
+  } catch (const alpa::InternalError& e) {
+    std::fprintf(stderr, "alpa-run: %s\n", e.what());
+    return 3;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "alpa-run: error: out of memory\n");
+    return 3;
+  }
+}

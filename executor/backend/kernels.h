@@ -1,0 +1,57 @@
+// The kernel interface every backend implements (CPU now; CUDA later). The interpreter allocates
+// every output with the shape the graph gives it and calls run(); a kernel reads its inputs and
+// fully writes its outputs (it never accumulates into them).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "planner/graph/graph.h"
+
+namespace alpa::exec {
+
+// A dense row-major tensor in device memory. Floating tensors are float32 or float64 (the
+// gradient checks run every kernel in float64); integers are int64 or int32; bool is one byte.
+struct TensorView {
+  DType dtype = DType::kFloat32;
+  Shape shape;
+  void* data = nullptr;
+
+  int64_t numel() const { return num_elements(shape); }
+  int64_t bytes() const { return numel() * dtype_bytes(dtype); }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data); }
+};
+
+// What a step tells its kernels.
+struct StepContext {
+  uint64_t seed = 0;  // the run's seed (dropout masks, shape-only parameter initialisation)
+  int64_t step = 0;   // 0-based training step; Adam's bias correction uses step + 1
+  // > 0: mean-reduced losses divide by this global count of counted labels (the whole step's
+  // batch, across microbatches and ranks) instead of the count in the kernel's own input.
+  double loss_normalizer = 0;
+};
+
+struct KernelCall {
+  const Node* node = nullptr;
+  std::vector<TensorView> inputs;
+  std::vector<TensorView> outputs;
+  const StepContext* ctx = nullptr;
+  // Temporary device memory for the duration of the call (im2col buffers, ...), counted in the
+  // allocator's high-water mark. Released when run() returns.
+  std::function<void*(size_t bytes)> scratch;
+};
+
+class Kernels {
+ public:
+  virtual ~Kernels() = default;
+  // Throws UserError for bad data (e.g. a label out of range, naming the node) and
+  // InternalError for an op or dtype the backend does not implement.
+  virtual void run(const KernelCall& call) = 0;
+};
+
+std::unique_ptr<Kernels> make_cpu_kernels();
+
+}  // namespace alpa::exec

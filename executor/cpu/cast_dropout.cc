@@ -1,0 +1,79 @@
+// Cast and Dropout.
+#include <cmath>
+#include <limits>
+
+#include "executor/cpu/cpu_ops.h"
+#include "executor/cpu/cpu_common.h"
+#include "planner/common/rng.h"
+
+namespace alpa::exec::cpu {
+namespace {
+
+template <typename D, typename S>
+D convert(S v) {
+  if constexpr (std::is_floating_point_v<S> && std::is_integral_v<D>) {
+    // Truncates toward zero, saturating; NaN becomes 0.
+    if (std::isnan(v)) return D(0);
+    if (v >= static_cast<S>(std::numeric_limits<D>::max())) return std::numeric_limits<D>::max();
+    if (v <= static_cast<S>(std::numeric_limits<D>::lowest())) return std::numeric_limits<D>::lowest();
+    return static_cast<D>(v);
+  } else {
+    return static_cast<D>(v);
+  }
+}
+
+}  // namespace
+
+void run_cast(const KernelCall& call) {
+  expect_inputs(call, 1, 1);
+  const Node& node = *call.node;
+  const TensorView& x = call.inputs[0];
+  const TensorView& y = call.outputs[0];
+  const int64_t n = x.numel();
+  if (x.dtype == y.dtype) {
+    if (y.data != x.data) std::memcpy(y.data, x.data, static_cast<size_t>(x.bytes()));
+    return;
+  }
+  dispatch_storage(x.dtype, node, [&](auto src_tag) {
+    using S = decltype(src_tag);
+    const S* px = x.as<S>();
+    if (y.dtype == DType::kBool) {
+      uint8_t* py = y.as<uint8_t>();
+      for (int64_t i = 0; i < n; ++i) py[i] = px[i] != S(0) ? 1 : 0;
+      return;
+    }
+    dispatch_storage(y.dtype, node, [&](auto dst_tag) {
+      using D = decltype(dst_tag);
+      D* py = y.as<D>();
+      for (int64_t i = 0; i < n; ++i) py[i] = convert<D>(px[i]);
+    });
+  });
+}
+
+// u = philox_uniform(seed, step, rng_key, i) for flat element i; keep iff u >= ratio (compared
+// in double); kept elements are divided by (1 - ratio) in T.
+void run_dropout(const KernelCall& call) {
+  expect_inputs(call, 1, 1);
+  const Node& node = *call.node;
+  const StepContext ctx = call.ctx ? *call.ctx : StepContext{};
+  const double ratio = node.attrs.get_float("ratio", 0.5);
+  const uint64_t key = static_cast<uint64_t>(node.attrs.get_int("rng_key", 0));
+  const TensorView& x = call.inputs[0];
+  const int64_t n = x.numel();
+  uint8_t* mask = has_output(call, 1) ? call.outputs[1].as<uint8_t>() : nullptr;
+  dispatch_float(x.dtype, node, [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.as<T>();
+    T* py = call.outputs[0].as<T>();
+    const T keep_div = static_cast<T>(1.0 - ratio);
+    for (int64_t i = 0; i < n; ++i) {
+      const bool keep = ratio < 1.0 &&
+                        static_cast<double>(philox_uniform(ctx.seed, static_cast<uint64_t>(ctx.step), key,
+                                                             static_cast<uint64_t>(i))) >= ratio;
+      py[i] = keep ? px[i] / keep_div : T(0);
+      if (mask) mask[i] = keep ? 1 : 0;
+    }
+  });
+}
+
+}  // namespace alpa::exec::cpu

@@ -1,0 +1,135 @@
+#include "executor/runtime/data.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "planner/common/error.h"
+#include "planner/common/format.h"
+#include "planner/common/rng.h"
+
+namespace alpa::exec {
+namespace {
+
+class DirectoryData : public DataSource {
+ public:
+  DirectoryData(const std::string& dir, const Graph& graph) : graph_(graph) {
+    for (TensorId id : graph.inputs) {
+      const Tensor& in = graph.tensor(id);
+      const std::string path = (std::filesystem::path(dir) / (in.name + ".npy")).string();
+      if (!std::filesystem::exists(path)) {
+        throw UserError(path, "input '" + in.name + "'", "data file is missing");
+      }
+      NpyArray a = read_npy(path);
+      if (a.dtype != in.dtype) {
+        throw UserError(path, "dtype", std::string(dtype_name(a.dtype)) + " but input '" + in.name +
+                                           "' is " + std::string(dtype_name(in.dtype)));
+      }
+      if (a.shape.size() != in.shape.size() || in.shape.empty()) {
+        throw UserError(path, "shape", format_dims(a.shape) + " must have " + std::to_string(in.shape.size()) +
+                                           " dims (samples, then " + format_dims(Shape(in.shape.begin() + (in.shape.empty() ? 0 : 1), in.shape.end())) + ")");
+      }
+      if (!std::equal(a.shape.begin() + 1, a.shape.end(), in.shape.begin() + 1)) {
+        throw UserError(path, "shape", format_dims(a.shape) + " does not match input '" + in.name +
+                                           "' " + format_dims(in.shape) + " beyond the sample dim");
+      }
+      if (a.shape[0] == 0) throw UserError(path, "shape", "holds no samples");
+      arrays_.push_back(std::move(a));
+    }
+  }
+
+  std::vector<std::vector<uint8_t>> batch(int64_t step) override {
+    std::vector<std::vector<uint8_t>> out;
+    for (size_t i = 0; i < graph_.inputs.size(); ++i) {
+      const Tensor& in = graph_.tensor(graph_.inputs[i]);
+      const NpyArray& a = arrays_[i];
+      const int64_t batch = in.shape[0], samples = a.shape[0];
+      const size_t sample_bytes = a.data.size() / static_cast<size_t>(samples);
+      std::vector<uint8_t> buf(static_cast<size_t>(batch) * sample_bytes);
+      for (int64_t s = 0; s < batch; ++s) {
+        const int64_t src = (step * batch + s) % samples;
+        std::memcpy(buf.data() + s * sample_bytes, a.data.data() + src * sample_bytes, sample_bytes);
+      }
+      out.push_back(std::move(buf));
+    }
+    return out;
+  }
+
+ private:
+  const Graph& graph_;
+  std::vector<NpyArray> arrays_;
+};
+
+// The exclusive upper bound of valid values for an integer input, from how the model uses it.
+int64_t integer_range(const Graph& g, TensorId input) {
+  std::vector<TensorId> frontier = {input};
+  while (!frontier.empty()) {
+    const TensorId t = frontier.back();
+    frontier.pop_back();
+    for (NodeId c : g.tensor(t).consumers) {
+      const Node& n = g.node(c);
+      if (n.kind == OpKind::kGather && n.inputs.size() > 1 && n.inputs[1] == t) {
+        const Shape& data = g.tensor(n.inputs[0]).shape;
+        return data[n.attrs.get_int("axis", 0) < 0 ? n.attrs.get_int("axis", 0) + static_cast<int64_t>(data.size()) : n.attrs.get_int("axis", 0)];
+      }
+      if (n.kind == OpKind::kSoftmaxCrossEntropyLoss && n.inputs[1] == t) return g.tensor(n.inputs[0]).shape[1];
+      if (n.kind == OpKind::kOneHot) return n.attrs.get_int("depth");
+      if (op_info(n.kind).family == OpFamily::kLayout || n.kind == OpKind::kCast) {
+        frontier.insert(frontier.end(), n.outputs.begin(), n.outputs.end());
+      }
+    }
+  }
+  return 2;
+}
+
+class SyntheticData : public DataSource {
+ public:
+  SyntheticData(const Graph& graph, uint64_t seed) : graph_(graph), seed_(seed) {
+    for (TensorId id : graph.inputs) ranges_.push_back(integer_range(graph, id));
+  }
+  std::vector<std::vector<uint8_t>> batch(int64_t step) override {
+    std::vector<std::vector<uint8_t>> out;
+    for (size_t i = 0; i < graph_.inputs.size(); ++i) {
+      const Tensor& in = graph_.tensor(graph_.inputs[i]);
+      std::vector<uint8_t> buf(static_cast<size_t>(in.bytes()));
+      const uint64_t key = stable_key(in.name);
+      for (int64_t e = 0; e < in.numel(); ++e) {
+        const float u = philox_uniform(seed_, static_cast<uint64_t>(step), key, static_cast<uint64_t>(e));
+        if (in.dtype == DType::kFloat32) {
+          const float v = 2.0f * u - 1.0f;
+          std::memcpy(buf.data() + 4 * e, &v, 4);
+        } else if (in.dtype == DType::kInt64) {
+          const int64_t v = std::min<int64_t>(ranges_[i] - 1, static_cast<int64_t>(u * static_cast<float>(ranges_[i])));
+          std::memcpy(buf.data() + 8 * e, &v, 8);
+        } else if (in.dtype == DType::kInt32) {
+          const int32_t v = static_cast<int32_t>(std::min<int64_t>(ranges_[i] - 1, static_cast<int64_t>(u * static_cast<float>(ranges_[i]))));
+          std::memcpy(buf.data() + 4 * e, &v, 4);
+        } else if (in.dtype == DType::kBool || in.dtype == DType::kUInt8) {
+          buf[e] = u < 0.5f ? 0 : 1;
+        } else {
+          throw UserError("--data synthetic", "input '" + in.name + "'",
+                          "has dtype " + std::string(dtype_name(in.dtype)) + ", which synthetic data does not generate");
+        }
+      }
+      out.push_back(std::move(buf));
+    }
+    return out;
+  }
+
+ private:
+  const Graph& graph_;
+  uint64_t seed_;
+  std::vector<int64_t> ranges_;
+};
+
+}  // namespace
+
+std::unique_ptr<DataSource> open_data_directory(const std::string& dir, const Graph& graph) {
+  if (!std::filesystem::is_directory(dir)) throw UserError(dir, "--data", "is not a directory");
+  return std::make_unique<DirectoryData>(dir, graph);
+}
+
+std::unique_ptr<DataSource> synthetic_data(const Graph& graph, uint64_t seed) {
+  return std::make_unique<SyntheticData>(graph, seed);
+}
+
+}  // namespace alpa::exec

@@ -1,0 +1,29 @@
+// Training data: one NumPy file per model input (dim 0 = samples), or synthetic batches.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "executor/runtime/npy.h"
+#include "planner/graph/graph.h"
+
+namespace alpa::exec {
+
+class DataSource {
+ public:
+  virtual ~DataSource() = default;
+  // One host buffer per graph input (Graph::inputs order) for step `step`.
+  virtual std::vector<std::vector<uint8_t>> batch(int64_t step) = 0;
+};
+
+// DIR/<input-name>.npy for every input. Step k uses samples [k·B, (k+1)·B) modulo the number
+// of samples. Throws UserError for a missing file or a wrong dtype or shape.
+std::unique_ptr<DataSource> open_data_directory(const std::string& dir, const Graph& graph);
+
+// Seeded random batches: floats uniform in [-1, 1), integers in the range the model accepts
+// (embedding rows, classes, one-hot depth).
+std::unique_ptr<DataSource> synthetic_data(const Graph& graph, uint64_t seed);
+
+}  // namespace alpa::exec

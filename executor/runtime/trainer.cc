@@ -1,0 +1,136 @@
+#include "executor/runtime/trainer.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "planner/common/error.h"
+#include "planner/common/rng.h"
+
+namespace alpa::exec {
+
+Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed)
+    : tg_(tg), kernels_(kernels), seed_(seed) {
+  const Graph& g = tg.graph;
+  ptr_.assign(g.num_tensors(), nullptr);
+  last_use_.assign(g.num_tensors(), -1);
+  keep_to_end_.assign(g.num_tensors(), false);
+  for (size_t k = 0; k < g.num_nodes(); ++k) {
+    for (TensorId t : g.node(static_cast<NodeId>(k)).inputs) last_use_[t] = static_cast<int64_t>(k);
+  }
+  keep_to_end_[g.loss] = true;
+  for (const auto& [dst, src] : tg.state_updates) keep_to_end_[src] = true;
+  for (size_t t = 0; t < g.num_tensors(); ++t) {
+    if (is_persistent(static_cast<TensorId>(t))) initialize(static_cast<TensorId>(t), seed);
+  }
+  persistent_bytes_ = pool_.bytes_in_use();
+}
+
+Trainer::~Trainer() = default;
+
+bool Trainer::is_persistent(TensorId t) const {
+  const TensorRole r = tg_.graph.tensor(t).role;
+  return r == TensorRole::kParameter || r == TensorRole::kBuffer || r == TensorRole::kConstant ||
+         r == TensorRole::kOptimizerState;
+}
+
+void Trainer::initialize(TensorId id, uint64_t seed) {
+  const Tensor& t = tg_.graph.tensor(id);
+  ptr_[id] = pool_.allocate(static_cast<size_t>(t.bytes()));
+  if (t.has_data()) {
+    std::memcpy(ptr_[id], t.data->data(), t.data->size());
+    return;
+  }
+  if (t.role != TensorRole::kParameter && t.role != TensorRole::kBuffer) return;  // zeros
+  if (t.dtype != DType::kFloat32) return;
+  // Shape-only tensors (planning-size models): 1-D scales ("weight", running_var) start at one,
+  // other 1-D tensors at zero, matrices uniform in ±1/sqrt(fan_in).
+  float* p = static_cast<float*>(ptr_[id]);
+  const int64_t n = t.numel();
+  const bool ends_weight = t.name.size() >= 6 && (t.name.rfind("weight") == t.name.size() - 6 ||
+                                                  t.name.rfind("running_var") == t.name.size() - 11);
+  if (t.shape.size() <= 1) {
+    std::fill(p, p + n, ends_weight ? 1.0f : 0.0f);
+    return;
+  }
+  const double fan_in = static_cast<double>(n / t.shape[0]);
+  const float bound = static_cast<float>(1.0 / std::sqrt(fan_in));
+  const uint64_t key = stable_key(t.name);
+  for (int64_t i = 0; i < n; ++i) {
+    p[i] = (2.0f * philox_uniform(seed, 0, key, static_cast<uint64_t>(i)) - 1.0f) * bound;
+  }
+}
+
+StepResult Trainer::step(const std::vector<const void*>& inputs, int64_t step_index) {
+  const Graph& g = tg_.graph;
+  ALPA_CHECK(inputs.size() == g.inputs.size(), "one buffer per graph input expected");
+  pool_.reset_peak();
+  std::vector<TensorId> step_tensors;
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    const TensorId id = g.inputs[i];
+    ptr_[id] = pool_.allocate(static_cast<size_t>(g.tensor(id).bytes()));
+    std::memcpy(ptr_[id], inputs[i], static_cast<size_t>(g.tensor(id).bytes()));
+    step_tensors.push_back(id);
+  }
+  StepContext ctx;
+  ctx.seed = seed_;
+  ctx.step = step_index;
+  std::vector<void*> scratch;
+  KernelCall call;
+  call.ctx = &ctx;
+  call.scratch = [&](size_t bytes) {
+    scratch.push_back(pool_.allocate(bytes));
+    return scratch.back();
+  };
+  auto view = [&](TensorId id) {
+    const Tensor& t = g.tensor(id);
+    return TensorView{t.dtype, t.shape, ptr_[id]};
+  };
+  for (size_t k = 0; k < g.num_nodes(); ++k) {
+    const Node& node = g.node(static_cast<NodeId>(k));
+    call.node = &node;
+    call.inputs.clear();
+    call.outputs.clear();
+    for (TensorId t : node.inputs) {
+      ALPA_CHECK(ptr_[t] != nullptr, "tensor '" + g.tensor(t).name + "' read before it was computed");
+      call.inputs.push_back(view(t));
+    }
+    for (TensorId t : node.outputs) {
+      ptr_[t] = pool_.allocate(static_cast<size_t>(g.tensor(t).bytes()));
+      step_tensors.push_back(t);
+      call.outputs.push_back(view(t));
+    }
+    kernels_.run(call);
+    for (void* s : scratch) pool_.release(s);
+    scratch.clear();
+    // Free what no later node reads.
+    auto maybe_free = [&](TensorId t) {
+      if (!is_persistent(t) && !keep_to_end_[t] && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
+        pool_.release(ptr_[t]);
+        ptr_[t] = nullptr;
+      }
+    };
+    for (TensorId t : node.inputs) maybe_free(t);
+    for (TensorId t : node.outputs) maybe_free(t);
+  }
+
+  StepResult result;
+  const Tensor& loss = g.tensor(g.loss);
+  result.loss = loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
+                                              : *static_cast<const float*>(ptr_[g.loss]);
+  result.peak_bytes = pool_.peak_bytes();
+  // The next step's state: parameters, optimizer state, BatchNorm running statistics.
+  for (const auto& [dst, src] : tg_.state_updates) {
+    pool_.release(ptr_[dst]);
+    ptr_[dst] = ptr_[src];
+    ptr_[src] = nullptr;
+  }
+  for (TensorId t : step_tensors) {
+    if (ptr_[t] && !is_persistent(t)) {
+      pool_.release(ptr_[t]);
+      ptr_[t] = nullptr;
+    }
+  }
+  return result;
+}
+
+}  // namespace alpa::exec

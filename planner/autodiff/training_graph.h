@@ -1,0 +1,45 @@
+// The training graph: the forward graph, its reverse-mode derivative with respect to every
+// trainable parameter, and the optimizer's update nodes, all in one Graph so the planner shards
+// and costs optimizer state like any other tensor.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "planner/graph/graph.h"
+
+namespace alpa {
+
+enum class OptimizerKind { kSgd, kAdam, kAdamW };
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::kSgd;
+  double lr = 0.01;
+  double momentum = 0.0;  // SGD
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8;  // Adam/AdamW
+};
+
+struct ParameterSlot {
+  TensorId param = kNoId;
+  TensorId grad = kNoId;                // "grad/<name>": summed over every use (tied weights)
+  std::vector<TensorId> state;          // "momentum/<name>" or "adam_m/<name>", "adam_v/<name>"
+  TensorId updated_param = kNoId;       // the optimizer node's outputs
+  std::vector<TensorId> updated_state;
+};
+
+struct TrainingGraph {
+  Graph graph;
+  OptimizerConfig optimizer;
+  std::vector<ParameterSlot> parameters;  // in canonical tensor order
+  // After each step, `first` takes the value of `second`: parameters, optimizer state and
+  // buffers (BatchNorm running statistics).
+  std::vector<std::pair<TensorId, TensorId>> state_updates;
+  size_t num_forward_nodes = 0;  // nodes [0, n) are the forward pass
+};
+
+// Throws UserError when a node on the path to the loss cannot be differentiated (naming it).
+TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& optimizer);
+
+}  // namespace alpa
