@@ -89,8 +89,10 @@ class Graph {
   TensorId find_tensor(std::string_view name) const;  // kNoId if absent
   NodeId find_node(std::string_view name) const;      // kNoId if absent
 
-  // Graph inputs (data inputs and labels) in ONNX order, and the scalar loss.
+  // Graph inputs (data inputs and labels) in ONNX order, the axis of each that indexes
+  // samples (-1 for an input without one), and the scalar loss.
   std::vector<TensorId> inputs;
+  std::vector<int64_t> input_batch_axes;
   TensorId loss = kNoId;
 
   std::vector<TensorId> tensors_with_role(TensorRole role) const;

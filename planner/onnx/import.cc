@@ -336,6 +336,7 @@ void Importer::add_graph_inputs() {
     const TensorId id = new_tensor(in.name(), *dtype, shape, TensorRole::kDataInput);
     values_[in.name()] = id;
     graph().inputs.push_back(id);
+    graph().input_batch_axes.push_back(rank > 0 ? axis : -1);
   }
   for (const auto& bd : options_.batch_dims) {
     if (!seen.count(bd.input)) fail("--batch-dim", "no graph input is named '" + bd.input + "'");
@@ -746,6 +747,7 @@ void Importer::prune_and_assign_roles() {
     return remap[t];
   };
   for (TensorId t : g.inputs) pruned.inputs.push_back(keep(t));
+  pruned.input_batch_axes = g.input_batch_axes;
   for (NodeId id = 0; id < static_cast<NodeId>(g.num_nodes()); ++id) {
     if (!live_node[id]) {
       ++removed_;

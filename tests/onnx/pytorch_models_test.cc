@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "planner/graph/rebatch.h"
 #include "planner/inspect/inspect.h"
 
 namespace alpa {
@@ -105,6 +106,38 @@ TEST(PyTorchModels, BatchRebindsTheGlobalBatch) {
   EXPECT_EQ(big.parameter_count, small.parameter_count);
   // Everything but batch-independent work (the causal-mask comparison) doubles.
   EXPECT_NEAR(big.forward_flops / small.forward_flops, 2.0, 1e-3);
+}
+
+}  // namespace
+}  // namespace alpa
+
+namespace alpa {
+namespace {
+
+// Splitting the batch in the IR (rebatch) gives exactly the graph PyTorch's own shape
+// computations give when the model is imported at the smaller batch.
+TEST(PyTorchModels, RebatchEqualsImportAtTheSmallerBatch) {
+  for (const std::string name : {"gpt_test", "bert_test", "moe_test", "wresnet_test", "gpt_test_static"}) {
+    const nlohmann::json meta = sidecar(name);
+    const int64_t batch = meta.at("batch").get<int64_t>();
+    const ImportedModel full = import_model(name, meta);
+    const Graph split = rebatch(full.graph, batch, batch / 2);
+    if (name == "gpt_test_static") continue;  // no smaller import to compare with
+    ImportOptions options;
+    options.batch = batch / 2;
+    const ImportedModel small =
+        import_onnx_file(std::string(ALPA_TEST_MODELS_DIR) + "/" + name + ".onnx", options);
+    ASSERT_EQ(split.num_nodes(), small.graph.num_nodes()) << name;
+    for (size_t k = 0; k < split.num_nodes(); ++k) {
+      const Node& a = split.node(static_cast<NodeId>(k));
+      const Node& b = small.graph.node(static_cast<NodeId>(k));
+      ASSERT_EQ(a.name, b.name);
+      for (size_t o = 0; o < a.outputs.size(); ++o) {
+        EXPECT_EQ(split.tensor(a.outputs[o]).shape, small.graph.tensor(b.outputs[o]).shape)
+            << name << " " << a.name;
+      }
+    }
+  }
 }
 
 }  // namespace
