@@ -84,6 +84,7 @@ void write_double(const TensorView& t, int64_t i, double v) {
 std::vector<int64_t> read_ints(const TensorView& t) {
   const int64_t n = t.numel();
   std::vector<int64_t> out(static_cast<size_t>(n));
+  if (n == 0) return out;
   if (t.dtype == DType::kInt64) {
     std::memcpy(out.data(), t.data, static_cast<size_t>(n) * sizeof(int64_t));
   } else {

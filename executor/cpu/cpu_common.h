@@ -2,6 +2,7 @@
 // slices), scratch memory, error reporting and small numeric utilities.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>

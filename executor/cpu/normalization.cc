@@ -242,6 +242,29 @@ AxisSplit axis_split(const Node& node, const Shape& x) {
 template <typename T>
 void softmax(const KernelCall& call, bool log) {
   const AxisSplit s = axis_split(*call.node, call.inputs[0].shape);
+  if (s.inner == 1) {  // contiguous rows
+    for (int64_t o = 0; o < s.outer; ++o) {
+      const T* x = call.inputs[0].as<T>() + o * s.n;
+      T* y = call.outputs[0].as<T>() + o * s.n;
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t i = 0; i < s.n; ++i) m = std::max(m, x[i]);
+      if (std::isinf(m)) m = T(0);
+      double sum = 0;
+      for (int64_t i = 0; i < s.n; ++i) {
+        const T e = std::exp(x[i] - m);
+        sum += e;
+        if (!log) y[i] = e;
+      }
+      if (log) {
+        const T shift = static_cast<T>(m + std::log(sum));
+        for (int64_t i = 0; i < s.n; ++i) y[i] = x[i] - shift;
+      } else {
+        const T inv = static_cast<T>(1.0 / sum);
+        for (int64_t i = 0; i < s.n; ++i) y[i] *= inv;
+      }
+    }
+    return;
+  }
   Scratch scratch(call);
   double* mx = scratch.get<double>(s.inner);
   double* sum = scratch.get<double>(s.inner);
@@ -258,16 +281,19 @@ void softmax(const KernelCall& call, bool log) {
     }
     for (int64_t i = 0; i < s.n; ++i) {
       for (int64_t j = 0; j < s.inner; ++j) {
-        const double e = std::exp(x[i * s.inner + j] - mx[j]);
+        const T e = std::exp(x[i * s.inner + j] - static_cast<T>(mx[j]));
         sum[j] += e;
-        if (!log) y[i * s.inner + j] = static_cast<T>(e);
+        if (!log) y[i * s.inner + j] = e;
       }
     }
     for (int64_t j = 0; j < s.inner; ++j) sum[j] = log ? mx[j] + std::log(sum[j]) : 1.0 / sum[j];
-    for (int64_t i = 0; i < s.n; ++i) {
-      for (int64_t j = 0; j < s.inner; ++j) {
-        const int64_t k = i * s.inner + j;
-        y[k] = log ? static_cast<T>(x[k] - sum[j]) : static_cast<T>(y[k] * sum[j]);
+    if (log) {
+      for (int64_t i = 0; i < s.n; ++i) {
+        for (int64_t j = 0; j < s.inner; ++j) y[i * s.inner + j] = static_cast<T>(x[i * s.inner + j] - sum[j]);
+      }
+    } else {
+      for (int64_t i = 0; i < s.n; ++i) {
+        for (int64_t j = 0; j < s.inner; ++j) y[i * s.inner + j] *= static_cast<T>(sum[j]);
       }
     }
   }

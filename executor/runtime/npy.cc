@@ -69,7 +69,8 @@ NpyArray read_npy(const std::string& path) {
     throw UserError(path, "header", "has no 'shape'");
   }
   const std::string dims = m[1];
-  std::sregex_iterator it(dims.begin(), dims.end(), std::regex("\\d+")), end;
+  static const std::regex kNumber("\\d+");
+  std::sregex_iterator it(dims.begin(), dims.end(), kNumber), end;
   for (; it != end; ++it) a.shape.push_back(std::stoll(it->str()));
   const auto n = checked_num_elements(a.shape);
   if (!n) throw UserError(path, "shape", "is too large");

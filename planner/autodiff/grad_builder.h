@@ -25,7 +25,7 @@ class GradBuilder {
   }
   const Node& forward() const { return fwd_; }
   const Attributes& attrs() const { return fwd_.attrs; }
-  const Shape& shape(TensorId t) const { return g_.tensor(t).shape; }
+  Shape shape(TensorId t) const { return g_.tensor(t).shape; }  // a copy: op() grows the tensor list
   DType dtype(TensorId t) const { return g_.tensor(t).dtype; }
 
   // Emits one node; returns its outputs (types from shape inference).

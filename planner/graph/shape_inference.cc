@@ -506,7 +506,7 @@ EinsumSpec parse_einsum(const std::string& equation, size_t num_inputs) {
 }
 
 std::vector<TensorType> infer_types(const Node& node, const std::vector<TensorType>& in) {
-  if (in.empty() && node.kind != OpKind::kConstant) fail("node has no inputs");
+  if (in.empty() && node.kind != OpKind::kConstant && node.kind != OpKind::kZeros) fail("node has no inputs");
   switch (op_info(node.kind).family) {
     case OpFamily::kElementwise:
       return infer_elementwise(node, in);
