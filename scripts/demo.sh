@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Sets up, builds, generates a small GPT with PyTorch's exporter and inspects it, then inspects
-# the paper's GPT-3 39B (shape-only) — the planner's first job until the search lands.
+# Sets up, builds, exports a small GPT with PyTorch, inspects it and the paper's GPT-3 39B
+# (shape-only), then trains the small GPT on one CPU device with alpa-run and shows the loss
+# going down. (Planning and multi-rank runs join the demo as they land.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 OUT=${ALPA_DEMO_DIR:-build/demo}
-mkdir -p "$OUT"
+mkdir -p "$OUT/data"
 echo "== exporting a small GPT with torch.onnx.export"
 /usr/bin/python3 scripts/models/generate.py gpt test -o "$OUT/gpt_test.onnx"
 echo "== alpa-plan inspect $OUT/gpt_test.onnx --batch 8"
@@ -14,3 +15,18 @@ build/apps/alpa-plan inspect "$OUT/gpt_test.onnx" --batch 8
 echo "== GPT-3 39B (shape-only, the paper's largest GPT)"
 /usr/bin/python3 scripts/models/generate.py gpt 39B -o "$OUT/gpt_39b.onnx"
 build/apps/alpa-plan inspect "$OUT/gpt_39b.onnx"
+echo "== training the small GPT on one CPU device (8 fixed samples, Adam)"
+/usr/bin/python3 - "$OUT/data" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(0)
+ids = rng.integers(0, 512, (8, 17), dtype=np.int64)   # next-token prediction on 8 sequences
+np.save(sys.argv[1] + "/input_ids.npy", ids[:, :16].copy())
+np.save(sys.argv[1] + "/labels.npy", ids[:, 1:].copy())
+PY
+build/apps/alpa-run --model "$OUT/gpt_test.onnx" --batch 8 --data "$OUT/data" --steps 20 \
+  --optimizer adam --lr 0.003 --metrics "$OUT/metrics.jsonl"
+/usr/bin/python3 - "$OUT/metrics.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"loss: step 1 {rows[0]['loss']:.4f} -> step {rows[-1]['step']} {rows[-1]['loss']:.4f}")
+PY

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -15,9 +16,9 @@ struct Result {
   std::string out, err;
 };
 
-Result run(const std::string& args) {
+Result run_binary(const std::string& binary, const std::string& args) {
   const std::string err_file = ::testing::TempDir() + "/alpa_cli_stderr.txt";
-  const std::string cmd = std::string(ALPA_PLAN_BINARY) + " " + args + " 2>" + err_file;
+  const std::string cmd = binary + " " + args + " 2>" + err_file;
   Result r;
   FILE* pipe = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
@@ -30,14 +31,18 @@ Result run(const std::string& args) {
   return r;
 }
 
+Result run(const std::string& args) { return run_binary(ALPA_PLAN_BINARY, args); }
+Result run_train(const std::string& args) { return run_binary(ALPA_RUN_BINARY, args); }
+
 std::string model(const std::string& name) { return std::string(ALPA_TEST_MODELS_DIR) + "/" + name; }
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
-void expect_user_error(const Result& r, const std::string& fragment) {
+void expect_user_error(const Result& r, const std::string& fragment,
+                       const std::string& prog = "alpa-plan") {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
-  EXPECT_EQ(r.err.rfind("alpa-plan: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(r.err.rfind(prog + ": error: ", 0), 0u) << r.err;
   EXPECT_NE(r.err.find(fragment), std::string::npos) << "stderr: " << r.err;
 }
 
@@ -105,6 +110,85 @@ TEST(Cli, InspectJson) {
   EXPECT_GT(j["parameters"]["count"].get<int64_t>(), 0);
   EXPECT_GT(j["flops"]["per_token"]["training_flops"].get<double>(), 0);
   EXPECT_TRUE(j["repeated_block"].is_object());
+}
+
+// ---- alpa-run: bad training data ------------------------------------------------------------
+
+// Writes a .npy with the given descr and shape (zero data) into `dir`.
+void write_npy(const std::string& path, const std::string& descr, const std::vector<int64_t>& shape,
+               size_t elem_bytes) {
+  std::string dims;
+  size_t n = 1;
+  for (int64_t d : shape) {
+    dims += std::to_string(d) + ",";
+    n *= static_cast<size_t>(d);
+  }
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  header += std::string(63 - (10 + header.size()) % 64, ' ') + "\n";
+  std::ofstream out(path, std::ios::binary);
+  out.write("\x93NUMPY\x01\x00", 8);
+  out.put(static_cast<char>(header.size() & 0xFF));
+  out.put(static_cast<char>(header.size() >> 8));
+  out << header << std::string(n * elem_bytes, '\0');
+}
+
+class TrainData : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/alpa_run_data";
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  std::string args() const {
+    return "--model " + model("gpt_test.onnx") + " --batch 2 --steps 1 --data " + dir_;
+  }
+  std::string dir_;
+};
+
+TEST_F(TrainData, MissingFile) {
+  write_npy(dir_ + "/input_ids.npy", "<i8", {4, 16}, 8);
+  expect_user_error(run_train(args()), "labels.npy: input 'labels': data file is missing", "alpa-run");
+}
+
+TEST_F(TrainData, WrongDtype) {
+  write_npy(dir_ + "/input_ids.npy", "<f4", {4, 16}, 4);
+  write_npy(dir_ + "/labels.npy", "<i8", {4, 16}, 8);
+  expect_user_error(run_train(args()), "input_ids.npy: dtype: float32 but input 'input_ids' is int64", "alpa-run");
+}
+
+TEST_F(TrainData, WrongShapeAndTooFewDims) {
+  write_npy(dir_ + "/input_ids.npy", "<i8", {4, 15}, 8);
+  write_npy(dir_ + "/labels.npy", "<i8", {4, 16}, 8);
+  expect_user_error(run_train(args()), "input_ids.npy: shape: [4,15] does not match input 'input_ids' [2,16]", "alpa-run");
+  write_npy(dir_ + "/input_ids.npy", "<i8", {64}, 8);
+  expect_user_error(run_train(args()), "input_ids.npy: shape: [64] must have 2 dims", "alpa-run");
+}
+
+TEST_F(TrainData, NotNpy) {
+  std::ofstream(dir_ + "/input_ids.npy") << "hello";
+  write_npy(dir_ + "/labels.npy", "<i8", {4, 16}, 8);
+  expect_user_error(run_train(args()), "input_ids.npy: header: is not a NumPy .npy file", "alpa-run");
+}
+
+TEST(TrainRun, SyntheticDataWritesMetricsAndParams) {
+  const std::string dir = ::testing::TempDir() + "/alpa_run_out";
+  std::filesystem::remove_all(dir);
+  const Result r = run_train("--model " + model("gpt_test.onnx") + " --batch 2 --steps 3 --metrics " + dir +
+                             ".jsonl --save-params " + dir + " --optimizer adam --lr 0.001");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream metrics(dir + ".jsonl");
+  std::string line;
+  int steps = 0;
+  while (std::getline(metrics, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["step"], ++steps);
+    for (const char* key : {"loss", "step_ms", "samples_per_s", "peak_bytes"}) EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(steps, 3);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/wte.weight.npy"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/blocks.0.attn.mask.npy"));  // buffers too
+  EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --optimizer rmsprop").exit_code, 2);
+  EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --microbatches 2").exit_code, 2);
 }
 
 }  // namespace
