@@ -26,7 +26,7 @@ PYEOF
 
 export OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
 /usr/bin/time -f "%M" -o "$OUT/alpa_rss.txt" build/apps/alpa-run --model "$OUT/gpt.onnx" \
-  --data "$OUT/data" --steps "$STEPS" --lr 0.01 --metrics "$OUT/alpa.jsonl" 2> /dev/null
+  --batch 8 --data "$OUT/data" --steps "$STEPS" --lr 0.01 --metrics "$OUT/alpa.jsonl" 2> /dev/null
 /usr/bin/time -f "%M" -o "$OUT/torch_rss.txt" $PY scripts/bench/torch_train.py gpt "$OUT/gpt.onnx" \
   "$OUT/data" "$STEPS" "$THREADS" "$OVR" > "$OUT/torch.json"
 
