@@ -13,6 +13,7 @@
 #include "planner/autodiff/training_graph.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
+#include "planner/graph/rebatch.h"
 #include "planner/onnx/import.h"
 
 namespace {
@@ -48,10 +49,6 @@ int run(const Flags& f) {
     throw alpa::UserError(f.plan, "--plan", "distributed plans are not supported by this build yet; "
                                             "run without --plan for single-device training");
   }
-  if (f.microbatches != 1) {
-    throw alpa::UserError("--microbatches", std::to_string(f.microbatches),
-                          "gradient accumulation is not supported yet; use 1");
-  }
   alpa::ImportOptions import_options;
   if (f.batch > 0) import_options.batch = f.batch;
   const alpa::ImportedModel model = alpa::import_onnx_file(f.model, import_options);
@@ -64,11 +61,25 @@ int run(const Flags& f) {
   else if (f.optimizer == "adam") opt.kind = alpa::OptimizerKind::kAdam;
   else if (f.optimizer == "adamw") opt.kind = alpa::OptimizerKind::kAdamW;
   else throw alpa::UserError("--optimizer", f.optimizer, "expected sgd, adam or adamw");
-  const alpa::TrainingGraph tg = alpa::build_training_graph(model.graph, opt);
+  const int64_t k = f.microbatches;
+  if (k < 1 || model.batch % k != 0) {
+    throw alpa::UserError("--microbatches", std::to_string(k),
+                          "must divide the global batch " + std::to_string(model.batch));
+  }
+  const alpa::SoftmaxCrossEntropyTarget loss_target = alpa::exec::loss_target(model.graph, k);
+  for (size_t i = 0; k > 1 && i < model.graph.inputs.size(); ++i) {
+    if (model.graph.input_batch_axes[i] != 0) {
+      throw alpa::UserError("--microbatches", "input '" + model.graph.tensor(model.graph.inputs[i]).name + "'",
+                            "microbatches split dim 0; this input has no batch in dim 0");
+    }
+  }
+  // The training graph describes one microbatch: the batch split derived in the IR.
+  const alpa::TrainingGraph tg = alpa::build_training_graph(
+      alpa::rebatch(model.graph, model.batch, model.batch / k), opt);
 
   std::unique_ptr<alpa::exec::DataSource> data =
-      f.data == "synthetic" ? alpa::exec::synthetic_data(tg.graph, f.seed)
-                            : alpa::exec::open_data_directory(f.data, tg.graph);
+      f.data == "synthetic" ? alpa::exec::synthetic_data(model.graph, f.seed)
+                            : alpa::exec::open_data_directory(f.data, model.graph);
   auto kernels = alpa::exec::make_cpu_kernels();
   alpa::exec::Trainer trainer(tg, *kernels, f.seed);
 
@@ -80,10 +91,13 @@ int run(const Flags& f) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   for (int64_t step = 0; step < f.steps; ++step) {
     const auto batch = data->batch(step);
-    std::vector<const void*> inputs;
-    for (const auto& b : batch) inputs.push_back(b.data());
+    std::vector<std::vector<const void*>> micro(static_cast<size_t>(k));
+    for (int64_t m = 0; m < k; ++m) {
+      for (const auto& b : batch) micro[m].push_back(b.data() + static_cast<size_t>(m) * (b.size() / static_cast<size_t>(k)));
+    }
+    const double normalizer = k > 1 ? alpa::exec::count_labels(loss_target, model.graph, batch) : 0.0;
     const auto start = std::chrono::steady_clock::now();
-    const alpa::exec::StepResult r = trainer.step(inputs, step);
+    const alpa::exec::StepResult r = trainer.step_microbatches(micro, step, normalizer);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     const double samples_per_s = static_cast<double>(model.batch) / (ms / 1000.0);
     if (metrics) {
@@ -121,7 +135,8 @@ int main(int argc, char** argv) {
   app.add_option("--momentum", f.momentum, "SGD momentum");
   app.add_option("--weight-decay", f.weight_decay, "weight decay (L2 for sgd/adam, decoupled for adamw)");
   app.add_option("--batch", f.batch, "global batch (binds the model's batch dim)")->check(CLI::PositiveNumber);
-  app.add_option("--microbatches", f.microbatches, "gradient accumulation steps (1 for now)");
+  app.add_option("--microbatches", f.microbatches,
+                 "gradient accumulation: K microbatches per step, one optimizer update");
   app.add_option("--seed", f.seed, "seed for dropout masks, shape-only parameters, synthetic data");
   app.add_option("--metrics", f.metrics, "write JSON Lines metrics, one object per step");
   app.add_option("--save-params", f.save_params, "after the last step, write every parameter and buffer as DIR/<name>.npy");

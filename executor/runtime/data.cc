@@ -133,3 +133,56 @@ std::unique_ptr<DataSource> synthetic_data(const Graph& graph, uint64_t seed) {
 }
 
 }  // namespace alpa::exec
+
+namespace alpa::exec {
+
+SoftmaxCrossEntropyTarget loss_target(const Graph& g, int64_t microbatches) {
+  SoftmaxCrossEntropyTarget target;
+  if (microbatches <= 1) return target;
+  const Tensor& loss = g.tensor(g.loss);
+  const Node* sce = loss.producer == kNoId ? nullptr : &g.node(loss.producer);
+  if (!sce || sce->kind != OpKind::kSoftmaxCrossEntropyLoss ||
+      (sce->attrs.has("reduction") && sce->attrs.get_string("reduction") != "mean")) {
+    throw UserError("--microbatches", "loss '" + loss.name + "'",
+                    "gradient accumulation needs the loss to be one mean SoftmaxCrossEntropyLoss "
+                    "(other mean terms would not divide by the step's global count)");
+  }
+  TensorId labels = sce->inputs.at(1);
+  while (g.tensor(labels).producer != kNoId) {  // back through reshapes to the graph input
+    const Node& n = g.node(g.tensor(labels).producer);
+    if (op_info(n.kind).family != OpFamily::kLayout && n.kind != OpKind::kCast) break;
+    labels = n.inputs[0];
+  }
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    if (g.inputs[i] != labels) continue;
+    if (g.input_batch_axes[i] != 0) {
+      throw UserError("--microbatches", "input '" + g.tensor(labels).name + "'", "must carry the batch in dim 0");
+    }
+    target.input_index = i;
+    target.has_ignore_index = sce->attrs.has("ignore_index");
+    target.ignore_index = sce->attrs.get_int("ignore_index", 0);
+    return target;
+  }
+  throw UserError("--microbatches", "node '" + sce->name + "'", "its labels are not a graph input");
+}
+
+double count_labels(const SoftmaxCrossEntropyTarget& target, const Graph& g,
+                    const std::vector<std::vector<uint8_t>>& batch) {
+  const Tensor& in = g.tensor(g.inputs[target.input_index]);
+  const auto& bytes = batch[target.input_index];
+  if (!target.has_ignore_index) return static_cast<double>(in.numel());
+  double count = 0;
+  for (int64_t i = 0; i < in.numel(); ++i) {
+    int64_t v = 0;
+    if (in.dtype == DType::kInt64) std::memcpy(&v, bytes.data() + 8 * i, 8);
+    else {
+      int32_t w = 0;
+      std::memcpy(&w, bytes.data() + 4 * i, 4);
+      v = w;
+    }
+    if (v != target.ignore_index) count += 1;
+  }
+  return count;
+}
+
+}  // namespace alpa::exec

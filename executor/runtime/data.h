@@ -27,3 +27,22 @@ std::unique_ptr<DataSource> open_data_directory(const std::string& dir, const Gr
 std::unique_ptr<DataSource> synthetic_data(const Graph& graph, uint64_t seed);
 
 }  // namespace alpa::exec
+
+namespace alpa {
+// The loss's label input and its ignore_index, for the global label count of a step.
+struct SoftmaxCrossEntropyTarget {
+  size_t input_index = 0;  // index into Graph::inputs
+  bool has_ignore_index = false;
+  int64_t ignore_index = 0;
+};
+}  // namespace alpa
+
+namespace alpa::exec {
+// With `microbatches` > 1 the loss must be one mean-reduced SoftmaxCrossEntropyLoss whose labels
+// are a graph input split along dim 0 (so its mean can use the step's global label count);
+// throws UserError naming what is not.
+SoftmaxCrossEntropyTarget loss_target(const Graph& graph, int64_t microbatches);
+// Number of counted labels (not ignore_index) in a full-batch input set.
+double count_labels(const SoftmaxCrossEntropyTarget& target, const Graph& graph,
+                    const std::vector<std::vector<uint8_t>>& batch);
+}  // namespace alpa::exec

@@ -19,6 +19,13 @@ Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed)
   }
   keep_to_end_[g.loss] = true;
   for (const auto& [dst, src] : tg.state_updates) keep_to_end_[src] = true;
+  for (const ParameterSlot& slot : tg.parameters) keep_to_end_[slot.grad] = true;
+  from_optimizer_.assign(g.num_tensors(), false);
+  for (const Node& n : g.nodes()) {
+    if (op_info(n.kind).family == OpFamily::kOptimizer) {
+      for (TensorId t : n.outputs) from_optimizer_[t] = true;
+    }
+  }
   for (size_t t = 0; t < g.num_tensors(); ++t) {
     if (is_persistent(static_cast<TensorId>(t))) initialize(static_cast<TensorId>(t), seed);
   }
@@ -60,20 +67,72 @@ void Trainer::initialize(TensorId id, uint64_t seed) {
   }
 }
 
-StepResult Trainer::step(const std::vector<const void*>& inputs, int64_t step_index) {
+void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) {
   const Graph& g = tg_.graph;
-  ALPA_CHECK(inputs.size() == g.inputs.size(), "one buffer per graph input expected");
-  pool_.reset_peak();
-  std::vector<TensorId> step_tensors;
-  for (size_t i = 0; i < g.inputs.size(); ++i) {
-    const TensorId id = g.inputs[i];
-    ptr_[id] = pool_.allocate(static_cast<size_t>(g.tensor(id).bytes()));
-    std::memcpy(ptr_[id], inputs[i], static_cast<size_t>(g.tensor(id).bytes()));
-    step_tensors.push_back(id);
+  const Node& node = g.node(static_cast<NodeId>(k));
+  auto view = [&](TensorId id) {
+    const Tensor& t = g.tensor(id);
+    return TensorView{t.dtype, t.shape, ptr_[id]};
+  };
+  call.node = &node;
+  call.inputs.clear();
+  call.outputs.clear();
+  for (TensorId t : node.inputs) {
+    ALPA_CHECK(ptr_[t] != nullptr, "tensor '" + g.tensor(t).name + "' read before it was computed");
+    call.inputs.push_back(view(t));
   }
+  for (TensorId t : node.outputs) {
+    ptr_[t] = pool_.allocate(static_cast<size_t>(g.tensor(t).bytes()));
+    call.outputs.push_back(view(t));
+  }
+  kernels_.run(call);
+  for (void* p : scratch) pool_.release(p);
+  scratch.clear();
+  // Free what no later node reads.
+  auto maybe_free = [&](TensorId t) {
+    if (!is_persistent(t) && !keep_to_end_[t] && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
+      pool_.release(ptr_[t]);
+      ptr_[t] = nullptr;
+    }
+  };
+  for (TensorId t : node.inputs) maybe_free(t);
+  for (TensorId t : node.outputs) maybe_free(t);
+}
+
+void Trainer::apply_updates(bool optimizer) {
+  for (const auto& [dst, src] : tg_.state_updates) {
+    if (from_optimizer_[src] != optimizer || !ptr_[src]) continue;
+    pool_.release(ptr_[dst]);
+    ptr_[dst] = ptr_[src];
+    ptr_[src] = nullptr;
+  }
+}
+
+void Trainer::release_step_tensors() {
+  for (size_t t = 0; t < ptr_.size(); ++t) {
+    if (ptr_[t] && !is_persistent(static_cast<TensorId>(t))) {
+      pool_.release(ptr_[t]);
+      ptr_[t] = nullptr;
+    }
+  }
+}
+
+template <typename T>
+void accumulate_into(void* acc, const void* grad, int64_t n) {
+  T* a = static_cast<T*>(acc);
+  const T* g = static_cast<const T*>(grad);
+  for (int64_t i = 0; i < n; ++i) a[i] += g[i];
+}
+
+StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>>& microbatches,
+                                      int64_t step_index, double loss_normalizer) {
+  const Graph& g = tg_.graph;
+  ALPA_CHECK(!microbatches.empty(), "a step needs at least one microbatch");
+  pool_.reset_peak();
   StepContext ctx;
   ctx.seed = seed_;
   ctx.step = step_index;
+  ctx.loss_normalizer = loss_normalizer;
   std::vector<void*> scratch;
   KernelCall call;
   call.ctx = &ctx;
@@ -81,55 +140,50 @@ StepResult Trainer::step(const std::vector<const void*>& inputs, int64_t step_in
     scratch.push_back(pool_.allocate(bytes));
     return scratch.back();
   };
-  auto view = [&](TensorId id) {
-    const Tensor& t = g.tensor(id);
-    return TensorView{t.dtype, t.shape, ptr_[id]};
-  };
-  for (size_t k = 0; k < g.num_nodes(); ++k) {
-    const Node& node = g.node(static_cast<NodeId>(k));
-    call.node = &node;
-    call.inputs.clear();
-    call.outputs.clear();
-    for (TensorId t : node.inputs) {
-      ALPA_CHECK(ptr_[t] != nullptr, "tensor '" + g.tensor(t).name + "' read before it was computed");
-      call.inputs.push_back(view(t));
-    }
-    for (TensorId t : node.outputs) {
-      ptr_[t] = pool_.allocate(static_cast<size_t>(g.tensor(t).bytes()));
-      step_tensors.push_back(t);
-      call.outputs.push_back(view(t));
-    }
-    kernels_.run(call);
-    for (void* s : scratch) pool_.release(s);
-    scratch.clear();
-    // Free what no later node reads.
-    auto maybe_free = [&](TensorId t) {
-      if (!is_persistent(t) && !keep_to_end_[t] && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
-        pool_.release(ptr_[t]);
-        ptr_[t] = nullptr;
-      }
-    };
-    for (TensorId t : node.inputs) maybe_free(t);
-    for (TensorId t : node.outputs) maybe_free(t);
-  }
-
+  const bool accumulate = microbatches.size() > 1;
+  std::vector<void*> acc(tg_.parameters.size(), nullptr);
   StepResult result;
-  const Tensor& loss = g.tensor(g.loss);
-  result.loss = loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
-                                              : *static_cast<const float*>(ptr_[g.loss]);
-  result.peak_bytes = pool_.peak_bytes();
-  // The next step's state: parameters, optimizer state, BatchNorm running statistics.
-  for (const auto& [dst, src] : tg_.state_updates) {
-    pool_.release(ptr_[dst]);
-    ptr_[dst] = ptr_[src];
-    ptr_[src] = nullptr;
-  }
-  for (TensorId t : step_tensors) {
-    if (ptr_[t] && !is_persistent(t)) {
-      pool_.release(ptr_[t]);
-      ptr_[t] = nullptr;
+  for (size_t m = 0; m < microbatches.size(); ++m) {
+    const auto& inputs = microbatches[m];
+    ALPA_CHECK(inputs.size() == g.inputs.size(), "one buffer per graph input expected");
+    for (size_t i = 0; i < g.inputs.size(); ++i) {
+      const TensorId id = g.inputs[i];
+      ptr_[id] = pool_.allocate(static_cast<size_t>(g.tensor(id).bytes()));
+      std::memcpy(ptr_[id], inputs[i], static_cast<size_t>(g.tensor(id).bytes()));
     }
+    for (size_t k = 0; k < g.num_nodes(); ++k) {
+      const bool optimizer = op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer;
+      if (!optimizer || !accumulate) run_node(k, call, scratch);
+    }
+    const Tensor& loss = g.tensor(g.loss);
+    result.loss += loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
+                                                 : *static_cast<const float*>(ptr_[g.loss]);
+    if (!accumulate) break;
+    for (size_t p = 0; p < tg_.parameters.size(); ++p) {
+      const TensorId grad = tg_.parameters[p].grad;
+      if (acc[p] == nullptr) {
+        acc[p] = ptr_[grad];  // the first microbatch's gradient becomes the accumulator
+        ptr_[grad] = nullptr;
+      } else if (g.tensor(grad).dtype == DType::kFloat64) {
+        accumulate_into<double>(acc[p], ptr_[grad], g.tensor(grad).numel());
+      } else {
+        accumulate_into<float>(acc[p], ptr_[grad], g.tensor(grad).numel());
+      }
+    }
+    apply_updates(/*optimizer=*/false);  // BatchNorm running statistics, per microbatch
+    release_step_tensors();
   }
+  if (accumulate) {
+    for (size_t p = 0; p < tg_.parameters.size(); ++p) ptr_[tg_.parameters[p].grad] = acc[p];
+    for (size_t k = 0; k < g.num_nodes(); ++k) {
+      if (op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer) run_node(k, call, scratch);
+    }
+  } else {
+    apply_updates(/*optimizer=*/false);
+  }
+  result.peak_bytes = pool_.peak_bytes();
+  apply_updates(/*optimizer=*/true);
+  release_step_tensors();
   return result;
 }
 

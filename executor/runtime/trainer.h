@@ -27,7 +27,15 @@ class Trainer {
 
   // `inputs` holds one host buffer per graph input (in Graph::inputs order), each with the
   // input's dtype and shape.
-  StepResult step(const std::vector<const void*>& inputs, int64_t step_index);
+  StepResult step(const std::vector<const void*>& inputs, int64_t step_index) {
+    return step_microbatches({inputs}, step_index, 0.0);
+  }
+  // Gradient accumulation: forward and backward once per microbatch (the training graph is
+  // built for one microbatch), BatchNorm statistics per microbatch, gradients summed, one
+  // optimizer update. `loss_normalizer` > 0 makes mean losses divide by the step's global count
+  // of counted labels; the reported loss is the sum over microbatches.
+  StepResult step_microbatches(const std::vector<std::vector<const void*>>& microbatches,
+                               int64_t step_index, double loss_normalizer);
 
   // Current value of a persistent tensor (parameter, buffer, optimizer state).
   const void* value(TensorId t) const { return ptr_.at(static_cast<size_t>(t)); }
@@ -36,6 +44,9 @@ class Trainer {
 
  private:
   bool is_persistent(TensorId t) const;
+  void run_node(size_t k, KernelCall& call, std::vector<void*>& scratch);
+  void apply_updates(bool optimizer);  // state_updates whose source an optimizer node writes, or not
+  void release_step_tensors();
   void initialize(TensorId t, uint64_t seed);
 
   const TrainingGraph& tg_;
@@ -44,7 +55,8 @@ class Trainer {
   uint64_t seed_;
   std::vector<void*> ptr_;
   std::vector<int64_t> last_use_;     // index of the last node reading each tensor
-  std::vector<bool> keep_to_end_;     // loss and state-update sources
+  std::vector<bool> keep_to_end_;     // loss, state-update sources and parameter gradients
+  std::vector<bool> from_optimizer_;  // tensors written by optimizer nodes
   int64_t persistent_bytes_ = 0;
 };
 

@@ -188,7 +188,7 @@ TEST(TrainRun, SyntheticDataWritesMetricsAndParams) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/wte.weight.npy"));
   EXPECT_TRUE(std::filesystem::exists(dir + "/blocks.0.attn.mask.npy"));  // buffers too
   EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --optimizer rmsprop").exit_code, 2);
-  EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --microbatches 2").exit_code, 2);
+  EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --microbatches 3").exit_code, 2);
 }
 
 }  // namespace

@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--config", default="{}", help="JSON overrides of the test-size config")
+    ap.add_argument("--microbatches", type=int, default=1,
+                    help="gradient accumulation; the PyTorch reference backpropagates loss/K per microbatch")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -85,10 +87,18 @@ def main() -> int:
     torch_losses, snapshots = [], {}
     for step in range(args.steps):
         opt.zero_grad()
-        loss = model(*[t for _, t in batches[step]])
-        loss.backward()
+        total = 0.0
+        k = args.microbatches
+        labels = dict(batches[step])["labels"]
+        counted = lambda x: float((x != -100).sum())  # noqa: E731  (BERT's ignored labels)
+        for m in range(k):
+            chunk = [t[m * args.batch // k:(m + 1) * args.batch // k] for _, t in batches[step]]
+            # The step's mean divides by the global count of counted labels (issue 3).
+            loss = model(*chunk) * (counted(chunk[-1]) / counted(labels))
+            loss.backward()
+            total += loss.item()
         opt.step()
-        torch_losses.append(loss.item())
+        torch_losses.append(total)
         if step + 1 in (1, args.steps):
             snapshots[step + 1] = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()
                                    if v.is_floating_point()}
@@ -97,7 +107,7 @@ def main() -> int:
     for steps in sorted(snapshots):
         out = os.path.join(args.workdir, f"alpa_{steps}")
         cmd = [args.alpa_run, "--model", onnx_path, "--data", data_dir, "--steps", str(steps),
-               "--batch", str(args.batch),
+               "--batch", str(args.batch), "--microbatches", str(args.microbatches),
                "--optimizer", args.optimizer, "--lr", str(args.lr), "--momentum", str(args.momentum),
                "--weight-decay", str(args.weight_decay), "--metrics", out + ".jsonl",
                "--save-params", out]
