@@ -5,16 +5,15 @@
 #include <set>
 #include <sstream>
 
+#include "planner/autodiff/training_graph.h"
 #include "planner/common/format.h"
 #include "planner/graph/op_cost.h"
 
 namespace alpa {
 namespace {
 
-// Estimated update cost per parameter element (until the optimizer nodes exist in the graph):
-// SGD with momentum: v = m·v + g (2), p -= lr·v (2); weight decay adds 2 more, counted as 5.
-// Adam: two moment updates (3 + 4), bias corrections and the update (≈ 8): 15.
-constexpr double kSgdFlopsPerParam = 5;
+// Adam's update per parameter element, as op_cost counts an AdamUpdate node: two moment updates,
+// bias corrections and the update.
 constexpr double kAdamFlopsPerParam = 15;
 
 bool is_activation_like(TensorRole role) {
@@ -60,26 +59,31 @@ InspectReport inspect_model(const ImportedModel& model) {
     }
   }
 
-  std::set<TensorId> saved;
   for (const Node& node : g.nodes()) {
     r.forward_flops += count_node(g, node).flops;
     ++r.op_histogram[std::string(op_name(node.kind))];
-    const OpInfo& info = op_info(node.kind);
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
-      if (mask_has(info.saved_inputs, i) && is_activation_like(g.tensor(node.inputs[i]).role)) {
-        saved.insert(node.inputs[i]);
-      }
+  }
+  // Backward and optimizer costs are counted from the training graph (SGD with momentum);
+  // the activations kept for backward are the forward tensors its backward nodes read.
+  OptimizerConfig sgd;
+  sgd.momentum = 0.9;
+  const TrainingGraph tg = build_training_graph(g, sgd);
+  std::set<TensorId> saved;
+  for (size_t k = tg.num_forward_nodes; k < tg.graph.num_nodes(); ++k) {
+    const Node& node = tg.graph.node(static_cast<NodeId>(k));
+    const double flops = count_node(tg.graph, node).flops;
+    if (op_info(node.kind).family == OpFamily::kOptimizer) {
+      r.optimizer_sgd_flops += flops;
+      continue;
     }
-    for (size_t o = 0; o < node.outputs.size(); ++o) {
-      if (mask_has(info.saved_outputs, o)) saved.insert(node.outputs[o]);
+    r.backward_flops += flops;
+    for (TensorId t : node.inputs) {
+      if (static_cast<size_t>(t) < g.num_tensors() && is_activation_like(g.tensor(t).role)) saved.insert(t);
     }
   }
   for (TensorId t : saved) r.activation_bytes += g.tensor(t).bytes();
-
-  r.backward_flops = 2.0 * r.forward_flops;
   r.training_flops = r.forward_flops + r.backward_flops;
   r.training_with_recompute_flops = 2.0 * r.forward_flops + r.backward_flops;
-  r.optimizer_sgd_flops = kSgdFlopsPerParam * static_cast<double>(r.parameter_count);
   r.optimizer_adam_flops = kAdamFlopsPerParam * static_cast<double>(r.parameter_count);
 
   // Gradients and optimizer state in the parameters' dtype (fp32 here).
@@ -120,7 +124,7 @@ std::string format_report_json(const InspectReport& r) {
   j["buffers"] = {{"count", r.buffer_count},
                   {"tensors", r.buffer_tensors},
                   {"size_bytes", r.buffer_bytes}};
-  j["flops"] = {{"estimated_backward", true},
+  j["flops"] = {{"estimated_backward", false},
                 {"forward_flops", r.forward_flops},
                 {"backward_flops", r.backward_flops},
                 {"training_flops", r.training_flops},
@@ -174,9 +178,9 @@ std::string format_report_text(const InspectReport& r) {
   row("buffers", format_count(static_cast<double>(r.buffer_count)) + " (" +
                      std::to_string(r.buffer_tensors) + " tensors, " +
                      format_bytes(static_cast<double>(r.buffer_bytes)) + ")");
-  out << "compute per iteration (backward and optimizer estimated)\n";
+  out << "compute per iteration (backward counted from the training graph)\n";
   row("forward FLOPs", format_count(r.forward_flops));
-  row("backward FLOPs (est. 2x forward)", format_count(r.backward_flops));
+  row("backward FLOPs", format_count(r.backward_flops));
   row("training FLOPs", format_count(r.training_flops));
   row("training FLOPs, full recompute", format_count(r.training_with_recompute_flops));
   row("optimizer FLOPs sgd / adam", format_count(r.optimizer_sgd_flops) + " / " +

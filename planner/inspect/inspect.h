@@ -28,8 +28,7 @@ struct InspectReport {
   int64_t parameter_count = 0, parameter_tensors = 0, parameter_bytes = 0;
   int64_t buffer_count = 0, buffer_tensors = 0, buffer_bytes = 0;
 
-  // Per training iteration (the global batch). Backward and optimizer FLOPs are estimates
-  // (2× forward; per-parameter update costs) until they are counted from the training graph.
+  // Per training iteration (the global batch), counted from the training graph.
   double forward_flops = 0, backward_flops = 0;
   double optimizer_sgd_flops = 0, optimizer_adam_flops = 0;
   double training_flops = 0;                 // forward + backward
