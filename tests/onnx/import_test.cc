@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "planner/common/error.h"
+#include "planner/graph/rebatch.h"
 #include "planner/onnx/import.h"
 #include "tests/onnx/model_builder.h"
 
@@ -259,6 +260,43 @@ TEST(Import, CanonicalOrderIsStable) {
   for (size_t i = 0; i < a.graph.num_nodes(); ++i) {
     EXPECT_EQ(a.graph.node(i).name, b.graph.node(i).name);
   }
+}
+
+}  // namespace
+}  // namespace alpa
+
+namespace alpa {
+namespace {
+
+// A graph that sums over the samples inside a MatMul cannot be split by batch: the error names
+// the node. A graph that keeps samples separate splits, and Reshape targets follow.
+TEST(Rebatch, ContractionOverTheBatchIsReportedByName) {
+  testing::ModelBuilder b;
+  b.input("x", onnx::TensorProto::FLOAT, {4, 4}).weight("w", {3, 4});
+  b.node("MatMul", {"w", "x"}, {"y"}, "mixes_samples");
+  testing::mean_loss(b, "y");
+  b.output("loss");
+  const ImportedModel m = import_onnx_bytes(b.bytes(), "m.onnx", {});
+  try {
+    rebatch(m.graph, 4, 2);
+    FAIL() << "expected a UserError";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("node 'mixes_samples'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("contracts over the batch"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(rebatch(m.graph, 4, 3), UserError);  // 3 does not divide 4
+}
+
+TEST(Rebatch, ReshapeTargetsFollowTheBatch) {
+  const ImportedModel m = import_onnx_bytes(reshape_chain_model().bytes(), "m.onnx", ImportOptions{.batch = 8});
+  const Graph g = rebatch(m.graph, 8, 2);
+  const Node& reshape = g.node(g.find_node("flatten_reshape"));
+  EXPECT_EQ(reshape.attrs.get_ints("shape"), (std::vector<int64_t>{2, 32}));
+  EXPECT_EQ(g.tensor(g.find_tensor("x")).shape, (Shape{2, 4, 8}));
+  const std::vector<int> dims = batch_dims(m.graph, 8);
+  EXPECT_EQ(dims[m.graph.find_tensor("flat")], 0);
+  EXPECT_EQ(dims[m.graph.find_tensor("w")], -1);
+  EXPECT_EQ(dims[m.graph.loss], -1);  // the mean over samples
 }
 
 }  // namespace
