@@ -19,7 +19,7 @@
 namespace {
 
 struct Flags {
-  std::string model, plan, data = "synthetic", optimizer = "sgd", metrics, save_params;
+  std::string model, plan, data = "synthetic", optimizer = "sgd", metrics, save_params, precision = "fp32";
   int64_t steps = 10, batch = 0, microbatches = 1;
   double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
   uint64_t seed = 0;
@@ -48,6 +48,12 @@ int run(const Flags& f) {
   if (!f.plan.empty()) {
     throw alpa::UserError(f.plan, "--plan", "distributed plans are not supported by this build yet; "
                                             "run without --plan for single-device training");
+  }
+  if (f.precision != "fp32") {
+    throw alpa::UserError("--precision", f.precision,
+                          f.precision == "fp16" || f.precision == "bf16"
+                              ? "the CPU backend runs fp32 only (half-precision training graphs are for planning GPU runs)"
+                              : "expected fp32, fp16 or bf16");
   }
   alpa::ImportOptions import_options;
   if (f.batch > 0) import_options.batch = f.batch;
@@ -137,6 +143,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", f.batch, "global batch (binds the model's batch dim)")->check(CLI::PositiveNumber);
   app.add_option("--microbatches", f.microbatches,
                  "gradient accumulation: K microbatches per step, one optimizer update");
+  app.add_option("--precision", f.precision, "fp32 | fp16 | bf16 (the CPU backend runs fp32)");
   app.add_option("--seed", f.seed, "seed for dropout masks, shape-only parameters, synthetic data");
   app.add_option("--metrics", f.metrics, "write JSON Lines metrics, one object per step");
   app.add_option("--save-params", f.save_params, "after the last step, write every parameter and buffer as DIR/<name>.npy");

@@ -18,6 +18,7 @@ void sgd(const KernelCall& call) {
   const double momentum_d = at.get_float("momentum", 0.0);
   const T momentum = static_cast<T>(momentum_d);
   const T wd = static_cast<T>(at.get_float("weight_decay", 0.0));
+  const T inv_scale = static_cast<T>(1.0 / at.get_float("loss_scale", 1.0));
   const T* p = call.inputs[0].as<T>();
   const T* g = call.inputs[1].as<T>();
   const T* v = has_input(call, 2) ? call.inputs[2].as<T>() : nullptr;
@@ -26,7 +27,8 @@ void sgd(const KernelCall& call) {
   const bool use_v = v != nullptr && momentum_d != 0.0;
   for (int64_t i = 0, n = call.inputs[0].numel(); i < n; ++i) {
     const T pi = p[i];
-    const T d = wd == T(0) ? g[i] : g[i] + wd * pi;
+    const T gi = g[i] * inv_scale;  // unscale (fp16 loss scaling; 1 otherwise)
+    const T d = wd == T(0) ? gi : gi + wd * pi;
     const T vn = use_v ? momentum * v[i] + d : d;
     if (v_out) v_out[i] = vn;
     p_out[i] = pi - lr * vn;
@@ -52,6 +54,7 @@ void adam(const KernelCall& call) {
   const T sqrt_bc2 = static_cast<T>(std::sqrt(bc2));
   const T step_size = static_cast<T>(lr / bc1);
   const T teps = static_cast<T>(eps);
+  const double loss_scale = at.get_float("loss_scale", 1.0);
   const T* p = call.inputs[0].as<T>();
   const T* g = call.inputs[1].as<T>();
   const T* m = call.inputs[2].as<T>();
@@ -61,7 +64,7 @@ void adam(const KernelCall& call) {
   T* v_out = call.outputs[2].as<T>();
   for (int64_t i = 0, n = call.inputs[0].numel(); i < n; ++i) {
     T pi = p[i];
-    T gi = g[i];
+    T gi = static_cast<T>(g[i] / loss_scale);  // unscale (fp16 loss scaling; 1 otherwise)
     if (wd != 0.0) {
       if (decoupled) pi = pi * decay;
       else gi = gi + l2 * pi;

@@ -132,20 +132,75 @@ TensorId new_state(Graph& g, const std::string& name, const Tensor& like) {
 
 }  // namespace
 
-TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& opt) {
+Graph to_compute_precision(const Graph& source, DType compute) {
+  Graph g = source;
+  if (compute == DType::kFloat32) return g;
+  ALPA_CHECK(compute == DType::kFloat16 || compute == DType::kBFloat16, "compute precision must be fp16 or bf16");
+  for (size_t t = 0; t < g.num_tensors(); ++t) {
+    Tensor& tensor = g.tensor(static_cast<TensorId>(t));
+    if (!is_floating(tensor.dtype) || tensor.role == TensorRole::kParameter || tensor.role == TensorRole::kBuffer) continue;
+    if (tensor.has_data()) {
+      ConstArray a = array_from_tensor(tensor);
+      a.dtype = compute;
+      tensor.data = array_to_bytes(a);
+    }
+    tensor.dtype = compute;
+  }
+  const size_t forward_nodes = g.num_nodes();
+  std::map<TensorId, TensorId> half_of;  // master → its compute-precision copy
+  for (size_t k = 0; k < forward_nodes; ++k) {
+    Node& n = g.node(static_cast<NodeId>(k));
+    if (n.kind == OpKind::kCast && is_floating(static_cast<DType>(n.attrs.get_int("to")))) {
+      n.attrs.set("to", static_cast<int64_t>(compute));
+    }
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      const TensorId t = n.inputs[i];
+      const TensorRole role = g.tensor(t).role;
+      if (role != TensorRole::kParameter && role != TensorRole::kBuffer) continue;
+      if (n.kind == OpKind::kBatchNormalization && i >= 3) continue;  // running statistics: fp32
+      auto it = half_of.find(t);
+      if (it == half_of.end()) {
+        Tensor half = g.tensor(t);
+        half.name = "half/" + half.name;
+        half.dtype = compute;
+        half.role = TensorRole::kActivation;
+        half.data = nullptr;
+        const TensorId hid = g.add_tensor(std::move(half));
+        Node cast;
+        cast.name = "cast/" + g.tensor(t).name;
+        cast.kind = OpKind::kCast;
+        cast.inputs = {t};
+        cast.outputs = {hid};
+        cast.attrs.set("to", static_cast<int64_t>(compute));
+        cast.attrs.set("master_cast", int64_t{1});
+        g.add_node(std::move(cast));
+        it = half_of.emplace(t, hid).first;
+      }
+      g.node(static_cast<NodeId>(k)).inputs[i] = it->second;
+    }
+  }
+  g.finalize();
+  return g;
+}
+
+TrainingGraph build_training_graph(const Graph& source, const OptimizerConfig& opt,
+                                   const PrecisionConfig& precision) {
   TrainingGraph tg;
   tg.optimizer = opt;
+  tg.precision = precision;
+  if (tg.precision.loss_scale <= 0) tg.precision.loss_scale = precision.compute == DType::kFloat16 ? 32768.0 : 1.0;
+  const Graph forward = to_compute_precision(source, precision.compute);
   tg.graph = forward;
   tg.num_forward_nodes = forward.num_nodes();
   Graph& g = tg.graph;
   const std::vector<bool> active = active_tensors(forward);
 
-  // d loss / d loss = 1
+  // d loss / d loss = 1 (times the loss scale in fp16)
   std::map<TensorId, std::vector<TensorId>> contributions;
   {
     ConstArray one;
     one.dtype = forward.tensor(forward.loss).dtype;
-    one.floats = {1.0};
+    one.floats = {tg.precision.loss_scale};
     Tensor seed;
     seed.name = "grad/" + forward.tensor(forward.loss).name;
     seed.dtype = one.dtype;
@@ -225,6 +280,7 @@ TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& 
       update.attrs.set("decoupled", static_cast<int64_t>(opt.kind == OptimizerKind::kAdamW));
       state_names = {"adam_m/" + param.name, "adam_v/" + param.name};
     }
+    if (tg.precision.loss_scale != 1.0) update.attrs.set("loss_scale", tg.precision.loss_scale);
     for (const auto& name : state_names) slot.state.push_back(new_state(g, name, param));
     update.inputs = {p, slot.grad};
     update.inputs.insert(update.inputs.end(), slot.state.begin(), slot.state.end());

@@ -74,6 +74,10 @@ void unary_rule(GradBuilder& b) {
       return;
     case OpKind::kClip: b.set_GI(0, b.op(OpKind::kClipGrad, {dy, x}, b.attrs())); return;
     case OpKind::kCast: {
+      if (b.attrs().get_int("master_cast", 0) != 0) {  // fp16/bf16 gradient of an fp32 master
+        b.set_GI(0, dy);
+        return;
+      }
       A a;
       a.set("to", static_cast<int64_t>(b.dtype(x)));
       b.set_GI(0, b.op(OpKind::kCast, {dy}, a));

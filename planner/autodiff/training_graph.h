@@ -21,6 +21,14 @@ struct OptimizerConfig {
   double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8;  // Adam/AdamW
 };
 
+// Mixed precision for planning GPU runs: compute (activations, gradients) in fp16/bf16, fp32
+// master weights and optimizer state; fp16 scales the loss (the optimizer unscales). The CPU
+// backend runs fp32 only.
+struct PrecisionConfig {
+  DType compute = DType::kFloat32;
+  double loss_scale = 0;  // 0: 2^15 for fp16 (the largest power of two fp16 holds), 1 otherwise
+};
+
 struct ParameterSlot {
   TensorId param = kNoId;
   TensorId grad = kNoId;                // "grad/<name>": summed over every use (tied weights)
@@ -37,9 +45,16 @@ struct TrainingGraph {
   // buffers (BatchNorm running statistics).
   std::vector<std::pair<TensorId, TensorId>> state_updates;
   size_t num_forward_nodes = 0;  // nodes [0, n) are the forward pass
+  PrecisionConfig precision;
 };
 
 // Throws UserError when a node on the path to the loss cannot be differentiated (naming it).
-TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& optimizer);
+TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& optimizer,
+                                   const PrecisionConfig& precision = {});
+
+// The forward graph computing in `compute` precision: activations and constants converted,
+// float Casts retargeted, and each parameter and buffer read through a Cast of its fp32 master
+// (marked "master_cast"), except BatchNorm's running statistics, which stay fp32.
+Graph to_compute_precision(const Graph& forward, DType compute);
 
 }  // namespace alpa

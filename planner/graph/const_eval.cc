@@ -264,6 +264,10 @@ int64_t ConstArray::as_int(int64_t i) const {
   return is_floating(dtype) ? saturating_int(floats[i]) : ints[i];
 }
 
+namespace {
+double half_value(uint16_t h, DType dtype);
+}  // namespace
+
 ConstArray array_from_tensor(const Tensor& tensor) {
   ALPA_CHECK(tensor.has_data(), "constant '" + tensor.name + "' has no data");
   ConstArray a;
@@ -281,10 +285,61 @@ ConstArray array_from_tensor(const Tensor& tensor) {
     case DType::kInt8: decode<int8_t>(b, n, &a.ints, nullptr); break;
     case DType::kUInt8: case DType::kBool: decode<uint8_t>(b, n, &a.ints, nullptr); break;
     case DType::kFloat16: case DType::kBFloat16:
-      ALPA_CHECK(false, "half-precision constants are not folded");
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, b.data() + 2 * i, 2);
+        a.floats.push_back(half_value(h, tensor.dtype));
+      }
+      break;
   }
   return a;
 }
+
+namespace {
+
+// float → IEEE binary16 / bfloat16 bits, round to nearest even.
+uint16_t half_bits(double value, DType dtype) {
+  const float f = static_cast<float>(value);
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if (dtype == DType::kBFloat16) {
+    if (std::isnan(f)) return 0x7FC0;
+    return static_cast<uint16_t>((x + 0x7FFF + ((x >> 16) & 1)) >> 16);
+  }
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return sign | 0x7E00;
+  if (a >= 65520.0f) return sign | 0x7C00;
+  if (a < 6.103515625e-05f) {  // subnormal: multiples of 2^-24
+    return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));
+  }
+  int e;
+  const float m = std::frexp(a, &e);  // a = m · 2^e, m in [0.5, 1)
+  uint32_t mant = static_cast<uint32_t>(std::nearbyint((2.0f * m - 1.0f) * 1024.0f));
+  uint32_t biased = static_cast<uint32_t>(e - 1 + 15);
+  if (mant == 1024) {
+    mant = 0;
+    ++biased;
+  }
+  return static_cast<uint16_t>(sign | (biased << 10) | mant);
+}
+
+double half_value(uint16_t h, DType dtype) {
+  if (dtype == DType::kBFloat16) {
+    const uint32_t x = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &x, 4);
+    return f;
+  }
+  const int exponent = (h >> 10) & 0x1F;
+  const int mantissa = h & 0x3FF;
+  const double sign = (h & 0x8000) ? -1.0 : 1.0;
+  if (exponent == 0) return sign * std::ldexp(mantissa, -24);
+  if (exponent == 31) return mantissa ? std::nan("") : sign * HUGE_VAL;
+  return sign * std::ldexp(1024 + mantissa, exponent - 25);
+}
+
+}  // namespace
 
 std::shared_ptr<const std::vector<uint8_t>> array_to_bytes(const ConstArray& a) {
   auto bytes = std::make_shared<std::vector<uint8_t>>();
@@ -299,7 +354,12 @@ std::shared_ptr<const std::vector<uint8_t>> array_to_bytes(const ConstArray& a) 
     case DType::kInt8: encode<int8_t>(ints, floats, n, *bytes); break;
     case DType::kUInt8: case DType::kBool: encode<uint8_t>(ints, floats, n, *bytes); break;
     case DType::kFloat16: case DType::kBFloat16:
-      ALPA_CHECK(false, "half-precision constants are not folded");
+      bytes->resize(static_cast<size_t>(n) * 2);
+      for (int64_t i = 0; i < n; ++i) {
+        const uint16_t h = half_bits(a.floats[i], a.dtype);
+        std::memcpy(bytes->data() + 2 * i, &h, 2);
+      }
+      break;
   }
   return bytes;
 }

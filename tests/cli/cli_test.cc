@@ -189,6 +189,8 @@ TEST(TrainRun, SyntheticDataWritesMetricsAndParams) {
   EXPECT_TRUE(std::filesystem::exists(dir + "/blocks.0.attn.mask.npy"));  // buffers too
   EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --optimizer rmsprop").exit_code, 2);
   EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --microbatches 3").exit_code, 2);
+  expect_user_error(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --precision fp16"),
+                    "--precision: fp16: the CPU backend runs fp32 only", "alpa-run");
 }
 
 }  // namespace
