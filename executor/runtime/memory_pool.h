@@ -6,21 +6,23 @@
 #include <cstdint>
 #include <unordered_map>
 
+#include "executor/backend/allocator.h"
+
 namespace alpa::exec {
 
-class MemoryPool {
+class MemoryPool : public Allocator {
  public:
   MemoryPool() = default;
   MemoryPool(const MemoryPool&) = delete;
   MemoryPool& operator=(const MemoryPool&) = delete;
-  ~MemoryPool();
+  ~MemoryPool() override;
 
-  void* allocate(size_t bytes);  // zero-filled, 64-byte aligned; throws std::bad_alloc
-  void release(void* ptr);
+  void* allocate(size_t bytes) override;  // zero-filled, 64-byte aligned
+  void release(void* ptr) override;
 
-  int64_t bytes_in_use() const { return in_use_; }
-  int64_t peak_bytes() const { return peak_; }
-  void reset_peak() { peak_ = in_use_; }
+  int64_t bytes_in_use() const override { return in_use_; }
+  int64_t peak_bytes() const override { return peak_; }
+  void reset_peak() override { peak_ = in_use_; }
 
  private:
   std::unordered_map<void*, size_t> sizes_;
