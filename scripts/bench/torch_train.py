@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 import onnx
-import onnx.numpy_helper
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"))
+import common  # noqa: E402
 import generate  # noqa: E402
 
 
@@ -21,11 +21,7 @@ def main() -> int:
     torch.set_num_threads(threads)
     cfg = generate.make_config(family, "test", overrides)
     model = generate.FAMILIES[family].make_model(cfg)
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(onnx_path).graph.initializer}
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if name in inits:
-                value.copy_(torch.from_numpy(np.array(inits[name])))
+    inits = common.load_onnx_initializers(model, onnx_path)
     names = [i.name for i in onnx.load(onnx_path).graph.input if i.name not in inits]
     arrays = [torch.from_numpy(np.load(os.path.join(data_dir, n + ".npy"))) for n in names]
     batch = json.load(open(onnx_path[:-5] + ".json"))["batch"]

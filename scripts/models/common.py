@@ -312,3 +312,19 @@ def check_static_shapes(model: onnx.ModelProto) -> None:
     out = inferred.graph.output[0].type.tensor_type
     if out.elem_type != TensorProto.FLOAT or len(out.shape.dim) != 0:
         raise RuntimeError("shape-only graph: the loss is not a scalar float")
+
+
+def load_onnx_initializers(model, onnx_path: str) -> dict:
+    """Copies the ONNX file's initializers into the torch module's state (by state_dict name),
+    so PyTorch and alpa-run start from exactly the exported values (tracing in training mode
+    may touch buffers). Returns {name: numpy array} of all initializers."""
+    import numpy as np
+    import onnx.numpy_helper
+    import torch
+
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(onnx_path).graph.initializer}
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if name in inits:
+                value.copy_(torch.from_numpy(np.array(inits[name])))
+    return inits

@@ -20,13 +20,12 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnx.numpy_helper
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "models"))
-import generate  # noqa: E402  (the model generators)
+import common  # noqa: E402  (the model generators)
+import generate  # noqa: E402
 
 
 def alpa_file_name(tensor_name: str) -> str:
@@ -61,12 +60,7 @@ def main() -> int:
     generate.torch_export(model, example, onnx_path)
 
     # Start both from exactly the exported initial values (tracing may touch buffers).
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(onnx_path).graph.initializer}
-    state = model.state_dict()
-    with torch.no_grad():
-        for name, value in state.items():
-            if name in inits:
-                value.copy_(torch.from_numpy(np.array(inits[name])))
+    inits = common.load_onnx_initializers(model, onnx_path)
 
     # Data: steps * batch samples, one .npy per input.
     data_dir = os.path.join(args.workdir, "data")
