@@ -6,6 +6,7 @@
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/common/rng.h"
+#include "planner/graph/shape_inference.h"
 
 namespace alpa::exec {
 namespace {
@@ -69,7 +70,7 @@ int64_t integer_range(const Graph& g, TensorId input) {
       const Node& n = g.node(c);
       if (n.kind == OpKind::kGather && n.inputs.size() > 1 && n.inputs[1] == t) {
         const Shape& data = g.tensor(n.inputs[0]).shape;
-        return data[n.attrs.get_int("axis", 0) < 0 ? n.attrs.get_int("axis", 0) + static_cast<int64_t>(data.size()) : n.attrs.get_int("axis", 0)];
+        return data[normalize_axis(n.attrs.get_int("axis", 0), static_cast<int64_t>(data.size()))];
       }
       if (n.kind == OpKind::kSoftmaxCrossEntropyLoss && n.inputs[1] == t) return g.tensor(n.inputs[0]).shape[1];
       if (n.kind == OpKind::kOneHot) return n.attrs.get_int("depth");
