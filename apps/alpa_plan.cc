@@ -3,7 +3,15 @@
 #include <cstdio>
 #include <iostream>
 
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "planner/cluster/cluster.h"
 #include "planner/common/error.h"
+#include "planner/common/format.h"
+#include "planner/intra_op/search.h"
+#include "planner/plan/plan.h"
 #include "planner/inspect/inspect.h"
 #include "planner/onnx/import.h"
 
@@ -35,6 +43,174 @@ alpa::ImportedModel load(const ModelFlags& f) {
   return alpa::import_onnx_file(f.model, options);
 }
 
+struct SearchFlags {
+  ModelFlags model;
+  std::string cluster;
+  int64_t microbatches = 1;
+  std::string optimizer = "adam";
+  std::string precision;
+  std::string method = "shard";
+  std::string logical_mesh;
+  int64_t memory_budget = 0;
+  double time_limit = 120;
+  int threads = 0;
+  std::string output;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw alpa::UserError(path, "file", "cannot be read");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  // Written to a temporary name and renamed, so a failed run never leaves half a plan.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw alpa::UserError(path, "output", "cannot be written");
+    out << text;
+    if (!out) throw alpa::UserError(path, "output", "write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw alpa::UserError(path, "output", "cannot be renamed into place");
+}
+
+alpa::OptimizerConfig parse_optimizer(const std::string& name) {
+  alpa::OptimizerConfig opt;
+  if (name == "sgd") opt.kind = alpa::OptimizerKind::kSgd;
+  else if (name == "adam") opt.kind = alpa::OptimizerKind::kAdam;
+  else if (name == "adamw") opt.kind = alpa::OptimizerKind::kAdamW;
+  else throw alpa::UserError("--optimizer", name, "unknown optimizer (sgd, adam or adamw)");
+  return opt;
+}
+
+alpa::PrecisionConfig parse_precision(const std::string& name, const alpa::Cluster& cluster) {
+  alpa::PrecisionConfig p;
+  std::string n = name;
+  if (n.empty()) n = cluster.device.peak_flops_fp16 > cluster.device.peak_flops_fp32 ? "fp16" : "fp32";
+  if (n == "fp16") p.compute = alpa::DType::kFloat16;
+  else if (n == "bf16") p.compute = alpa::DType::kBFloat16;
+  else if (n != "fp32") throw alpa::UserError("--precision", name, "unknown precision (fp32, fp16 or bf16)");
+  return p;
+}
+
+std::string seconds(double s) {
+  char buf[64];
+  if (s >= 1) std::snprintf(buf, sizeof buf, "%.3f s", s);
+  else if (s >= 1e-3) std::snprintf(buf, sizeof buf, "%.3f ms", s * 1e3);
+  else std::snprintf(buf, sizeof buf, "%.3f us", s * 1e6);
+  return buf;
+}
+
+std::string estimate_text(const alpa::PlanEstimate& e) {
+  std::string out;
+  out += "  iteration time      " + seconds(e.iteration_time_s) + "  (compute " + seconds(e.compute_time_s) +
+         ", communication " + seconds(e.communication_time_s) + ")\n";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4g", e.throughput_samples_per_s);
+  out += std::string("  throughput          ") + buf + " samples/s\n";
+  out += "  communication/dev   ";
+  bool first = true;
+  for (const auto& [kind, bytes] : e.communication_bytes) {
+    if (bytes <= 0) continue;
+    out += (first ? "" : ", ") + kind + " " + alpa::format_bytes(bytes);
+    first = false;
+  }
+  out += first ? "none\n" : "\n";
+  out += "  memory/dev          peak " + alpa::format_bytes(static_cast<double>(e.memory.peak_bytes)) +
+         " (parameters " + alpa::format_bytes(static_cast<double>(e.memory.parameter_bytes)) +
+         ", gradients " + alpa::format_bytes(static_cast<double>(e.memory.gradient_bytes)) +
+         ", optimizer state " + alpa::format_bytes(static_cast<double>(e.memory.optimizer_state_bytes)) +
+         ", activations " + alpa::format_bytes(static_cast<double>(e.memory.activation_bytes)) + ")\n";
+  return out;
+}
+
+int run_search(const SearchFlags& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const alpa::Cluster cluster = alpa::load_cluster(f.cluster);
+  const alpa::ImportedModel model = load(f.model);
+  alpa::SearchRequest rq;
+  rq.forward = &model.graph;
+  const auto slash = model.path.find_last_of('/');
+  rq.model_name = slash == std::string::npos ? model.path : model.path.substr(slash + 1);
+  rq.global_batch = model.batch;
+  rq.microbatches = f.microbatches;
+  rq.optimizer = parse_optimizer(f.optimizer);
+  rq.precision = parse_precision(f.precision, cluster);
+  rq.method = alpa::parse_method(f.method);
+  rq.cluster = &cluster;
+  rq.cluster_label = cluster.name + ":" + std::to_string(cluster.hosts);
+  if (!f.logical_mesh.empty()) {
+    rq.logical = alpa::parse_logical_mesh(f.logical_mesh);
+    if (!rq.logical) throw alpa::UserError("--logical-mesh", f.logical_mesh, "expected D0xD1, e.g. 2x4");
+  }
+  rq.memory_budget_bytes = f.memory_budget;
+  rq.threads = f.threads;
+  rq.time_limit_s = f.time_limit;
+  const alpa::SearchResult r = alpa::search_shard_parallel(rq);
+  std::printf("alpa-plan search: %s on %s (%lld devices), batch %lld, %s, %s, method %s\n", rq.model_name.c_str(),
+              rq.cluster_label.c_str(), static_cast<long long>(cluster.num_devices()), static_cast<long long>(rq.global_batch),
+              f.optimizer.c_str(), alpa::precision_name(rq.precision.compute).c_str(), f.method.c_str());
+  std::printf("  %-8s %-14s %-14s %-12s %-10s %-22s %s\n", "mesh", "iteration", "communication", "peak mem", "groups", "ILP vars/rows", "solve");
+  for (const auto& v : r.views) {
+    const std::string mesh = std::to_string(v.view.d0) + "x" + std::to_string(v.view.d1);
+    const std::string ilp = std::to_string(v.solve.largest_variables) + "/" + std::to_string(v.solve.largest_constraints);
+    if (v.feasible) {
+      std::printf("  %-8s %-14s %-14s %-12s %-10lld %-22s %s%s\n", mesh.c_str(), seconds(v.estimate.iteration_time_s).c_str(),
+                  seconds(v.estimate.communication_time_s).c_str(), alpa::format_bytes(static_cast<double>(v.estimate.memory.peak_bytes)).c_str(),
+                  static_cast<long long>(v.groups), ilp.c_str(), seconds(v.solve.solve_time_s).c_str(),
+                  v.solve.proven_optimal ? "" : " (not proven optimal)");
+    } else {
+      std::printf("  %-8s %-14s %-14s %-12s %-10lld %-22s %s\n", mesh.c_str(), "does not fit", "-", "-",
+                  static_cast<long long>(v.groups), ilp.c_str(), seconds(v.solve.solve_time_s).c_str());
+    }
+  }
+  if (!r.found) {
+    std::fprintf(stderr, "alpa-plan: error: %s\n", r.diagnosis.c_str());
+    return 2;
+  }
+  std::printf("best: %lldx%lld mesh\n%s", static_cast<long long>(r.plan.logical_d0), static_cast<long long>(r.plan.logical_d1),
+              estimate_text(r.plan.estimate).c_str());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!f.output.empty()) {
+    write_file(f.output, alpa::plan_to_json(r.plan));
+    std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
+  } else {
+    std::printf("(no -o given: plan not written; %.2f s in all)\n", secs);
+  }
+  return 0;
+}
+
+int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::string& cluster_spec, bool json) {
+  const alpa::Plan plan = alpa::parse_plan(read_file(plan_path), plan_path);
+  ModelFlags flags = mf;
+  if (flags.batch == 0) flags.batch = plan.global_batch;
+  const alpa::ImportedModel model = load(flags);
+  std::string spec = cluster_spec;
+  if (spec.empty()) {
+    // "NAME:HOSTS" of a built-in, or a local run.
+    spec = plan.cluster.rfind("local", 0) == 0 ? "local:" + std::to_string(plan.device_ids.size()) : "builtin:" + plan.cluster;
+  }
+  const alpa::Cluster cluster = alpa::load_cluster(spec);
+  const alpa::CostResult r = alpa::cost_plan(plan, plan_path, model.graph, cluster);
+  if (json) {
+    alpa::Plan out = plan;
+    out.estimate = r.estimate;
+    std::printf("%s", alpa::plan_to_json(out).c_str());
+  } else {
+    std::printf("alpa-plan cost: %s (%s, %lldx%lld mesh)\n%s", plan_path.c_str(), plan.cluster.c_str(),
+                static_cast<long long>(plan.logical_d0), static_cast<long long>(plan.logical_d1), estimate_text(r.estimate).c_str());
+    if (!(r.estimate == plan.estimate)) {
+      std::printf("  (differs from the estimate in the plan: iteration time %s there)\n", seconds(plan.estimate.iteration_time_s).c_str());
+    } else {
+      std::printf("  (equals the estimate in the plan)\n");
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -47,6 +223,31 @@ int main(int argc, char** argv) {
       "inspect", "parameters, FLOPs, memory and structure of a model's training iteration");
   add_model_flags(inspect, inspect_flags);
   inspect->add_flag("--json", json, "print JSON (schemas/inspect.schema.json)");
+
+  SearchFlags sf;
+  CLI::App* search = app.add_subcommand("search", "search a shard-parallel plan for one stage on the whole cluster");
+  add_model_flags(search, sf.model);
+  search->add_option("--cluster", sf.cluster, "builtin:NAME:HOSTS (p3.16xlarge, dgx-a100, dgx-h100), local:N, or a cluster.json")->required();
+  search->add_option("--microbatches", sf.microbatches, "gradient accumulation steps per iteration")->check(CLI::PositiveNumber);
+  search->add_option("--optimizer", sf.optimizer, "sgd, adam or adamw (default adam)");
+  search->add_option("--precision", sf.precision, "fp32, fp16 or bf16 (default fp16 where the device has faster half precision, else fp32)");
+  search->add_option("--method", sf.method, "shard (the ILP, default), or the presets data, zero2, zero3");
+  search->add_option("--logical-mesh", sf.logical_mesh, "D0xD1: only this logical view (default: every view)");
+  search->add_option("--memory-budget", sf.memory_budget, "bytes per device (default: the device's memory less its reserve)")->check(CLI::PositiveNumber);
+  search->add_option("--time-limit", sf.time_limit, "wall-clock safety limit per ILP, seconds (default 120)")->check(CLI::PositiveNumber);
+  search->add_option("--threads", sf.threads, "threads for independent ILPs (default: all cores)")->check(CLI::NonNegativeNumber);
+  search->add_option("-o,--output", sf.output, "where to write the plan (JSON)");
+
+  std::string cost_plan_path, cost_cluster;
+  ModelFlags cost_model;
+  bool cost_json = false;
+  CLI::App* cost = app.add_subcommand("cost", "validate a (possibly hand-edited) plan against the model and re-cost it");
+  cost->add_option("plan", cost_plan_path, "plan JSON written by search")->required();
+  cost->add_option("--model", cost_model.model, "the ONNX model the plan was made for")->required();
+  cost->add_option("--batch", cost_model.batch, "global batch (default: the plan's)")->check(CLI::PositiveNumber);
+  cost->add_option("--batch-dim", cost_model.batch_dims, "NAME:AXIS — as for search");
+  cost->add_option("--cluster", cost_cluster, "cluster (default: the one the plan names)");
+  cost->add_flag("--json", cost_json, "print the plan with the re-costed estimate");
 
   try {
     app.parse(argc, argv);
@@ -64,6 +265,10 @@ int main(int argc, char** argv) {
       const alpa::ImportedModel model = load(inspect_flags);
       const alpa::InspectReport report = alpa::inspect_model(model);
       std::cout << (json ? alpa::format_report_json(report) : alpa::format_report_text(report));
+    } else if (search->parsed()) {
+      return run_search(sf);
+    } else if (cost->parsed()) {
+      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_json);
     }
   } catch (const alpa::UserError& e) {
     std::fprintf(stderr, "alpa-plan: error: %s\n", e.what());

@@ -149,15 +149,19 @@ Graph to_compute_precision(const Graph& source, DType compute) {
   const size_t forward_nodes = g.num_nodes();
   std::map<TensorId, TensorId> half_of;  // master → its compute-precision copy
   for (size_t k = 0; k < forward_nodes; ++k) {
-    Node& n = g.node(static_cast<NodeId>(k));
-    if (n.kind == OpKind::kCast && is_floating(static_cast<DType>(n.attrs.get_int("to")))) {
-      n.attrs.set("to", static_cast<int64_t>(compute));
+    {
+      Node& n = g.node(static_cast<NodeId>(k));
+      if (n.kind == OpKind::kCast && is_floating(static_cast<DType>(n.attrs.get_int("to")))) {
+        n.attrs.set("to", static_cast<int64_t>(compute));
+      }
     }
-    for (size_t i = 0; i < n.inputs.size(); ++i) {
-      const TensorId t = n.inputs[i];
+    // add_node below may reallocate the node list: index, never hold a reference across it.
+    const OpKind kind = g.node(static_cast<NodeId>(k)).kind;
+    for (size_t i = 0; i < g.node(static_cast<NodeId>(k)).inputs.size(); ++i) {
+      const TensorId t = g.node(static_cast<NodeId>(k)).inputs[i];
       const TensorRole role = g.tensor(t).role;
       if (role != TensorRole::kParameter && role != TensorRole::kBuffer) continue;
-      if (n.kind == OpKind::kBatchNormalization && i >= 3) continue;  // running statistics: fp32
+      if (kind == OpKind::kBatchNormalization && i >= 3) continue;  // running statistics: fp32
       auto it = half_of.find(t);
       if (it == half_of.end()) {
         Tensor half = g.tensor(t);

@@ -53,4 +53,12 @@ AxisCost axis_cost(const Cluster& c, const MeshShape& mesh, const LogicalMesh& v
   return cost;
 }
 
+MeshCosts mesh_costs(const Cluster& c, const MeshShape& mesh, const LogicalMesh& view) {
+  MeshCosts out;
+  out.view = view;
+  out.axis[0] = axis_cost(c, mesh, view, 0);
+  out.axis[1] = axis_cost(c, mesh, view, 1);
+  return out;
+}
+
 }  // namespace alpa

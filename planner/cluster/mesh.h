@@ -34,7 +34,15 @@ struct AxisCost {
   double beta_s_per_byte = 0;
 };
 
+// A logical mesh with the α-β cost of each of its two axes: what strategies and resharding need.
+struct MeshCosts {
+  LogicalMesh view;
+  AxisCost axis[2];
+  int64_t axis_size(int a) const { return a == 0 ? view.d0 : view.d1; }
+};
+
 std::vector<MeshShape> submesh_shapes(const Cluster& cluster);
+MeshCosts mesh_costs(const Cluster& cluster, const MeshShape& mesh, const LogicalMesh& view);
 std::vector<LogicalMesh> logical_views(const MeshShape& mesh);  // every d0·d1 = size, d0 ascending
 AxisCost axis_cost(const Cluster& cluster, const MeshShape& mesh, const LogicalMesh& view, int axis);
 

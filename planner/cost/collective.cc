@@ -33,8 +33,9 @@ double collective_time(Collective c, const AxisCost& axis, double bytes) {
     case Collective::kAllGather:
     case Collective::kReduceScatter:
       return axis.alpha_s + axis.beta_s_per_byte * (n - 1) / n * bytes;
-    case Collective::kAllToAll:  // Alpa's fit on V100 clusters
-      return axis.alpha_s + axis.beta_s_per_byte * (n - 1) / (n * n) * bytes * (n / 2);
+    case Collective::kAllToAll:  // the paper's fit on V100 clusters, whose B is the tensor
+      // across the whole group, n times the local buffer passed here
+      return axis.alpha_s + axis.beta_s_per_byte * (n - 1) / (n * n) * (n * bytes) * (n / 2);
   }
   return 0;
 }

@@ -13,11 +13,15 @@ Good models (each with its OUT.json sidecar, see generate.py):
   gpt_test_shapeonly.onnx, bert_test_shapeonly.onnx, moe_test_shapeonly.onnx,
   wresnet_test_shapeonly.onnx
       the shape-only builders at test size (initializers with dims and no data).
+  transformer_layers_test.onnx, moe16_test.onnx
+      the models of the paper-outcome tests (tests/intra_op/paper_outcomes_test.cc): a stack of
+      two BERT layers on a float input, and the MoE LM with 16 experts (see main and the writer).
 Bad inputs (see the comments at each writer below):
   truncated.onnx, not_onnx.onnx, unsupported.onnx, dynamic_unbound.onnx, shape_mismatch.onnx
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -28,7 +32,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
-from common import OPSET  # noqa: E402
+from common import OPSET, torch_export  # noqa: E402
 from generate import generate  # noqa: E402
 
 FLOAT = TensorProto.FLOAT
@@ -112,6 +116,64 @@ def write_shape_mismatch(outdir: str) -> None:
     onnx.save(model, os.path.join(outdir, "shape_mismatch.onnx"))
 
 
+def write_transformer_layers(outdir: str) -> None:
+    # transformer_layers_test.onnx: Alpa's BERT-layer unit test model, two post-LayerNorm BERT
+    # encoder layers (hidden 128, 4 heads, FFN 512) on a float input x [8, 8, 128] (batch 8,
+    # seq 8), loss mean((out - y)^2) against a float label y. No embedding and no head, so every
+    # weight is a layer weight. Kernels are [in, out] parameters used by plain MatMuls (no
+    # Transpose in between), so a column split is "RS" on the kernel and a row split "SR":
+    #   q, k, v: x @ wq + bq ...; attention output: a @ wo + bo; FFN: gelu(x @ w1 + b1) @ w2 + b2.
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    batch, seq, hidden, heads, inner, layers = 8, 8, 128, 4, 512, 2
+
+    def kernel(n_in, n_out):
+        return nn.Parameter(torch.randn(n_in, n_out) * 0.02)
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wq, self.wk, self.wv = (kernel(hidden, hidden) for _ in range(3))
+            self.bq, self.bk, self.bv = (nn.Parameter(torch.zeros(hidden)) for _ in range(3))
+            self.wo, self.bo = kernel(hidden, hidden), nn.Parameter(torch.zeros(hidden))
+            self.ln1 = nn.LayerNorm(hidden)
+            self.w1, self.b1 = kernel(hidden, inner), nn.Parameter(torch.zeros(inner))
+            self.w2, self.b2 = kernel(inner, hidden), nn.Parameter(torch.zeros(hidden))
+            self.ln2 = nn.LayerNorm(hidden)
+
+        def forward(self, x):
+            B, S, H = x.size()
+
+            def split_heads(t):
+                return t.view(B, S, heads, H // heads).transpose(1, 2)
+
+            q = split_heads(x @ self.wq + self.bq)
+            k = split_heads(x @ self.wk + self.bk)
+            v = split_heads(x @ self.wv + self.bv)
+            probs = F.softmax((q @ k.transpose(-2, -1)) / math.sqrt(H // heads), dim=-1)
+            a = (probs @ v).transpose(1, 2).contiguous().view(B, S, H)
+            x = self.ln1(x + a @ self.wo + self.bo)
+            return self.ln2(x + F.gelu(x @ self.w1 + self.b1) @ self.w2 + self.b2)
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([Layer() for _ in range(layers)])
+
+        def forward(self, x, y):
+            for layer in self.layers:
+                x = layer(x)
+            return ((x - y) ** 2).mean()
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    inputs = [("x", torch.randn(batch, seq, hidden, generator=g)),
+              ("y", torch.randn(batch, seq, hidden, generator=g))]
+    torch_export(Stack(), inputs, os.path.join(outdir, "transformer_layers_test.onnx"))
+
+
 def main(argv) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -126,6 +188,12 @@ def main(argv) -> int:
     for family in ("gpt", "bert", "moe", "wresnet"):
         generate(family, "test", os.path.join(outdir, f"{family}_test_shapeonly.onnx"),
                  mode="shape-only")
+    # The MoE LM at test size with 16 experts, groups of 16 tokens and capacity factor 0.5 (one
+    # slot per expert and group, as many slots as tokens), at batch 64: 64 groups, so the
+    # data-parallel part of the plan has a batch to split. See the MoE test for why.
+    generate("moe", "test", os.path.join(outdir, "moe16_test.onnx"), batch=64, mode="torch",
+             overrides={"experts": 16, "group_size": 16, "capacity_factor": 0.5})
+    write_transformer_layers(outdir)
     write_truncated(outdir)
     write_not_onnx(outdir)
     write_unsupported(outdir)

@@ -29,7 +29,8 @@ TEST(ShardingSpec, LocalShapesPadUnevenDims) {
 }
 
 // α-β formulas of the paper on a 4-device axis with α = β = 1: all-reduce of B bytes costs
-// 1 + 2·(3/4)·B, all-gather and reduce-scatter 1 + (3/4)·B, all-to-all 1 + (3/16)·B·2.
+// 1 + 2·(3/4)·B, all-gather and reduce-scatter 1 + (3/4)·B; an all-to-all of a local buffer
+// of L bytes moves a tensor of B = 4·L across the group: 1 + (3/16)·B·2.
 TEST(Collective, AlphaBetaFormulas) {
   AxisCost axis;
   axis.size = 4;
@@ -38,7 +39,7 @@ TEST(Collective, AlphaBetaFormulas) {
   EXPECT_DOUBLE_EQ(collective_time(Collective::kAllReduce, axis, 8), 1 + 12);
   EXPECT_DOUBLE_EQ(collective_time(Collective::kAllGather, axis, 8), 1 + 6);
   EXPECT_DOUBLE_EQ(collective_time(Collective::kReduceScatter, axis, 8), 1 + 6);
-  EXPECT_DOUBLE_EQ(collective_time(Collective::kAllToAll, axis, 8), 1 + 3);
+  EXPECT_DOUBLE_EQ(collective_time(Collective::kAllToAll, axis, 8), 1 + 12);
   axis.size = 1;
   EXPECT_DOUBLE_EQ(collective_time(Collective::kAllReduce, axis, 8), 0);
   EXPECT_DOUBLE_EQ(collective_bytes_per_device(Collective::kAllReduce, 4, 1000), 1500);

@@ -1,0 +1,86 @@
+// Shard-parallel planning of one stage on the whole cluster: build the training graph, build the
+// strategy graph on each logical view of the mesh, solve, check, estimate and write the plan;
+// and re-costing a (possibly hand-edited) plan against the model.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "planner/autodiff/training_graph.h"
+#include "planner/cluster/cluster.h"
+#include "planner/cluster/mesh.h"
+#include "planner/intra_op/solve.h"
+#include "planner/intra_op/strategy_graph.h"
+#include "planner/plan/plan.h"
+
+namespace alpa {
+
+struct SearchRequest {
+  const Graph* forward = nullptr;  // the imported model at the global batch
+  std::string model_name;          // for the plan (file name)
+  int64_t global_batch = 0;
+  int64_t microbatches = 1;
+  OptimizerConfig optimizer;
+  PrecisionConfig precision;
+  Method method = Method::kShard;
+  const Cluster* cluster = nullptr;
+  std::string cluster_label;                // e.g. "p3.16xlarge:8"
+  std::optional<LogicalMesh> logical;       // default: try every logical view
+  int64_t memory_budget_bytes = 0;          // 0: the device's usable memory
+  int threads = 1;
+  int64_t max_nodes = 200000;
+  double time_limit_s = 120;
+};
+
+// One logical view's outcome (a row of the summary table).
+struct ViewOutcome {
+  LogicalMesh view;
+  bool feasible = false;
+  PlanEstimate estimate;
+  SolveResult solve;
+  int64_t groups = 0, nodes_before_merging = 0;
+  int64_t model_memory_bytes = 0;  // the memory model's bound of the chosen plan
+  double build_time_s = 0;
+};
+
+struct SearchResult {
+  bool found = false;
+  Plan plan;
+  std::vector<ViewOutcome> views;
+  // When nothing fits: what the leanest candidate needs and what would help.
+  std::string diagnosis;
+};
+
+SearchResult search_shard_parallel(const SearchRequest& request);
+
+// The memory figures of a choice: parameters, gradients, optimizer state and saved activations
+// as sharded, and the simulated peak of the step's allocation/free sequence.
+PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice);
+// The memory model's upper bound of that peak (what the search keeps within the budget).
+int64_t memory_bound(const StrategyGraph& sg, const std::vector<int>& choice);
+
+// Estimate of a choice, recomputed from the chosen specs (the independent checker).
+PlanEstimate estimate_choice(const StrategyGraph& sg, const std::vector<int>& choice,
+                             int64_t global_batch);
+
+// Fingerprints binding a plan to its inputs.
+std::string graph_fingerprint(const Graph& forward, int64_t global_batch);
+std::string cluster_fingerprint(const Cluster& cluster);
+
+// `alpa-plan cost`: validates `plan` against the model and cluster (fingerprints, names, specs,
+// strategies) and re-costs it. Throws UserError naming `plan_source` and the element.
+struct CostResult {
+  PlanEstimate estimate;
+  std::vector<int> choice;
+};
+CostResult cost_plan(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                     const Cluster& cluster);
+
+// Parses "D0xD1".
+std::optional<LogicalMesh> parse_logical_mesh(const std::string& text);
+Method parse_method(const std::string& text);  // throws UserError
+std::string precision_name(DType compute);
+
+}  // namespace alpa

@@ -1,0 +1,688 @@
+#include "planner/intra_op/solve.h"
+
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+#include "planner/common/error.h"
+#include "planner/ilp/mip.h"
+
+namespace alpa {
+namespace {
+
+// An edge's cost matrix with identical rows and identical columns collapsed into classes:
+// variables are needed per (row class, column class), not per strategy pair.
+struct CompressedEdge {
+  int from = 0, to = 0;
+  std::vector<int> row_class, col_class;  // per strategy
+  std::vector<std::vector<double>> cost;  // [row class][col class]
+  double at(int s_from, int s_to) const { return cost[row_class[s_from]][col_class[s_to]]; }
+};
+
+std::vector<int> classes(size_t n, const std::function<bool(size_t, size_t)>& same, size_t& count) {
+  std::vector<int> cls(n, -1);
+  std::vector<size_t> reps;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t r = 0; r < reps.size(); ++r) {
+      if (same(i, reps[r])) { cls[i] = static_cast<int>(r); break; }
+    }
+    if (cls[i] < 0) {
+      cls[i] = static_cast<int>(reps.size());
+      reps.push_back(i);
+    }
+  }
+  count = reps.size();
+  return cls;
+}
+
+// The strategy graph as the solver sees it: separable edges folded into node costs, the rest
+// compressed, with adjacency.
+struct Prepared {
+  std::vector<std::vector<double>> node_cost;
+  std::vector<std::vector<int64_t>> memory;
+  std::vector<CompressedEdge> edges;
+  std::vector<std::vector<int>> edges_of;  // per group: indices into edges
+};
+
+Prepared prepare(const StrategyGraph& sg) {
+  Prepared p;
+  const size_t ng = sg.groups.size();
+  p.node_cost.resize(ng);
+  p.memory.resize(ng);
+  for (size_t g = 0; g < ng; ++g) {
+    p.node_cost[g] = sg.groups[g].cost;
+    p.memory[g] = sg.groups[g].memory;
+  }
+  for (const GroupEdge& e : sg.edges) {
+    const size_t R = e.cost.size(), C = e.cost.empty() ? 0 : e.cost[0].size();
+    bool separable = true;
+    for (size_t r = 0; r < R && separable; ++r) {
+      for (size_t c = 0; c < C; ++c) {
+        const double d = e.cost[r][c] - e.cost[r][0] - e.cost[0][c] + e.cost[0][0];
+        if (std::abs(d) > 1e-12 * (std::abs(e.cost[r][c]) + std::abs(e.cost[0][0]) + 1e-300)) { separable = false; break; }
+      }
+    }
+    if (separable) {
+      for (size_t r = 0; r < R; ++r) p.node_cost[e.from][r] += e.cost[r][0] - e.cost[0][0];
+      for (size_t c = 0; c < C; ++c) p.node_cost[e.to][c] += e.cost[0][c];
+      continue;
+    }
+    CompressedEdge ce;
+    ce.from = e.from;
+    ce.to = e.to;
+    size_t nr = 0, nc = 0;
+    ce.row_class = classes(R, [&](size_t a, size_t b) { return e.cost[a] == e.cost[b]; }, nr);
+    ce.col_class = classes(C, [&](size_t a, size_t b) {
+      for (size_t r = 0; r < R; ++r) if (e.cost[r][a] != e.cost[r][b]) return false;
+      return true;
+    }, nc);
+    ce.cost.assign(nr, std::vector<double>(nc, 0));
+    for (size_t r = 0; r < R; ++r) {
+      for (size_t c = 0; c < C; ++c) ce.cost[ce.row_class[r]][ce.col_class[c]] = e.cost[r][c];
+    }
+    p.edges.push_back(std::move(ce));
+  }
+  p.edges_of.resize(ng);
+  for (size_t k = 0; k < p.edges.size(); ++k) {
+    p.edges_of[p.edges[k].from].push_back(static_cast<int>(k));
+    p.edges_of[p.edges[k].to].push_back(static_cast<int>(k));
+  }
+  return p;
+}
+
+// A sub-problem: the groups of `subset` are free, every other group with fixed[g] >= 0 is fixed.
+struct SubResult {
+  bool feasible = false;
+  bool proven_optimal = true;
+  std::vector<int> choice;  // per subset group
+  double cost = 0;          // of the subset: node costs + edges inside + edges to fixed groups
+  int64_t memory = 0;
+  int64_t variables = 0, constraints = 0;
+};
+
+// A sub-problem with the fixed groups' edges folded into the free groups' costs.
+struct LocalProblem {
+  std::vector<int> local;                  // per group: index in the subset, -1 outside
+  std::vector<std::vector<double>> cost;   // per subset group and strategy
+  std::vector<int> inner;                  // edges with both ends in the subset
+};
+
+LocalProblem local_problem(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed) {
+  LocalProblem lp;
+  const size_t n = subset.size();
+  lp.local.assign(p.node_cost.size(), -1);
+  for (size_t i = 0; i < n; ++i) lp.local[subset[i]] = static_cast<int>(i);
+  lp.cost.resize(n);
+  for (size_t i = 0; i < n; ++i) lp.cost[i] = p.node_cost[subset[i]];
+  for (size_t i = 0; i < n; ++i) {
+    for (int k : p.edges_of[subset[i]]) {
+      const CompressedEdge& e = p.edges[k];
+      const int lf = lp.local[e.from], lt = lp.local[e.to];
+      auto& c = lp.cost[i];
+      if (lf >= 0 && lt >= 0) {
+        if (lf == static_cast<int>(i)) lp.inner.push_back(k);
+      } else if (lf == static_cast<int>(i)) {
+        for (size_t s = 0; s < c.size(); ++s) c[s] += e.at(static_cast<int>(s), fixed[e.to]);
+      } else {
+        for (size_t s = 0; s < c.size(); ++s) c[s] += e.at(fixed[e.from], static_cast<int>(s));
+      }
+    }
+  }
+  return lp;
+}
+
+// `price` > 0 adds price·bytes to every strategy's cost in the objective (a Lagrangian memory
+// price); the returned cost never includes it.
+SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed,
+                       int64_t mem_cap, const SolveOptions& options, double price = 0) {
+  SubResult res;
+  const size_t n = subset.size();
+  const LocalProblem lp = local_problem(p, subset, fixed);
+  const std::vector<int>& local = lp.local;
+  const std::vector<std::vector<double>>& cost = lp.cost;
+  const std::vector<int>& inner = lp.inner;
+  int64_t min_mem = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& m = p.memory[subset[i]];
+    min_mem += *std::min_element(m.begin(), m.end());
+  }
+  if (mem_cap >= 0 && min_mem > mem_cap) return res;  // infeasible, proven
+
+  std::vector<std::vector<double>> objective = cost;
+  if (price > 0) {
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t s = 0; s < objective[i].size(); ++s) objective[i][s] += price * static_cast<double>(p.memory[subset[i]][s]);
+    }
+  }
+  double max_cost = 0;
+  for (const auto& v : objective) for (double c : v) max_cost = std::max(max_cost, std::abs(c));
+  for (int k : inner) for (const auto& row : p.edges[k].cost) for (double c : row) max_cost = std::max(max_cost, std::abs(c));
+  const double scale = max_cost > 0 ? 1e3 / max_cost : 1.0;  // CBC's tolerances are absolute
+
+  ilp::MipRequest req;
+  std::vector<int> x0(n);
+  for (size_t i = 0; i < n; ++i) {
+    x0[i] = static_cast<int>(req.vars.size());
+    ilp::Constraint one;
+    one.lower = one.upper = 1;
+    for (size_t s = 0; s < cost[i].size(); ++s) {
+      req.vars.push_back({ilp::VarType::kBinary, 0, 1, objective[i][s] * scale});
+      one.terms.push_back({static_cast<int32_t>(x0[i] + s), 1});
+    }
+    req.rows.push_back(std::move(one));
+  }
+  std::vector<int> e0(inner.size());
+  for (size_t q = 0; q < inner.size(); ++q) {
+    const CompressedEdge& e = p.edges[inner[q]];
+    const int lf = local[e.from], lt = local[e.to];
+    const size_t nr = e.cost.size(), nc = e.cost[0].size();
+    e0[q] = static_cast<int>(req.vars.size());
+    for (size_t r = 0; r < nr; ++r) {
+      for (size_t c = 0; c < nc; ++c) req.vars.push_back({ilp::VarType::kContinuous, 0, 1, e.cost[r][c] * scale});
+    }
+    for (size_t r = 0; r < nr; ++r) {  // Σ_c z[r][c] = Σ_{s in row class r} x_from,s
+      ilp::Constraint row;
+      row.lower = row.upper = 0;
+      for (size_t c = 0; c < nc; ++c) row.terms.push_back({static_cast<int32_t>(e0[q] + r * nc + c), 1});
+      for (size_t s = 0; s < e.row_class.size(); ++s) {
+        if (e.row_class[s] == static_cast<int>(r)) row.terms.push_back({static_cast<int32_t>(x0[lf] + s), -1});
+      }
+      req.rows.push_back(std::move(row));
+    }
+    for (size_t c = 0; c < nc; ++c) {  // Σ_r z[r][c] = Σ_{s in column class c} x_to,s
+      ilp::Constraint row;
+      row.lower = row.upper = 0;
+      for (size_t r = 0; r < nr; ++r) row.terms.push_back({static_cast<int32_t>(e0[q] + r * nc + c), 1});
+      for (size_t s = 0; s < e.col_class.size(); ++s) {
+        if (e.col_class[s] == static_cast<int>(c)) row.terms.push_back({static_cast<int32_t>(x0[lt] + s), -1});
+      }
+      req.rows.push_back(std::move(row));
+    }
+  }
+  if (mem_cap >= 0) {
+    ilp::Constraint mem;
+    const double cap = std::max<double>(1.0, static_cast<double>(mem_cap));
+    mem.upper = static_cast<double>(mem_cap) / cap;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& m = p.memory[subset[i]];
+      for (size_t s = 0; s < m.size(); ++s) {
+        if (m[s] != 0) mem.terms.push_back({static_cast<int32_t>(x0[i] + s), static_cast<double>(m[s]) / cap});
+      }
+    }
+    req.rows.push_back(std::move(mem));
+  }
+  // Start from the leanest choice (feasible whenever anything is).
+  req.initial_solution.assign(req.vars.size(), 0.0);
+  std::vector<int> lean(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& m = p.memory[subset[i]];
+    lean[i] = static_cast<int>(std::min_element(m.begin(), m.end()) - m.begin());
+    req.initial_solution[x0[i] + lean[i]] = 1;
+  }
+  for (size_t q = 0; q < inner.size(); ++q) {
+    const CompressedEdge& e = p.edges[inner[q]];
+    const size_t nc = e.cost[0].size();
+    req.initial_solution[e0[q] + e.row_class[lean[local[e.from]]] * nc + e.col_class[lean[local[e.to]]]] = 1;
+  }
+  req.max_nodes = options.max_nodes;
+  req.safety_time_limit_s = options.time_limit_s;
+  res.variables = static_cast<int64_t>(req.vars.size());
+  res.constraints = static_cast<int64_t>(req.rows.size());
+  const ilp::MipResult mr = ilp::solve(req);
+  if (mr.status != ilp::MipStatus::kOptimal && mr.status != ilp::MipStatus::kFeasible) {
+    res.proven_optimal = mr.status == ilp::MipStatus::kInfeasible;
+    return res;
+  }
+  res.feasible = true;
+  res.proven_optimal = mr.proven_optimal;
+  res.choice.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t s = 0; s < cost[i].size(); ++s) {  // ties: the first strategy set to one
+      if (mr.values[x0[i] + s] > 0.5) { res.choice[i] = static_cast<int>(s); break; }
+    }
+  }
+  // Cost and memory recomputed exactly from the choice.
+  for (size_t i = 0; i < n; ++i) {
+    res.cost += cost[i][res.choice[i]];
+    res.memory += p.memory[subset[i]][res.choice[i]];
+  }
+  for (int k : inner) {
+    const CompressedEdge& e = p.edges[k];
+    res.cost += e.at(res.choice[local[e.from]], res.choice[local[e.to]]);
+  }
+  return res;
+}
+
+constexpr size_t kMaxFrontPoints = 32;
+constexpr double kEnumerateCombinations = 2e5;  // sub-problems this small get an exact front
+
+// A sub-problem's (cost, memory) Pareto points, cheapest first, by repeated solves with a
+// tighter memory cap. `complete` is false when `max_points` cut the front short.
+struct Front {
+  std::vector<SubResult> points;
+  bool complete = true;
+  bool proven = true;
+  int64_t ilps = 0, max_vars = 0, max_rows = 0;
+};
+
+Front pareto_front(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed,
+                   int64_t mem_cap, const SubResult& cheapest, const SolveOptions& options) {
+  Front f;
+  auto solve = [&](int64_t cap, double price) {
+    SubResult r = solve_subset(p, subset, fixed, cap, options, price);
+    ++f.ilps;
+    f.max_vars = std::max(f.max_vars, r.variables);
+    f.max_rows = std::max(f.max_rows, r.constraints);
+    f.proven = f.proven && r.proven_optimal;
+    return r;
+  };
+  // Small sub-problems: enumerate every combination for the exact front (capped ILPs are
+  // slow for CBC, enumeration of a few thousand combinations is not).
+  double combos = 1;
+  for (int g : subset) combos *= static_cast<double>(p.node_cost[g].size());
+  if (combos <= kEnumerateCombinations) {
+    const size_t n = subset.size();
+    const LocalProblem lp = local_problem(p, subset, fixed);
+    const std::vector<int>& local = lp.local;
+    const std::vector<std::vector<double>>& cost = lp.cost;
+    const std::vector<int>& inner = lp.inner;
+    std::vector<SubResult> all;
+    std::vector<int> ch(n, 0);
+    while (true) {
+      SubResult r;
+      r.feasible = true;
+      for (size_t i = 0; i < n; ++i) {
+        r.cost += cost[i][ch[i]];
+        r.memory += p.memory[subset[i]][ch[i]];
+      }
+      for (int k : inner) r.cost += p.edges[k].at(ch[local[p.edges[k].from]], ch[local[p.edges[k].to]]);
+      if (mem_cap < 0 || r.memory <= mem_cap) {
+        r.choice = ch;
+        all.push_back(std::move(r));
+      }
+      size_t i = 0;
+      for (; i < n; ++i) {
+        if (++ch[i] < static_cast<int>(cost[i].size())) break;
+        ch[i] = 0;
+      }
+      if (i == n) break;
+    }
+    // Cheapest first; ties to the lowest combination (enumeration order is kept by stable sort).
+    std::stable_sort(all.begin(), all.end(), [](const SubResult& a, const SubResult& b) { return a.cost < b.cost; });
+    int64_t last = std::numeric_limits<int64_t>::max();
+    for (SubResult& r : all) {
+      if (r.memory < last) {
+        last = r.memory;
+        f.points.push_back(std::move(r));
+      }
+    }
+    return f;
+  }
+  // Larger sub-problems: the supported points of the front, from the cheapest choice under a
+  // rising memory price (Lagrangian); capped solves are much slower for CBC.
+  f.complete = false;
+  f.points.push_back(cheapest);
+  int64_t lean_mem = 0;
+  for (int g : subset) lean_mem += *std::min_element(p.memory[g].begin(), p.memory[g].end());
+  if (cheapest.memory <= lean_mem) return f;
+  // The price at which saving all the extra memory would pay for a cost of the same size.
+  const double base = std::max(cheapest.cost, 1e-30) / static_cast<double>(cheapest.memory - lean_mem);
+  for (int k = -6; k <= 10; ++k) {
+    SubResult r = solve(-1, base * std::ldexp(1.0, k));
+    if (!r.feasible) continue;
+    bool dup = false;
+    for (const SubResult& q : f.points) dup = dup || (q.memory == r.memory && q.cost == r.cost);
+    if (!dup && r.memory < f.points.back().memory) f.points.push_back(std::move(r));
+    if (f.points.back().memory <= lean_mem) break;
+  }
+  return f;
+}
+
+// Signature of a sub-problem: identical layers give bit-identical costs, so they share it.
+uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  return h * 0x100000001b3ull;
+}
+uint64_t bits(double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, sizeof u);
+  return u;
+}
+
+struct Signature {
+  uint64_t a = 0, b = 0;
+  bool operator==(const Signature&) const = default;
+};
+struct SignatureHash {
+  size_t operator()(const Signature& s) const { return static_cast<size_t>(s.a ^ (s.b * 31)); }
+};
+
+Signature signature(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed) {
+  uint64_t h1 = 1469598103934665603ull, h2 = 0x84222325cbf29ce4ull;
+  auto add = [&](uint64_t v) { h1 = mix(h1, v); h2 = mix(h2 ^ 0x5bd1e995, v * 0xff51afd7ed558ccdull); };
+  std::vector<int> local(p.node_cost.size(), -1);
+  for (size_t i = 0; i < subset.size(); ++i) local[subset[i]] = static_cast<int>(i);
+  add(subset.size());
+  for (size_t i = 0; i < subset.size(); ++i) {
+    const int g = subset[i];
+    add(p.node_cost[g].size());
+    for (double c : p.node_cost[g]) add(bits(c));
+    for (int64_t m : p.memory[g]) add(static_cast<uint64_t>(m));
+    for (int k : p.edges_of[g]) {
+      const CompressedEdge& e = p.edges[k];
+      const int lf = local[e.from], lt = local[e.to];
+      if (lf >= 0 && lt >= 0 && lf != static_cast<int>(i)) continue;  // inner edges once
+      add(static_cast<uint64_t>(lf + 7) * 1000003u + static_cast<uint64_t>(lt + 7));
+      if (lf >= 0 && lt >= 0) {
+        for (int c : e.row_class) add(static_cast<uint64_t>(c));
+        for (int c : e.col_class) add(static_cast<uint64_t>(c));
+        for (const auto& row : e.cost) for (double c : row) add(bits(c));
+      } else if (lf >= 0) {
+        for (size_t s = 0; s < e.row_class.size(); ++s) add(bits(e.at(static_cast<int>(s), fixed[e.to])));
+      } else {
+        for (size_t s = 0; s < e.col_class.size(); ++s) add(bits(e.at(fixed[e.from], static_cast<int>(s))));
+      }
+    }
+  }
+  return {h1, h2};
+}
+
+template <typename F>
+void parallel(int threads, size_t n, F&& body) {
+  if (n == 0) return;
+  if (threads == 1 || n == 1) {
+    for (size_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+  tbb::task_arena arena(threads > 0 ? threads : tbb::task_arena::automatic);
+  arena.execute([&] {
+    tbb::parallel_for(size_t{0}, n, [&](size_t i) { body(i); }, tbb::simple_partitioner());
+  });
+}
+
+constexpr size_t kHubDegree = 6;            // a group this connected is enumerated, not solved
+constexpr int64_t kMaxHubAssignments = 512;
+
+void finish(SolveResult& res, const StrategyGraph& sg) {
+  res.objective = evaluate_objective(sg, res.choice);
+  res.memory_bytes = evaluate_memory(sg, res.choice);
+}
+
+}  // namespace
+
+SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  SolveResult res;
+  const size_t ng = sg.groups.size();
+  const Prepared p = prepare(sg);
+  int64_t min_mem = 0;
+  for (size_t g = 0; g < ng; ++g) min_mem += *std::min_element(p.memory[g].begin(), p.memory[g].end());
+  res.min_memory_bytes = min_mem;
+  const bool budgeted = options.memory_budget_bytes > 0;
+  const int64_t budget = budgeted ? options.memory_budget_bytes : -1;
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  if (budgeted && min_mem > budget) {
+    res.proven_optimal = true;
+    res.solve_time_s = elapsed();
+    return res;
+  }
+  auto note = [&](int64_t vars, int64_t rows) {
+    ++res.ilps_solved;
+    res.largest_variables = std::max(res.largest_variables, vars);
+    res.largest_constraints = std::max(res.largest_constraints, rows);
+    res.total_variables += vars;
+    res.total_constraints += rows;
+  };
+
+  // Hubs: groups connected to many others (the residual stream of a transformer, which its
+  // element-wise followers tie together across layers). Fixing them splits the rest into
+  // independent components — one per layer part — and identical layers share one solve.
+  std::vector<int> hubs;
+  std::vector<bool> is_hub(ng, false);
+  for (size_t g = 0; g < ng; ++g) {
+    std::vector<int> nb;
+    for (int k : p.edges_of[g]) nb.push_back(p.edges[k].from == static_cast<int>(g) ? p.edges[k].to : p.edges[k].from);
+    std::sort(nb.begin(), nb.end());
+    nb.erase(std::unique(nb.begin(), nb.end()), nb.end());
+    if (nb.size() >= kHubDegree && sg.groups[g].num_strategies() > 1) {
+      hubs.push_back(static_cast<int>(g));
+      is_hub[g] = true;
+    }
+  }
+  std::vector<std::vector<int>> components;
+  {
+    std::vector<int> comp(ng, -1);
+    for (size_t g = 0; g < ng; ++g) {
+      if (is_hub[g] || comp[g] >= 0) continue;
+      std::vector<int> members, stack = {static_cast<int>(g)};
+      comp[g] = static_cast<int>(components.size());
+      while (!stack.empty()) {
+        const int u = stack.back();
+        stack.pop_back();
+        members.push_back(u);
+        for (int k : p.edges_of[u]) {
+          const int v = p.edges[k].from == u ? p.edges[k].to : p.edges[k].from;
+          if (is_hub[v] || comp[v] >= 0) continue;
+          comp[v] = comp[g];
+          stack.push_back(v);
+        }
+      }
+      std::sort(members.begin(), members.end());
+      components.push_back(std::move(members));
+    }
+  }
+  double assignments = 1;
+  for (int h : hubs) assignments *= static_cast<double>(sg.groups[h].num_strategies());
+  const bool decompose = !hubs.empty() && components.size() > 1 && assignments <= kMaxHubAssignments;
+
+  if (!decompose) {
+    std::vector<int> all(ng);
+    for (size_t g = 0; g < ng; ++g) all[g] = static_cast<int>(g);
+    const SubResult r = solve_subset(p, all, std::vector<int>(ng, -1), budget, options);
+    note(r.variables, r.constraints);
+    res.feasible = r.feasible;
+    res.proven_optimal = r.proven_optimal;
+    if (r.feasible) {
+      res.choice = r.choice;
+      finish(res, sg);
+    }
+    res.solve_time_s = elapsed();
+    return res;
+  }
+
+  // Enumerate hub assignments (mixed radix, first hub fastest); for each, every component is
+  // an independent sub-problem. Sub-problems are solved once per distinct signature.
+  const size_t na = static_cast<size_t>(assignments);
+  std::vector<std::vector<int>> fixed_of(na, std::vector<int>(ng, -1));
+  for (size_t a = 0; a < na; ++a) {
+    size_t rest = a;
+    for (int h : hubs) {
+      const size_t ns = sg.groups[h].num_strategies();
+      fixed_of[a][h] = static_cast<int>(rest % ns);
+      rest /= ns;
+    }
+  }
+  // Hub-only terms per assignment.
+  std::vector<double> hub_cost(na, 0);
+  std::vector<int64_t> hub_mem(na, 0);
+  for (size_t a = 0; a < na; ++a) {
+    for (int h : hubs) {
+      hub_cost[a] += p.node_cost[h][fixed_of[a][h]];
+      hub_mem[a] += p.memory[h][fixed_of[a][h]];
+    }
+    for (const CompressedEdge& e : p.edges) {
+      if (is_hub[e.from] && is_hub[e.to]) hub_cost[a] += e.at(fixed_of[a][e.from], fixed_of[a][e.to]);
+    }
+  }
+  // Distinct sub-problems.
+  std::unordered_map<Signature, size_t, SignatureHash> index;
+  std::vector<std::pair<size_t, size_t>> task;  // (assignment, component) of the first occurrence
+  std::vector<std::vector<size_t>> task_of(na, std::vector<size_t>(components.size()));
+  for (size_t a = 0; a < na; ++a) {
+    for (size_t c = 0; c < components.size(); ++c) {
+      const Signature s = signature(p, components[c], fixed_of[a]);
+      auto [it, inserted] = index.emplace(s, task.size());
+      if (inserted) task.push_back({a, c});
+      task_of[a][c] = it->second;
+    }
+  }
+  // Phase 1: the cheapest point of every distinct sub-problem (memory capped by the budget
+  // less what the hubs and the other components need at least).
+  std::vector<SubResult> cheapest(task.size());
+  parallel(options.threads, task.size(), [&](size_t t) {
+    const auto [a, c] = task[t];
+    cheapest[t] = solve_subset(p, components[c], fixed_of[a], -1, options);
+  });
+  for (const SubResult& r : cheapest) note(r.variables, r.constraints);
+  std::vector<Front> fronts(task.size());
+  std::vector<bool> have_front(task.size(), false);
+  double best = std::numeric_limits<double>::infinity();
+  size_t best_a = 0;
+  std::vector<size_t> best_point;  // per component: index into the front (0 = cheapest)
+  bool best_from_front = false;
+  bool all_proven = true;
+  for (const SubResult& r : cheapest) all_proven = all_proven && r.proven_optimal;
+  for (size_t a = 0; a < na; ++a) {
+    double total = hub_cost[a];
+    int64_t mem = hub_mem[a];
+    bool ok = true;
+    for (size_t c = 0; c < components.size(); ++c) {
+      const SubResult& r = cheapest[task_of[a][c]];
+      ok = ok && r.feasible;
+      total += r.cost;
+      mem += r.memory;
+    }
+    if (!ok || total >= best) continue;  // the unconstrained total bounds any capped one below
+    if (!budgeted || mem <= budget) {
+      best = total;
+      best_a = a;
+      best_point.assign(components.size(), 0);
+      best_from_front = false;
+      continue;
+    }
+    // The budget binds: Pareto fronts of this assignment's sub-problems, then a multiple-choice
+    // knapsack over them.
+    std::vector<size_t> need;
+    for (size_t c = 0; c < components.size(); ++c) {
+      const size_t t = task_of[a][c];
+      if (!have_front[t]) { need.push_back(t); have_front[t] = true; }
+    }
+    std::sort(need.begin(), need.end());
+    need.erase(std::unique(need.begin(), need.end()), need.end());
+    parallel(options.threads, need.size(), [&](size_t q) {
+      const auto [a0, c0] = task[need[q]];
+      fronts[need[q]] = pareto_front(p, components[c0], fixed_of[a0], budget, cheapest[need[q]], options);
+    });
+    for (size_t t : need) {
+      res.ilps_solved += fronts[t].ilps;
+      res.largest_variables = std::max(res.largest_variables, fronts[t].max_vars);
+      res.largest_constraints = std::max(res.largest_constraints, fronts[t].max_rows);
+      all_proven = all_proven && fronts[t].complete && fronts[t].proven;
+    }
+    ilp::MipRequest knap;
+    std::vector<int> v0(components.size());
+    ilp::Constraint memrow;
+    const double cap = static_cast<double>(budget - hub_mem[a]);
+    if (cap < 0) continue;
+    memrow.upper = 1.0;
+    bool empty = false;
+    for (size_t c = 0; c < components.size(); ++c) {
+      const Front& f = fronts[task_of[a][c]];
+      if (f.points.empty()) { empty = true; break; }
+      v0[c] = static_cast<int>(knap.vars.size());
+      ilp::Constraint one;
+      one.lower = one.upper = 1;
+      for (size_t k = 0; k < f.points.size(); ++k) {
+        knap.vars.push_back({ilp::VarType::kBinary, 0, 1, f.points[k].cost});
+        one.terms.push_back({static_cast<int32_t>(v0[c] + k), 1});
+        memrow.terms.push_back({static_cast<int32_t>(v0[c] + k), static_cast<double>(f.points[k].memory) / std::max(1.0, cap)});
+      }
+      knap.rows.push_back(std::move(one));
+    }
+    if (empty) continue;
+    double kmax = 0;
+    for (const auto& v : knap.vars) kmax = std::max(kmax, std::abs(v.cost));
+    for (auto& v : knap.vars) v.cost *= kmax > 0 ? 1e3 / kmax : 1.0;
+    knap.rows.push_back(std::move(memrow));
+    knap.max_nodes = options.max_nodes;
+    knap.safety_time_limit_s = options.time_limit_s;
+    const ilp::MipResult kr = ilp::solve(knap);
+    note(static_cast<int64_t>(knap.vars.size()), static_cast<int64_t>(knap.rows.size()));
+    all_proven = all_proven && (kr.proven_optimal || kr.status == ilp::MipStatus::kInfeasible);
+    if (kr.status != ilp::MipStatus::kOptimal && kr.status != ilp::MipStatus::kFeasible) continue;
+    std::vector<size_t> pick(components.size(), 0);
+    double t2 = hub_cost[a];
+    int64_t m2 = hub_mem[a];
+    for (size_t c = 0; c < components.size(); ++c) {
+      const Front& f = fronts[task_of[a][c]];
+      for (size_t k = 0; k < f.points.size(); ++k) {
+        if (kr.values[v0[c] + k] > 0.5) { pick[c] = k; break; }
+      }
+      t2 += f.points[pick[c]].cost;
+      m2 += f.points[pick[c]].memory;
+    }
+    if (m2 <= budget && t2 < best) {
+      best = t2;
+      best_a = a;
+      best_point = pick;
+      best_from_front = true;
+    }
+  }
+  res.proven_optimal = all_proven;
+  if (best_point.empty()) {
+    res.feasible = false;
+    res.solve_time_s = elapsed();
+    return res;
+  }
+  res.feasible = true;
+  res.choice.assign(ng, 0);
+  for (int h : hubs) res.choice[h] = fixed_of[best_a][h];
+  for (size_t c = 0; c < components.size(); ++c) {
+    const size_t t = task_of[best_a][c];
+    const SubResult& r = best_from_front ? fronts[t].points[best_point[c]] : cheapest[t];
+    for (size_t i = 0; i < components[c].size(); ++i) res.choice[components[c][i]] = r.choice[i];
+  }
+  finish(res, sg);
+  res.solve_time_s = elapsed();
+  return res;
+}
+
+SolveResult brute_force(const StrategyGraph& sg, int64_t budget, int64_t limit) {
+  const size_t ng = sg.groups.size();
+  double combos = 1;
+  for (const Group& g : sg.groups) combos *= static_cast<double>(g.num_strategies());
+  ALPA_CHECK(combos <= static_cast<double>(limit), "too many combinations for brute force");
+  SolveResult best;
+  std::vector<int> choice(ng, 0);
+  best.objective = std::numeric_limits<double>::infinity();
+  while (true) {
+    const int64_t mem = evaluate_memory(sg, choice);
+    if (budget <= 0 || mem <= budget) {
+      const double obj = evaluate_objective(sg, choice);
+      if (obj < best.objective - 1e-12 * std::max(1.0, std::abs(obj))) {
+        best.objective = obj;
+        best.choice = choice;
+        best.memory_bytes = mem;
+        best.feasible = true;
+      }
+    }
+    size_t g = 0;
+    for (; g < ng; ++g) {
+      if (++choice[g] < static_cast<int>(sg.groups[g].num_strategies())) break;
+      choice[g] = 0;
+    }
+    if (g == ng) break;
+  }
+  best.proven_optimal = true;
+  return best;
+}
+
+}  // namespace alpa

@@ -1,0 +1,39 @@
+// Choosing one strategy per group: the ILP of the paper (one-hot node variables, edge variables
+// linked to both endpoints, a per-device memory budget), solved through planner/ilp, and a
+// brute-force enumerator the tests compare it with.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "planner/intra_op/strategy_graph.h"
+
+namespace alpa {
+
+struct SolveOptions {
+  int64_t memory_budget_bytes = 0;  // the linear memory model must stay within; <= 0: no limit
+  int threads = 1;                  // parallelism across independent ILPs, never inside one
+  int64_t max_nodes = 200000;       // branch-and-bound nodes per ILP (deterministic limit)
+  double time_limit_s = 120;        // wall-clock safety net per ILP
+};
+
+struct SolveResult {
+  bool feasible = false;
+  std::vector<int> choice;  // strategy index per group
+  double objective = 0;     // seconds per step, as the ILP counts it
+  int64_t memory_bytes = 0; // linear memory model of the choice
+  bool proven_optimal = false;
+  int64_t ilps_solved = 0;
+  int64_t largest_variables = 0, largest_constraints = 0;
+  int64_t total_variables = 0, total_constraints = 0;
+  double solve_time_s = 0;  // wall clock (never written to plans)
+  // When infeasible: the least memory any choice needs (the linear model's minimum).
+  int64_t min_memory_bytes = 0;
+};
+
+SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& options);
+
+// Exhaustive enumeration of every combination (tests only; refuses more than `limit` combos).
+SolveResult brute_force(const StrategyGraph& sg, int64_t memory_budget_bytes, int64_t limit = 5000000);
+
+}  // namespace alpa

@@ -1,0 +1,684 @@
+#include "planner/intra_op/strategy_graph.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <unordered_map>
+
+#include "planner/common/error.h"
+#include "planner/graph/op_cost.h"
+#include "planner/graph/rebatch.h"
+
+namespace alpa {
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::kShard: return "shard";
+    case Method::kData: return "data";
+    case Method::kZero2: return "zero2";
+    case Method::kZero3: return "zero3";
+  }
+  return "shard";
+}
+
+namespace {
+
+bool is_master_cast(const Node& n) {
+  return n.kind == OpKind::kCast && n.attrs.get_int("master_cast", 0) != 0;
+}
+
+bool is_leader_kind(OpKind k) {
+  return k == OpKind::kMatMul || k == OpKind::kGemm || k == OpKind::kEinsum ||
+         k == OpKind::kConv || k == OpKind::kGather;
+}
+
+DimSharding sharding_of(bool a0, bool a1) {
+  if (a0 && a1) return DimSharding::kS01;
+  if (a0) return DimSharding::kS0;
+  if (a1) return DimSharding::kS1;
+  return DimSharding::kR;
+}
+
+// Which mesh axes a spec uses on each dim: -1 none; returns dim per axis.
+std::array<int, 2> dims_of_axes(const ShardingSpec& s) {
+  std::array<int, 2> out = {-1, -1};
+  for (size_t d = 0; d < s.dims.size(); ++d) {
+    if (s.dims[d] == DimSharding::kS0 || s.dims[d] == DimSharding::kS01) out[0] = static_cast<int>(d);
+    if (s.dims[d] == DimSharding::kS1 || s.dims[d] == DimSharding::kS01) out[1] = static_cast<int>(d);
+  }
+  return out;
+}
+
+int64_t local_bytes(const Tensor& t, const ShardingSpec& s, const LogicalMesh& v) {
+  if (s.dims.size() != t.shape.size()) return t.bytes();
+  return num_elements(s.local_shape(t.shape, v)) * dtype_bytes(t.dtype);
+}
+
+class Builder {
+ public:
+  Builder(StrategyGraph& sg) : sg_(sg), g_(sg.training->graph), v_(sg.costs.view) {}
+
+  void build();
+
+ private:
+  double op_time(const Node& n) const;
+  bool axis_active(int a) const { return sg_.costs.axis_size(a) > 1; }
+  bool letter_fits(const Letter& l, int64_t ways) const {
+    if (!l.splittable || l.size < ways) return false;
+    return !l.must_divide || l.size % ways == 0;
+  }
+  ShardingSpec spec_for(const std::vector<int>& dims, const std::array<int, 2>& a) const {
+    ShardingSpec s;
+    for (int l : dims) s.dims.push_back(sharding_of(l >= 0 && a[0] == l, l >= 0 && a[1] == l));
+    return s;
+  }
+  std::optional<NodeStrategy> make_strategy(NodeId id, std::array<int, 2> a, int scatter) const;
+  std::vector<std::array<int, 2>> assignments(NodeId id) const;
+  std::array<int, 2> follow(NodeId id, size_t input, const ShardingSpec& spec) const;
+  const ReshardResult& reshard_cached(const ShardingSpec& src, AxisMask partial,
+                                      const ShardingSpec& dst, TensorId t) const;
+  double edge_cost(TensorId t, const ShardingSpec& produced, const ShardingSpec& grad_target,
+                   bool param_like, const NodeStrategy& consumer, NodeId consumer_node,
+                   size_t input) const;
+  std::vector<ShardingSpec> candidate_specs(const Shape& shape) const;
+  ShardingSpec fully_sharded(const Shape& shape) const;
+  void add_param_group(TensorId p);
+
+  StrategyGraph& sg_;
+  const Graph& g_;
+  LogicalMesh v_;
+  mutable std::unordered_map<std::string, ReshardResult> reshard_cache_;
+  std::map<std::string, std::vector<NodeId>> derived_;
+};
+
+double Builder::op_time(const Node& n) const {
+  const OpCount c = count_node(g_, n);
+  DType dt = DType::kFloat32;
+  if (!n.outputs.empty()) dt = g_.tensor(n.outputs[0]).dtype;
+  if (!is_floating(dt) && !n.inputs.empty()) dt = g_.tensor(n.inputs[0]).dtype;
+  const Cluster& cl = *sg_.cluster;
+  double peak = cl.device.peak_flops(is_floating(dt) ? dt : DType::kFloat32);
+  if (peak <= 0) peak = cl.device.peak_flops_fp32;
+  // Matmuls and convolutions run at the (tensor-core) peak; everything else is memory-bound.
+  const OpFamily fam = op_info(n.kind).family;
+  const bool compute_bound = fam == OpFamily::kContraction || fam == OpFamily::kConv ||
+                             n.kind == OpKind::kConvGradInput || n.kind == OpKind::kConvGradWeight;
+  const double t_flops = peak > 0 && compute_bound ? c.flops / (peak * cl.achievable.matmul) : 0;
+  const double bw = cl.device.memory_bandwidth_bytes_per_s * cl.achievable.memory_bandwidth;
+  const double t_bytes = bw > 0 ? (c.bytes_read + c.bytes_written) / bw : 0;
+  return std::max(t_flops, t_bytes);
+}
+
+const ReshardResult& Builder::reshard_cached(const ShardingSpec& src, AxisMask partial,
+                                             const ShardingSpec& dst, TensorId t) const {
+  const Tensor& ten = g_.tensor(t);
+  std::string key = src.to_string() + "|" + std::to_string(partial) + "|" + dst.to_string() + "|" +
+                    std::to_string(static_cast<int>(ten.dtype));
+  for (int64_t d : ten.shape) key += "," + std::to_string(d);
+  auto it = reshard_cache_.find(key);
+  if (it != reshard_cache_.end()) return it->second;
+  return reshard_cache_.emplace(key, reshard(src, partial, dst, ten.shape, ten.dtype, sg_.costs))
+      .first->second;
+}
+
+std::vector<std::array<int, 2>> Builder::assignments(NodeId id) const {
+  const IterationSpace& sp = sg_.spaces[id];
+  const Method m = sg_.options.method;
+  std::vector<int> options0 = {kNoLetter}, options1 = {kNoLetter};
+  for (int a = 0; a < 2; ++a) {
+    if (!axis_active(a)) continue;
+    for (size_t l = 0; l < sp.letters.size(); ++l) {
+      if (m != Method::kShard && !sp.letters[l].is_batch) continue;
+      if (letter_fits(sp.letters[l], sg_.costs.axis_size(a))) (a == 0 ? options0 : options1).push_back(static_cast<int>(l));
+    }
+  }
+  std::vector<std::array<int, 2>> out;
+  for (int l0 : options0) {
+    for (int l1 : options1) {
+      if (l0 >= 0 && l0 == l1 && !letter_fits(sp.letters[l0], v_.size())) continue;
+      out.push_back({l0, l1});
+    }
+  }
+  if (m != Method::kShard) {
+    // Presets: the whole mesh on the batch letter when the node has one, else replicated.
+    std::vector<std::array<int, 2>> forced;
+    for (size_t l = 0; l < sp.letters.size(); ++l) {
+      if (!sp.letters[l].is_batch) continue;
+      const std::array<int, 2> a = {axis_active(0) ? static_cast<int>(l) : kNoLetter,
+                                    axis_active(1) ? static_cast<int>(l) : kNoLetter};
+      if (std::find(out.begin(), out.end(), a) != out.end()) { forced.push_back(a); break; }
+    }
+    if (forced.empty()) forced.push_back({kNoLetter, kNoLetter});
+    return forced;
+  }
+  return out;
+}
+
+std::optional<NodeStrategy> Builder::make_strategy(NodeId id, std::array<int, 2> a,
+                                                   int scatter) const {
+  const Node& n = g_.node(id);
+  const IterationSpace& sp = sg_.spaces[id];
+  NodeStrategy s;
+  s.axis_letter = a;
+  s.scatter_dim = scatter;
+  for (size_t i = 0; i < n.inputs.size(); ++i) s.in.push_back(spec_for(sp.inputs[i], a));
+  std::vector<AxisMask> out_partial(n.outputs.size(), 0);
+  for (size_t o = 0; o < n.outputs.size(); ++o) {
+    s.out.push_back(spec_for(sp.outputs[o], a));
+    for (int ax = 0; ax < 2; ++ax) {
+      if (a[ax] < 0) continue;
+      const auto& dims = sp.outputs[o];
+      if (std::find(dims.begin(), dims.end(), a[ax]) == dims.end()) {
+        out_partial[o] |= static_cast<AxisMask>(1u << ax);
+      }
+    }
+  }
+  // BatchNorm's running statistics come out whole after the synchronised statistics.
+  if (n.kind == OpKind::kBatchNormalization) {
+    for (size_t o = 1; o < out_partial.size(); ++o) out_partial[o] = 0;
+  }
+  const int K = static_cast<int>(sg_.options.microbatches);
+  for (size_t o = 0; o < n.outputs.size(); ++o) {
+    if (!out_partial[o]) continue;
+    ShardingSpec target = s.out[o];
+    if (o == 0 && scatter >= 0) {
+      if (scatter >= static_cast<int>(target.dims.size()) || target.dims[scatter] != DimSharding::kR) return std::nullopt;
+      const bool p0 = out_partial[o] & kAxis0, p1 = out_partial[o] & kAxis1;
+      target.dims[scatter] = sharding_of(p0, p1);
+      const Tensor& t = g_.tensor(n.outputs[o]);
+      if (t.shape[scatter] % target.ways(scatter, v_) != 0) return std::nullopt;
+      s.out[o] = target;
+    } else if (o == 0 && scatter < 0) {
+      // keep target
+    }
+    const ReshardResult& r = reshard_cached(spec_for(sp.outputs[o], a), out_partial[o], target, n.outputs[o]);
+    s.comm_s += r.time_s * K;
+    s.comms.insert(s.comms.end(), r.steps.begin(), r.steps.end());
+  }
+  if (scatter >= 0 && !out_partial[0]) return std::nullopt;
+  for (size_t i = 0; i < n.inputs.size(); ++i) {
+    AxisMask m = 0;
+    for (int ax = 0; ax < 2; ++ax) {
+      if (a[ax] < 0) continue;
+      const auto& dims = sp.inputs[i];
+      if (std::find(dims.begin(), dims.end(), a[ax]) == dims.end()) m |= static_cast<AxisMask>(1u << ax);
+    }
+    s.in_grad_partial.push_back(m);
+  }
+  // Statistics exchanged for a split letter (synchronised BatchNorm, vocab-parallel loss).
+  for (int ax = 0; ax < 2; ++ax) {
+    if (a[ax] < 0 || sp.stats_bytes.empty() || sp.stats_bytes[a[ax]] <= 0) continue;
+    CollectiveStep step;
+    step.kind = Collective::kAllReduce;
+    step.axis = ax;
+    step.bytes = sp.stats_bytes[a[ax]];
+    step.bytes_per_device = collective_bytes_per_device(step.kind, sg_.costs.axis_size(ax), step.bytes);
+    step.time_s = collective_time(step.kind, sg_.costs.axis[ax], step.bytes);
+    s.comm_s += step.time_s * K;
+    s.comms.push_back(step);
+  }
+  // Compute: the unsharded time scaled by the share of the iteration space each device runs.
+  double frac = 1;
+  for (size_t l = 0; l < sp.letters.size(); ++l) {
+    int64_t ways = 1;
+    if (a[0] == static_cast<int>(l)) ways *= v_.d0;
+    if (a[1] == static_cast<int>(l)) ways *= v_.d1;
+    if (ways > 1) {
+      const double size = static_cast<double>(sp.letters[l].size);
+      frac *= static_cast<double>((sp.letters[l].size + ways - 1) / ways) / size;
+    }
+  }
+  s.compute_s = sg_.full_time_s[id] * frac * K;
+  for (size_t o = 0; o < n.outputs.size(); ++o) {
+    const Tensor& t = g_.tensor(n.outputs[o]);
+    const int64_t b = local_bytes(t, s.out[o], v_);
+    s.temp_bytes += b;
+    if (sg_.saved[n.outputs[o]]) s.memory_bytes += b;
+  }
+  for (size_t i = 0; i < n.inputs.size(); ++i) {
+    const Tensor& t = g_.tensor(n.inputs[i]);
+    const int64_t b = local_bytes(t, s.in[i], v_);
+    s.temp_bytes += b;
+    const bool source = t.producer == kNoId && t.role != TensorRole::kParameter;
+    if (source && sg_.saved[n.inputs[i]] && t.role != TensorRole::kConstant) s.memory_bytes += b;
+  }
+  // Name: the specs it reads and writes.
+  std::string name;
+  for (size_t i = 0; i < s.in.size(); ++i) {
+    if (i) name += ",";
+    name += s.in[i].dims.empty() ? "-" : s.in[i].to_string();
+  }
+  name += "->";
+  for (size_t o = 0; o < s.out.size(); ++o) {
+    if (o) name += ",";
+    name += s.out[o].dims.empty() ? "-" : s.out[o].to_string();
+  }
+  s.name = name;
+  return s;
+}
+
+std::array<int, 2> Builder::follow(NodeId id, size_t input, const ShardingSpec& spec) const {
+  const IterationSpace& sp = sg_.spaces[id];
+  std::array<int, 2> a = {kNoLetter, kNoLetter};
+  const auto dims = dims_of_axes(spec);
+  for (int ax = 0; ax < 2; ++ax) {
+    if (dims[ax] < 0 || !axis_active(ax)) continue;
+    if (static_cast<size_t>(dims[ax]) >= sp.inputs[input].size()) continue;
+    const int l = sp.inputs[input][dims[ax]];
+    if (l >= 0 && letter_fits(sp.letters[l], sg_.costs.axis_size(ax))) a[ax] = l;
+  }
+  if (a[0] >= 0 && a[0] == a[1] && !letter_fits(sp.letters[a[0]], v_.size())) a[1] = kNoLetter;
+  if (sg_.options.method != Method::kShard) {
+    for (int ax = 0; ax < 2; ++ax) {
+      if (a[ax] >= 0 && !sp.letters[a[ax]].is_batch) a[ax] = kNoLetter;
+    }
+  }
+  return a;
+}
+
+double Builder::edge_cost(TensorId t, const ShardingSpec& produced, const ShardingSpec& grad_target,
+                          bool param_like, const NodeStrategy& c, NodeId cn, size_t i) const {
+  const double K = static_cast<double>(sg_.options.microbatches);
+  double cost = 0;
+  const ReshardResult& fwd = reshard_cached(produced, 0, c.in[i], t);
+  if (fwd.time_s > 0) {
+    // A parameter gathered for the forward is gathered again for the backward (ZeRO-3 frees it).
+    const bool again = param_like && mask_has(op_info(g_.node(cn).kind).saved_inputs, i);
+    cost += fwd.time_s * K * (again ? 2 : 1);
+  }
+  if (sg_.needs_grad[t]) {
+    const ReshardResult& bwd = reshard_cached(c.in[i], c.in_grad_partial[i], grad_target, t);
+    cost += bwd.time_s * (param_like ? 1.0 : K);
+  }
+  return cost;
+}
+
+std::vector<ShardingSpec> Builder::candidate_specs(const Shape& shape) const {
+  std::vector<ShardingSpec> out;
+  const int r = static_cast<int>(shape.size());
+  std::vector<int> o0 = {-1}, o1 = {-1};
+  for (int d = 0; d < r; ++d) {
+    if (axis_active(0) && shape[d] >= v_.d0) o0.push_back(d);
+    if (axis_active(1) && shape[d] >= v_.d1) o1.push_back(d);
+  }
+  for (int d0 : o0) {
+    for (int d1 : o1) {
+      if (d0 >= 0 && d0 == d1 && shape[d0] < v_.size()) continue;
+      ShardingSpec s = ShardingSpec::replicated(r);
+      for (int d = 0; d < r; ++d) s.dims[d] = sharding_of(d0 == d, d1 == d);
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+ShardingSpec Builder::fully_sharded(const Shape& shape) const {
+  ShardingSpec s = ShardingSpec::replicated(shape.size());
+  const bool a0 = axis_active(0), a1 = axis_active(1);
+  for (size_t d = 0; d < shape.size(); ++d) {  // prefer a dim the mesh divides
+    if (shape[d] % v_.size() == 0 && shape[d] >= v_.size()) { s.dims[d] = sharding_of(a0, a1); return s; }
+  }
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] >= v_.size()) { s.dims[d] = sharding_of(a0, a1); return s; }
+  }
+  return s;
+}
+
+void Builder::add_param_group(TensorId p) {
+  const Tensor& t = g_.tensor(p);
+  const ParameterSlot* slot = nullptr;
+  for (const auto& ps : sg_.training->parameters) if (ps.param == p) slot = &ps;
+  Group grp;
+  grp.name = t.name;
+  grp.is_parameter = true;
+  grp.parameter = p;
+  std::vector<std::pair<ShardingSpec, ShardingSpec>> choices;  // storage, state
+  const ShardingSpec rep = ShardingSpec::replicated(t.shape.size());
+  const ShardingSpec full = fully_sharded(t.shape);
+  switch (sg_.options.method) {
+    case Method::kData: choices.push_back({rep, rep}); break;
+    case Method::kZero2: choices.push_back({rep, full}); break;
+    case Method::kZero3: choices.push_back({full, full}); break;
+    case Method::kShard: {
+      for (const ShardingSpec& s : candidate_specs(t.shape)) {
+        choices.push_back({s, s});
+        // ZeRO: the state (and reduced gradient) further split over the axes s leaves free.
+        const auto used = dims_of_axes(s);
+        for (const ShardingSpec& z : candidate_specs(t.shape)) {
+          const auto zu = dims_of_axes(z);
+          bool extends = !(z == s);
+          for (int ax = 0; ax < 2; ++ax) {
+            if (used[ax] >= 0 && zu[ax] != used[ax]) extends = false;
+          }
+          // keep only the fullest extension per free axis set: every active free axis used
+          for (int ax = 0; ax < 2; ++ax) {
+            if (used[ax] < 0 && axis_active(ax) && zu[ax] < 0) extends = false;
+          }
+          if (extends) { choices.push_back({s, z}); break; }
+        }
+      }
+      break;
+    }
+  }
+  const Node* update = nullptr;
+  if (slot) {
+    for (const Node& n : g_.nodes()) {
+      if (!n.outputs.empty() && n.outputs[0] == slot->updated_param) update = &n;
+    }
+  }
+  const double update_time = update ? op_time(*update) : 0;
+  for (const auto& [storage, state] : choices) {
+    NodeStrategy s;
+    s.out = {storage};
+    s.state = state;
+    s.name = storage.to_string() + (state == storage ? "" : "/" + state.to_string());
+    s.param_bytes = local_bytes(t, storage, v_);
+    if (slot) {
+      s.grad_bytes = local_bytes(g_.tensor(slot->grad), state, v_);
+      for (TensorId st : slot->state) s.state_bytes += local_bytes(g_.tensor(st), state, v_);
+    }
+    s.memory_bytes = s.param_bytes + s.grad_bytes + s.state_bytes;
+    s.compute_s = update_time * static_cast<double>(num_elements(state.local_shape(t.shape, v_))) /
+                  std::max<double>(1.0, static_cast<double>(t.numel()));
+    if (!(state == storage)) {
+      const ReshardResult& r = reshard_cached(state, 0, storage, p);  // gather the updated shard
+      s.comm_s += r.time_s;
+      s.comms = r.steps;
+    }
+    grp.param_strategy.push_back(s);
+    grp.cost.push_back(s.compute_s + s.comm_s);
+    grp.memory.push_back(s.memory_bytes);
+  }
+  sg_.group_of_param[p] = static_cast<int>(sg_.groups.size());
+  sg_.groups.push_back(std::move(grp));
+}
+
+void Builder::build() {
+  const TrainingGraph& tg = *sg_.training;
+  const size_t nf = tg.num_forward_nodes;
+  const size_t nt = g_.num_tensors();
+  // Batch axis per tensor.
+  int64_t batch = 0;
+  for (size_t k = 0; k < g_.inputs.size(); ++k) {
+    const int64_t ax = k < g_.input_batch_axes.size() ? g_.input_batch_axes[k] : -1;
+    if (ax >= 0) { batch = g_.tensor(g_.inputs[k]).shape[ax]; break; }
+  }
+  sg_.batch_dim.assign(nt, -1);
+  if (batch > 0) {
+    try {
+      // Over the forward pass only: weight gradients contract the batch away.
+      Graph fwd;
+      for (const Tensor& t0 : g_.tensors()) {
+        Tensor t1 = t0;
+        t1.producer = kNoId;
+        t1.consumers.clear();
+        fwd.add_tensor(std::move(t1));
+      }
+      for (size_t i = 0; i < nf; ++i) fwd.add_node(g_.node(static_cast<NodeId>(i)));
+      fwd.inputs = g_.inputs;
+      fwd.input_batch_axes = g_.input_batch_axes;
+      fwd.loss = g_.loss;
+      fwd.finalize();
+      sg_.batch_dim = batch_dims(fwd, batch);
+    } catch (const UserError&) {
+    }
+    sg_.batch_dim.resize(nt, -1);
+  }
+  // Tensors a gradient flows back to: reachable from a parameter and reaching the loss.
+  std::vector<bool> from_param(nt, false), to_loss(nt, false);
+  for (const auto& ps : tg.parameters) from_param[ps.param] = true;
+  for (size_t i = 0; i < nf; ++i) {
+    const Node& n = g_.node(static_cast<NodeId>(i));
+    const OpInfo& info = op_info(n.kind);
+    bool any = false;
+    for (size_t k = 0; k < n.inputs.size(); ++k) any = any || (from_param[n.inputs[k]] && mask_has(info.differentiable_inputs, k));
+    if (!any) continue;
+    for (size_t o = 0; o < n.outputs.size(); ++o) if (mask_has(info.differentiable_outputs, o)) from_param[n.outputs[o]] = true;
+  }
+  if (g_.loss != kNoId) to_loss[g_.loss] = true;
+  for (size_t i = nf; i-- > 0;) {
+    const Node& n = g_.node(static_cast<NodeId>(i));
+    const OpInfo& info = op_info(n.kind);
+    bool any = false;
+    for (size_t o = 0; o < n.outputs.size(); ++o) any = any || (to_loss[n.outputs[o]] && mask_has(info.differentiable_outputs, o));
+    if (!any) continue;
+    for (size_t k = 0; k < n.inputs.size(); ++k) if (mask_has(info.differentiable_inputs, k)) to_loss[n.inputs[k]] = true;
+  }
+  sg_.needs_grad.assign(nt, false);
+  for (size_t t = 0; t < nt; ++t) sg_.needs_grad[t] = from_param[t] && to_loss[t];
+  sg_.saved.assign(nt, false);
+  for (size_t i = nf; i < g_.num_nodes(); ++i) {
+    for (TensorId t : g_.node(static_cast<NodeId>(i)).inputs) {
+      const Tensor& ten = g_.tensor(t);
+      if (ten.producer != kNoId && static_cast<size_t>(ten.producer) >= nf) continue;
+      if (ten.role == TensorRole::kParameter || ten.role == TensorRole::kOptimizerState) continue;
+      sg_.saved[t] = true;
+    }
+  }
+  // Unsharded forward+backward time per forward node.
+  for (size_t i = nf; i < g_.num_nodes(); ++i) {
+    const Node& n = g_.node(static_cast<NodeId>(i));
+    if (!n.derived_from.empty()) derived_[n.derived_from].push_back(static_cast<NodeId>(i));
+  }
+  sg_.full_time_s.assign(nf, 0);
+  sg_.spaces.resize(nf);
+  for (size_t i = 0; i < nf; ++i) {
+    const Node& n = g_.node(static_cast<NodeId>(i));
+    double t = op_time(n);
+    auto it = derived_.find(n.name);
+    if (it != derived_.end()) for (NodeId b : it->second) t += op_time(g_.node(b));
+    sg_.full_time_s[i] = t;
+    sg_.spaces[i] = iteration_space(g_, static_cast<NodeId>(i), sg_.batch_dim);
+  }
+  // Parameter groups first (in tensor order), then node groups in canonical order.
+  sg_.group_of_param.assign(nt, -1);
+  for (const auto& ps : tg.parameters) add_param_group(ps.param);
+  sg_.group_of_node.assign(nf, -1);
+  sg_.nodes_before_merging = static_cast<int64_t>(tg.parameters.size() + nf);
+
+  // Producer group of a tensor and its spec under a group strategy.
+  struct Produced { int group = -1; size_t member = 0; size_t output = 0; bool param = false; };
+  std::vector<Produced> producer(nt);
+  for (const auto& ps : tg.parameters) producer[ps.param] = {sg_.group_of_param[ps.param], 0, 0, true};
+  auto spec_in_group = [&](const Group& grp, size_t s, const Produced& pr) -> const ShardingSpec& {
+    if (pr.param) return grp.param_strategy[s].out[0];
+    if (grp.is_parameter) return grp.member_strategy[s][pr.member].out[pr.output];
+    return grp.member_strategy[s][pr.member].out[pr.output];
+  };
+  // The parameter itself and its master-precision casts (same layout) are stored and updated
+  // as the parameter's strategy says; any other follower is an ordinary activation.
+  auto param_like_of = [&](const Group& grp, const Produced& pr) {
+    if (pr.param) return true;
+    return grp.is_parameter && is_master_cast(g_.node(grp.members[pr.member]));
+  };
+  auto grad_target = [&](const Group& grp, size_t s, const Produced& pr) -> const ShardingSpec& {
+    if (param_like_of(grp, pr)) return grp.param_strategy[s].state;
+    return spec_in_group(grp, s, pr);
+  };
+
+  std::map<std::pair<int, int>, GroupEdge> edges;
+  for (size_t i = 0; i < nf; ++i) {
+    const NodeId id = static_cast<NodeId>(i);
+    const Node& n = g_.node(id);
+    // The followed input: the largest one produced inside a group.
+    int followed = -1;
+    if (!is_leader_kind(n.kind)) {
+      int64_t best = -1;
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const Produced& pr = producer[n.inputs[k]];
+        if (pr.group < 0) continue;
+        const int64_t size = g_.tensor(n.inputs[k]).numel();
+        if (size > best) { best = size; followed = static_cast<int>(k); }
+      }
+    }
+    int gi;
+    if (followed >= 0) {
+      gi = producer[n.inputs[followed]].group;
+      Group& grp = sg_.groups[gi];
+      const Produced pf = producer[n.inputs[followed]];
+      const size_t member = grp.members.size();
+      grp.members.push_back(id);
+      const size_t ns = grp.num_strategies();
+      if (grp.member_strategy.size() < ns) grp.member_strategy.resize(ns);
+      for (size_t s = 0; s < ns; ++s) {
+        const ShardingSpec& src = spec_in_group(grp, s, pf);
+        std::array<int, 2> a = follow(id, followed, src);
+        std::optional<NodeStrategy> st = make_strategy(id, a, -1);
+        if (!st) st = make_strategy(id, {kNoLetter, kNoLetter}, -1);
+        ALPA_CHECK(st.has_value(), "no strategy for follower " + n.name);
+        grp.member_strategy[s].push_back(*st);
+        grp.cost[s] += st->compute_s + st->comm_s;
+        grp.memory[s] += st->memory_bytes;
+      }
+      (void)member;
+    } else {
+      Group grp;
+      grp.name = n.name;
+      grp.leader = id;
+      grp.members = {id};
+      std::set<std::string> seen;
+      for (const auto& a : assignments(id)) {
+        for (int scatter = -1; scatter < static_cast<int>(n.outputs.empty() ? 0 : g_.tensor(n.outputs[0]).shape.size()); ++scatter) {
+          if ((sg_.options.method != Method::kShard || !sg_.options.allow_reduce_scatter_outputs) && scatter >= 0) break;
+          std::optional<NodeStrategy> st = make_strategy(id, a, scatter);
+          if (!st || !seen.insert(st->name).second) continue;
+          grp.member_strategy.push_back({*st});
+          grp.cost.push_back(st->compute_s + st->comm_s);
+          grp.memory.push_back(st->memory_bytes);
+          if (scatter >= 0) break;  // one reduce-scatter variant: the first dim that works
+        }
+      }
+      ALPA_CHECK(!grp.cost.empty(), "no strategy for node " + n.name);
+      gi = static_cast<int>(sg_.groups.size());
+      sg_.groups.push_back(std::move(grp));
+    }
+    sg_.group_of_node[i] = gi;
+    Group& grp = sg_.groups[gi];
+    const size_t member = grp.members.size() - 1;
+    // Edges (or internal costs) for every input.
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const TensorId t = n.inputs[k];
+      const Produced& pr = producer[t];
+      if (pr.group < 0) continue;  // data, labels, constants: loaded or made in any spec
+      const bool param_like = param_like_of(sg_.groups[pr.group], pr);
+      if (pr.group == gi) {
+        for (size_t s = 0; s < grp.num_strategies(); ++s) {
+          grp.cost[s] += edge_cost(t, spec_in_group(grp, s, pr), grad_target(grp, s, pr), param_like,
+                                   grp.member_strategy[s][member], id, k);
+        }
+        continue;
+      }
+      const Group& pg = sg_.groups[pr.group];
+      auto key = std::make_pair(pr.group, gi);
+      GroupEdge& e = edges[key];
+      if (e.cost.empty()) {
+        e.from = pr.group;
+        e.to = gi;
+        e.cost.assign(pg.num_strategies(), std::vector<double>(grp.num_strategies(), 0));
+      }
+      for (size_t sp = 0; sp < pg.num_strategies(); ++sp) {
+        for (size_t sc = 0; sc < grp.num_strategies(); ++sc) {
+          e.cost[sp][sc] += edge_cost(t, spec_in_group(pg, sp, pr), grad_target(pg, sp, pr), param_like,
+                                      grp.member_strategy[sc][member], id, k);
+        }
+      }
+    }
+    for (size_t o = 0; o < n.outputs.size(); ++o) producer[n.outputs[o]] = {gi, member, o, false};
+  }
+  for (auto& [key, e] : edges) sg_.edges.push_back(std::move(e));
+}
+
+}  // namespace
+
+StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& cluster,
+                                   const MeshShape& mesh, const LogicalMesh& view,
+                                   const StrategyGraphOptions& options) {
+  StrategyGraph sg;
+  sg.training = &tg;
+  sg.cluster = &cluster;
+  sg.mesh = mesh;
+  sg.costs = mesh_costs(cluster, mesh, view);
+  sg.options = options;
+  Builder(sg).build();
+  return sg;
+}
+
+ChosenSpecs chosen_specs(const StrategyGraph& sg, const std::vector<int>& choice) {
+  const Graph& g = sg.training->graph;
+  ChosenSpecs out;
+  out.node.assign(sg.group_of_node.size(), nullptr);
+  out.param.assign(g.num_tensors(), nullptr);
+  out.tensor.assign(g.num_tensors(), ShardingSpec{});
+  for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
+    const Group& grp = sg.groups[gi];
+    const size_t s = static_cast<size_t>(choice.at(gi));
+    if (grp.is_parameter) {
+      out.param[grp.parameter] = &grp.param_strategy[s];
+      out.tensor[grp.parameter] = grp.param_strategy[s].out[0];
+    }
+    for (size_t m = 0; m < grp.members.size(); ++m) {
+      const NodeStrategy& st = grp.member_strategy[s][m];
+      const Node& n = g.node(grp.members[m]);
+      out.node[grp.members[m]] = &st;
+      for (size_t o = 0; o < n.outputs.size(); ++o) out.tensor[n.outputs[o]] = st.out[o];
+    }
+  }
+  return out;
+}
+
+double evaluate_objective(const StrategyGraph& sg, const std::vector<int>& choice) {
+  ALPA_CHECK(choice.size() == sg.groups.size(), "choice size differs from the group count");
+  double total = sg.constant_cost;
+  for (size_t g = 0; g < sg.groups.size(); ++g) total += sg.groups[g].cost.at(choice[g]);
+  for (const GroupEdge& e : sg.edges) total += e.cost.at(choice[e.from]).at(choice[e.to]);
+  return total;
+}
+
+std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice) {
+  const Graph& g = sg.training->graph;
+  const ChosenSpecs cs = chosen_specs(sg, choice);
+  const double K = static_cast<double>(sg.options.microbatches);
+  std::vector<CommEvent> out;
+  auto add = [&](TensorId t, const std::string& where, const std::vector<CollectiveStep>& steps, double count) {
+    for (const CollectiveStep& st : steps) out.push_back({t, where, st, count});
+  };
+  for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
+    const Group& grp = sg.groups[gi];
+    if (grp.is_parameter) add(grp.parameter, "optimizer", grp.param_strategy[choice[gi]].comms, 1);
+  }
+  for (size_t i = 0; i < sg.group_of_node.size(); ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    const NodeStrategy& c = *cs.node[i];
+    add(n.outputs.empty() ? kNoId : n.outputs[0], n.name, c.comms, K);
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const TensorId t = n.inputs[k];
+      const Tensor& ten = g.tensor(t);
+      int pg = -1;
+      if (sg.group_of_param[t] >= 0) pg = sg.group_of_param[t];
+      else if (ten.producer != kNoId && static_cast<size_t>(ten.producer) < sg.group_of_node.size()) pg = sg.group_of_node[ten.producer];
+      if (pg < 0) continue;
+      const Group& pgrp = sg.groups[pg];
+      const ShardingSpec& produced = cs.tensor[t];
+      const bool param_like = pgrp.is_parameter &&
+                              (sg.group_of_param[t] >= 0 || (ten.producer != kNoId && is_master_cast(g.node(ten.producer))));
+      const ShardingSpec& grad_target = param_like ? pgrp.param_strategy[choice[pg]].state : produced;
+      const ReshardResult fwd = reshard(produced, 0, c.in[k], ten.shape, ten.dtype, sg.costs);
+      const bool again = param_like && mask_has(op_info(n.kind).saved_inputs, k);
+      add(t, "forward", fwd.steps, K * (again ? 2 : 1));
+      if (sg.needs_grad[t]) {
+        const ReshardResult bwd = reshard(c.in[k], c.in_grad_partial[k], grad_target, ten.shape, ten.dtype, sg.costs);
+        add(t, "backward", bwd.steps, param_like ? 1.0 : K);
+      }
+    }
+  }
+  return out;
+}
+
+int64_t evaluate_memory(const StrategyGraph& sg, const std::vector<int>& choice) {
+  int64_t total = 0;
+  for (size_t g = 0; g < sg.groups.size(); ++g) total += sg.groups[g].memory.at(choice[g]);
+  return total;
+}
+
+}  // namespace alpa

@@ -1,0 +1,120 @@
+// The strategy graph of one stage on one logical mesh: for every forward node and every
+// parameter, the strategies it may take (input/output specs, compute, communication, memory),
+// follower nodes merged into the group whose choice decides theirs, and resharding-cost
+// matrices on the edges between groups (forward resharding plus the backward reduction of the
+// gradient that flows back over the same edge).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "planner/autodiff/training_graph.h"
+#include "planner/cluster/cluster.h"
+#include "planner/cluster/mesh.h"
+#include "planner/sharding/letters.h"
+#include "planner/sharding/spec.h"
+#include "planner/spmd/reshard.h"
+
+namespace alpa {
+
+// How the strategy space is restricted: the ILP's full space, or a baseline preset.
+enum class Method : uint8_t { kShard, kData, kZero2, kZero3 };
+const char* method_name(Method m);
+
+struct StrategyGraphOptions {
+  Method method = Method::kShard;
+  int64_t microbatches = 1;  // gradient accumulation: per-microbatch work counts K times
+  // Also offer contraction outputs reduce-scattered onto a free dim (sequence-parallel style);
+  // off by default, as in Alpa: the all-reduce pattern is what Megatron-LM runs.
+  bool allow_reduce_scatter_outputs = false;
+};
+
+// One strategy of one forward node (or of a parameter).
+struct NodeStrategy {
+  std::string name;
+  std::array<int, 2> axis_letter = {kNoLetter, kNoLetter};  // letter per mesh axis
+  int scatter_dim = -1;  // output 0's pending sum is reduce-scattered onto this dim (-1: all-reduce)
+  std::vector<ShardingSpec> in, out;       // per node input / output
+  std::vector<AxisMask> in_grad_partial;   // per input: axes the backward leaves partial
+  double compute_s = 0;                    // forward + backward (+ optimizer), per step
+  double comm_s = 0;                       // collectives inside the node, per step
+  std::vector<CollectiveStep> comms;       // those collectives (once per microbatch)
+  int64_t memory_bytes = 0;                // saved-for-backward outputs (+ parameter state)
+  int64_t temp_bytes = 0;                  // working set while it runs (inputs + outputs)
+  // Parameters only: the optimizer state's (and gradient's) spec; equals out[0] unless ZeRO.
+  ShardingSpec state;
+  int64_t param_bytes = 0, grad_bytes = 0, state_bytes = 0;
+};
+
+// A merged group: a leader (forward node or parameter) and the followers its choice decides.
+struct Group {
+  std::string name;              // leader's name
+  bool is_parameter = false;
+  TensorId parameter = kNoId;    // parameter groups
+  NodeId leader = kNoId;         // node groups
+  std::vector<NodeId> members;   // forward nodes in the group (leader first), canonical order
+  // Per group strategy: each member's strategy (index parallel to members; parameter groups
+  // keep the parameter's own strategy in `param_strategy`).
+  std::vector<std::vector<NodeStrategy>> member_strategy;  // [strategy][member]
+  std::vector<NodeStrategy> param_strategy;                // [strategy] (parameter groups)
+  std::vector<double> cost;      // objective per strategy: compute + internal communication
+  std::vector<int64_t> memory;   // bytes per strategy
+  size_t num_strategies() const { return cost.size(); }
+};
+
+struct GroupEdge {
+  int from = 0, to = 0;                   // producer group, consumer group
+  std::vector<std::vector<double>> cost;  // [strategy of from][strategy of to]
+};
+
+struct StrategyGraph {
+  const TrainingGraph* training = nullptr;
+  const Cluster* cluster = nullptr;
+  MeshShape mesh;
+  MeshCosts costs;
+  StrategyGraphOptions options;
+  std::vector<int> batch_dim;          // per tensor
+  std::vector<bool> needs_grad;        // per tensor: a gradient flows back to it
+  std::vector<bool> saved;             // per tensor: read by the backward pass
+  std::vector<IterationSpace> spaces;  // per forward node
+  std::vector<double> full_time_s;     // per forward node: forward+backward time, unsharded
+  std::vector<int> group_of_node;      // per forward node
+  std::vector<int> group_of_param;     // per tensor: parameter group, -1 otherwise
+  std::vector<Group> groups;
+  std::vector<GroupEdge> edges;
+  int64_t nodes_before_merging = 0;    // forward nodes + parameters with a choice
+  double constant_cost = 0;            // objective terms no choice changes
+};
+
+StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& cluster,
+                                   const MeshShape& mesh, const LogicalMesh& view,
+                                   const StrategyGraphOptions& options);
+
+// Edge and spec details, for the checker, the estimate and `cost`.
+struct ChosenSpecs {
+  std::vector<const NodeStrategy*> node;  // per forward node
+  std::vector<const NodeStrategy*> param; // per tensor (parameters), null otherwise
+  std::vector<ShardingSpec> tensor;       // per tensor: spec as produced (empty when unknown)
+};
+ChosenSpecs chosen_specs(const StrategyGraph& sg, const std::vector<int>& choice);
+
+// One collective of the step, and how many times per step it runs.
+struct CommEvent {
+  TensorId tensor = kNoId;
+  std::string where;  // "forward", "backward", "optimizer", or the node that runs it
+  CollectiveStep step;
+  double count = 1;
+};
+// Every collective a choice performs, recomputed tensor by tensor from the chosen specs (not
+// from the ILP's matrices): what the estimate reports and the checker sums.
+std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice);
+
+// Objective of a full choice (one strategy index per group), recomputed from scratch: the
+// independent check of the solver's objective.
+double evaluate_objective(const StrategyGraph& sg, const std::vector<int>& choice);
+// Linear memory model of a choice (what the ILP constrains).
+int64_t evaluate_memory(const StrategyGraph& sg, const std::vector<int>& choice);
+
+}  // namespace alpa
