@@ -141,7 +141,7 @@ int run_search(const SearchFlags& f) {
   rq.precision = parse_precision(f.precision, cluster);
   rq.method = alpa::parse_method(f.method);
   rq.cluster = &cluster;
-  rq.cluster_label = cluster.name + ":" + std::to_string(cluster.hosts);
+  rq.cluster_label = cluster.name + ":" + std::to_string(f.cluster.rfind("local:", 0) == 0 ? cluster.num_devices() : cluster.hosts);
   if (!f.logical_mesh.empty()) {
     rq.logical = alpa::parse_logical_mesh(f.logical_mesh);
     if (!rq.logical) throw alpa::UserError("--logical-mesh", f.logical_mesh, "expected D0xD1, e.g. 2x4");
@@ -168,7 +168,7 @@ int run_search(const SearchFlags& f) {
     }
   }
   if (!r.found) {
-    std::fprintf(stderr, "alpa-plan: error: %s\n", r.diagnosis.c_str());
+    std::fprintf(stderr, "alpa-plan: error: %s: memory: %s\n", f.model.model.c_str(), r.diagnosis.c_str());
     return 2;
   }
   std::printf("best: %lldx%lld mesh\n%s", static_cast<long long>(r.plan.logical_d0), static_cast<long long>(r.plan.logical_d1),

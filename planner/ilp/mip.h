@@ -11,7 +11,7 @@ namespace alpa::ilp {
 
 inline constexpr double kInf = std::numeric_limits<double>::infinity();
 
-enum class VarType : uint8_t { kBinary, kContinuous };
+enum class VarType : uint8_t { kBinary, kContinuous, kInteger };  // kInteger: within [lower, upper]
 
 struct Variable {
   VarType type = VarType::kBinary;

@@ -104,7 +104,7 @@ void load_problem(const MipRequest& request, OsiClpSolverInterface& solver) {
   solver.loadProblem(build_rows(request), col_lower.data(), col_upper.data(), cost.data(),
                      row_lower.data(), row_upper.data());
   for (size_t v = 0; v < num_vars; ++v) {
-    if (request.vars[v].type == VarType::kBinary) solver.setInteger(static_cast<int>(v));
+    if (request.vars[v].type != VarType::kContinuous) solver.setInteger(static_cast<int>(v));
   }
   solver.messageHandler()->setLogLevel(0);
   solver.setHintParam(OsiDoReducePrint, true, OsiHintTry);
@@ -181,7 +181,7 @@ std::vector<double> snap(const MipRequest& request, const double* solution) {
   std::vector<double> values(solution, solution + request.vars.size());
   for (size_t v = 0; v < values.size(); ++v) {
     const Variable& var = request.vars[v];
-    if (var.type == VarType::kBinary) values[v] = std::round(values[v]);
+    if (var.type != VarType::kContinuous) values[v] = std::round(values[v]);
     values[v] = std::clamp(values[v], var.lower, var.upper);
   }
   return values;

@@ -51,7 +51,7 @@ double max_violation(const MipRequest& request, const std::vector<double>& value
     const double x = values[v];
     if (!std::isfinite(x)) return kInf;
     worst = std::max({worst, var.lower - x, x - var.upper});
-    if (var.type == VarType::kBinary) worst = std::max(worst, std::abs(x - std::round(x)));
+    if (var.type != VarType::kContinuous) worst = std::max(worst, std::abs(x - std::round(x)));
   }
   for (const Constraint& row : request.rows) {
     double activity = 0;

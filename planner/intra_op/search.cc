@@ -267,6 +267,7 @@ ViewOutcome solve_view(const SearchRequest& rq, const TrainingGraph& tg, const L
   opt.max_nodes = rq.max_nodes;
   opt.time_limit_s = rq.time_limit_s;
   opt.memory_budget_bytes = budget;
+  opt.cache = make_solve_cache();
   SolveResult res;
   for (int attempt = 0; attempt < 6; ++attempt) {
     SolveResult r = solve_strategy_graph(sg, opt);
@@ -420,7 +421,7 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
   const std::string fp = graph_fingerprint(forward, plan.global_batch);
   if (fp != plan.graph_fingerprint) {
     throw UserError(src, "graph_fingerprint", "the plan was made for another model or batch (plan " +
-                    plan.graph_fingerprint + ", this model at batch " + std::to_string(plan.global_batch) + " " + fp + ")");
+                    plan.graph_fingerprint + ", this model at the plan's batch " + std::to_string(plan.global_batch) + ": " + fp + ")");
   }
   const std::string cfp = cluster_fingerprint(cl);
   if (cfp != plan.cluster_fingerprint) {
@@ -549,6 +550,30 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
         throw UserError(src, "/tensors/\"" + tn + "\"", "spec \"" + ts->second + "\" differs from \"" + cs.node[i]->out[q].to_string() +
                         "\", which the strategy of \"" + n.name + "\" produces");
       }
+    }
+  }
+  // Gradient and optimizer-state specs must be the chosen parameter strategies'.
+  for (const ParameterSlot& slot : tg.parameters) {
+    const NodeStrategy& ps = *cs.param[slot.param];
+    std::vector<TensorId> derived = {slot.grad};
+    derived.insert(derived.end(), slot.state.begin(), slot.state.end());
+    for (TensorId t : derived) {
+      const std::string& tn = g.tensor(t).name;
+      auto ts = spec.find(tn);
+      if (ts != spec.end() && ts->second != ps.state.to_string()) {
+        throw UserError(src, "/tensors/\"" + tn + "\"", "spec \"" + ts->second + "\" differs from the optimizer-state spec \"" +
+                        ps.state.to_string() + "\" of parameter \"" + g.tensor(slot.param).name +
+                        "\" (gradient and state share one spec: set it on grad/" + g.tensor(slot.param).name + ")");
+      }
+    }
+  }
+  // Backward specs are derived in this version: an override may only restate them.
+  for (const auto& o : plan.overrides) {
+    const TensorId id = g.find_tensor(o.tensor);
+    if (id == kNoId) throw UserError(src, "/overrides/\"" + o.tensor + "\"", "no tensor of that name in the training graph");
+    const std::string derived = cs.tensor[id].dims.empty() && !g.tensor(id).shape.empty() ? "" : cs.tensor[id].to_string();
+    if (o.spec != derived) {
+      throw UserError(src, "/overrides/\"" + o.tensor + "\"", "overriding a derived spec is not supported yet (derived: \"" + derived + "\")");
     }
   }
   CostResult out;

@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <map>
+#include <memory>
 #include <unordered_map>
 
 #include "planner/common/error.h"
@@ -237,6 +240,11 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
   res.variables = static_cast<int64_t>(req.vars.size());
   res.constraints = static_cast<int64_t>(req.rows.size());
   const ilp::MipResult mr = ilp::solve(req);
+  if (std::getenv("ALPA_DEBUG_SOLVE") && mr.solve_time_s > 0.5) {
+    std::fprintf(stderr, "[ilp] %zu groups, %zu vars, %zu rows, cap %lld, price %g: %s in %.2f s, %lld nodes\n", n,
+                 req.vars.size(), req.rows.size(), static_cast<long long>(mem_cap), price, ilp::mip_status_name(mr.status),
+                 mr.solve_time_s, static_cast<long long>(mr.nodes));
+  }
   if (mr.status != ilp::MipStatus::kOptimal && mr.status != ilp::MipStatus::kFeasible) {
     res.proven_optimal = mr.status == ilp::MipStatus::kInfeasible;
     return res;
@@ -335,7 +343,7 @@ Front pareto_front(const Prepared& p, const std::vector<int>& subset, const std:
   if (cheapest.memory <= lean_mem) return f;
   // The price at which saving all the extra memory would pay for a cost of the same size.
   const double base = std::max(cheapest.cost, 1e-30) / static_cast<double>(cheapest.memory - lean_mem);
-  for (int k = -6; k <= 10; ++k) {
+  for (int k = -4; k <= 8; ++k) {
     SubResult r = solve(-1, base * std::ldexp(1.0, k));
     if (!r.feasible) continue;
     bool dup = false;
@@ -417,6 +425,13 @@ void finish(SolveResult& res, const StrategyGraph& sg) {
 }
 
 }  // namespace
+
+struct SolveCache {
+  std::unordered_map<Signature, SubResult, SignatureHash> cheapest;
+  std::unordered_map<Signature, Front, SignatureHash> fronts;
+};
+
+std::shared_ptr<SolveCache> make_solve_cache() { return std::make_shared<SolveCache>(); }
 
 SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& options) {
   const auto start = std::chrono::steady_clock::now();
@@ -536,12 +551,27 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   }
   // Phase 1: the cheapest point of every distinct sub-problem (memory capped by the budget
   // less what the hubs and the other components need at least).
+  // Results are independent of the budget, so a cache carried across calls (the search
+  // re-solves with a tighter budget) saves them all.
+  std::vector<Signature> sig_of_task(task.size());
+  for (const auto& [sig, t] : index) sig_of_task[t] = sig;
+  SolveCache local_cache;
+  SolveCache& cache = options.cache ? *options.cache : local_cache;
   std::vector<SubResult> cheapest(task.size());
-  parallel(options.threads, task.size(), [&](size_t t) {
-    const auto [a, c] = task[t];
-    cheapest[t] = solve_subset(p, components[c], fixed_of[a], -1, options);
+  std::vector<size_t> todo;
+  for (size_t t = 0; t < task.size(); ++t) {
+    auto it = cache.cheapest.find(sig_of_task[t]);
+    if (it != cache.cheapest.end()) cheapest[t] = it->second;
+    else todo.push_back(t);
+  }
+  parallel(options.threads, todo.size(), [&](size_t q) {
+    const auto [a, c] = task[todo[q]];
+    cheapest[todo[q]] = solve_subset(p, components[c], fixed_of[a], -1, options);
   });
-  for (const SubResult& r : cheapest) note(r.variables, r.constraints);
+  for (size_t t : todo) {
+    note(cheapest[t].variables, cheapest[t].constraints);
+    cache.cheapest.emplace(sig_of_task[t], cheapest[t]);
+  }
   std::vector<Front> fronts(task.size());
   std::vector<bool> have_front(task.size(), false);
   double best = std::numeric_limits<double>::infinity();
@@ -550,17 +580,29 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   bool best_from_front = false;
   bool all_proven = true;
   for (const SubResult& r : cheapest) all_proven = all_proven && r.proven_optimal;
+  // Assignments in order of their unconstrained optimum: once that bound reaches the best
+  // feasible total, no later assignment can win.
+  std::vector<double> unconstrained(na, 0);
+  std::vector<int64_t> unconstrained_mem(na, 0);
+  std::vector<bool> solvable(na, true);
   for (size_t a = 0; a < na; ++a) {
-    double total = hub_cost[a];
-    int64_t mem = hub_mem[a];
-    bool ok = true;
+    unconstrained[a] = hub_cost[a];
+    unconstrained_mem[a] = hub_mem[a];
     for (size_t c = 0; c < components.size(); ++c) {
       const SubResult& r = cheapest[task_of[a][c]];
-      ok = ok && r.feasible;
-      total += r.cost;
-      mem += r.memory;
+      solvable[a] = solvable[a] && r.feasible;
+      unconstrained[a] += r.cost;
+      unconstrained_mem[a] += r.memory;
     }
-    if (!ok || total >= best) continue;  // the unconstrained total bounds any capped one below
+  }
+  std::vector<size_t> order(na);
+  for (size_t a = 0; a < na; ++a) order[a] = a;
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return unconstrained[x] < unconstrained[y]; });
+  for (size_t a : order) {
+    const double total = unconstrained[a];
+    const int64_t mem = unconstrained_mem[a];
+    if (total >= best) break;  // the unconstrained total bounds any capped one below
+    if (!solvable[a]) continue;
     if (!budgeted || mem <= budget) {
       best = total;
       best_a = a;
@@ -573,37 +615,49 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     std::vector<size_t> need;
     for (size_t c = 0; c < components.size(); ++c) {
       const size_t t = task_of[a][c];
-      if (!have_front[t]) { need.push_back(t); have_front[t] = true; }
+      if (have_front[t]) continue;
+      have_front[t] = true;
+      auto it = cache.fronts.find(sig_of_task[t]);
+      if (it != cache.fronts.end()) fronts[t] = it->second;
+      else need.push_back(t);
     }
     std::sort(need.begin(), need.end());
     need.erase(std::unique(need.begin(), need.end()), need.end());
     parallel(options.threads, need.size(), [&](size_t q) {
       const auto [a0, c0] = task[need[q]];
-      fronts[need[q]] = pareto_front(p, components[c0], fixed_of[a0], budget, cheapest[need[q]], options);
+      fronts[need[q]] = pareto_front(p, components[c0], fixed_of[a0], -1, cheapest[need[q]], options);
     });
     for (size_t t : need) {
       res.ilps_solved += fronts[t].ilps;
       res.largest_variables = std::max(res.largest_variables, fronts[t].max_vars);
       res.largest_constraints = std::max(res.largest_constraints, fronts[t].max_rows);
-      all_proven = all_proven && fronts[t].complete && fronts[t].proven;
+      cache.fronts.emplace(sig_of_task[t], fronts[t]);
     }
-    ilp::MipRequest knap;
-    std::vector<int> v0(components.size());
-    ilp::Constraint memrow;
-    const double cap = static_cast<double>(budget - hub_mem[a]);
-    if (cap < 0) continue;
-    memrow.upper = 1.0;
-    bool empty = false;
     for (size_t c = 0; c < components.size(); ++c) {
       const Front& f = fronts[task_of[a][c]];
+      all_proven = all_proven && f.complete && f.proven;
+    }
+    // Multiple-choice knapsack over the fronts. Components with the same sub-problem share
+    // one front, so the variables are counts: how many of them take each point.
+    std::map<size_t, int64_t> multiplicity;  // task → components
+    for (size_t c = 0; c < components.size(); ++c) ++multiplicity[task_of[a][c]];
+    const double cap = static_cast<double>(budget - hub_mem[a]);
+    if (cap < 0) continue;
+    ilp::MipRequest knap;
+    ilp::Constraint memrow;
+    memrow.upper = 1.0;
+    std::map<size_t, int> v0;
+    bool empty = false;
+    for (const auto& [t, count] : multiplicity) {
+      const Front& f = fronts[t];
       if (f.points.empty()) { empty = true; break; }
-      v0[c] = static_cast<int>(knap.vars.size());
+      v0[t] = static_cast<int>(knap.vars.size());
       ilp::Constraint one;
-      one.lower = one.upper = 1;
+      one.lower = one.upper = static_cast<double>(count);
       for (size_t k = 0; k < f.points.size(); ++k) {
-        knap.vars.push_back({ilp::VarType::kBinary, 0, 1, f.points[k].cost});
-        one.terms.push_back({static_cast<int32_t>(v0[c] + k), 1});
-        memrow.terms.push_back({static_cast<int32_t>(v0[c] + k), static_cast<double>(f.points[k].memory) / std::max(1.0, cap)});
+        knap.vars.push_back({count == 1 ? ilp::VarType::kBinary : ilp::VarType::kInteger, 0, static_cast<double>(count), f.points[k].cost});
+        one.terms.push_back({static_cast<int32_t>(v0[t] + k), 1});
+        memrow.terms.push_back({static_cast<int32_t>(v0[t] + k), static_cast<double>(f.points[k].memory) / std::max(1.0, cap)});
       }
       knap.rows.push_back(std::move(one));
     }
@@ -612,22 +666,66 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     for (const auto& v : knap.vars) kmax = std::max(kmax, std::abs(v.cost));
     for (auto& v : knap.vars) v.cost *= kmax > 0 ? 1e3 / kmax : 1.0;
     knap.rows.push_back(std::move(memrow));
-    knap.max_nodes = options.max_nodes;
+    // Greedy start: every component at its cheapest point, then one component at a time to
+    // its next leaner point, best cost per byte saved first, until the budget holds.
+    {
+      std::map<size_t, std::vector<int64_t>> counts;
+      int64_t used = 0;
+      for (const auto& [t, count] : multiplicity) {
+        counts[t].assign(fronts[t].points.size(), 0);
+        counts[t][0] = count;
+        used += count * fronts[t].points[0].memory;
+      }
+      while (static_cast<double>(used) > cap) {
+        double best_ratio = std::numeric_limits<double>::infinity();
+        size_t bt = 0, bk = 0;
+        for (const auto& [t, cnt] : counts) {
+          const auto& pts = fronts[t].points;
+          for (size_t k = 0; k + 1 < pts.size(); ++k) {
+            if (cnt[k] == 0) continue;
+            const double saved = static_cast<double>(pts[k].memory - pts[k + 1].memory);
+            const double ratio = (pts[k + 1].cost - pts[k].cost) / std::max(saved, 1.0);
+            if (ratio < best_ratio) { best_ratio = ratio; bt = t; bk = k; }
+            break;  // the leanest-so-far unit of this task moves first
+          }
+        }
+        if (!std::isfinite(best_ratio)) break;
+        --counts[bt][bk];
+        ++counts[bt][bk + 1];
+        used -= fronts[bt].points[bk].memory - fronts[bt].points[bk + 1].memory;
+      }
+      if (static_cast<double>(used) <= cap) {
+        knap.initial_solution.assign(knap.vars.size(), 0.0);
+        for (const auto& [t, cnt] : counts) {
+          for (size_t k = 0; k < cnt.size(); ++k) knap.initial_solution[v0[t] + k] = static_cast<double>(cnt[k]);
+        }
+      }
+    }
+    knap.max_nodes = std::min<int64_t>(options.max_nodes, 5000);
     knap.safety_time_limit_s = options.time_limit_s;
     const ilp::MipResult kr = ilp::solve(knap);
     note(static_cast<int64_t>(knap.vars.size()), static_cast<int64_t>(knap.rows.size()));
     all_proven = all_proven && (kr.proven_optimal || kr.status == ilp::MipStatus::kInfeasible);
     if (kr.status != ilp::MipStatus::kOptimal && kr.status != ilp::MipStatus::kFeasible) continue;
+    // Hand the counted points out to the components in order (cheapest points first).
     std::vector<size_t> pick(components.size(), 0);
+    std::map<size_t, std::vector<int64_t>> left;
+    for (const auto& [t, count] : multiplicity) {
+      auto& l = left[t];
+      for (size_t k = 0; k < fronts[t].points.size(); ++k) l.push_back(static_cast<int64_t>(std::llround(kr.values[v0[t] + k])));
+    }
     double t2 = hub_cost[a];
     int64_t m2 = hub_mem[a];
     for (size_t c = 0; c < components.size(); ++c) {
-      const Front& f = fronts[task_of[a][c]];
-      for (size_t k = 0; k < f.points.size(); ++k) {
-        if (kr.values[v0[c] + k] > 0.5) { pick[c] = k; break; }
-      }
-      t2 += f.points[pick[c]].cost;
-      m2 += f.points[pick[c]].memory;
+      const size_t t = task_of[a][c];
+      const Front& f = fronts[t];
+      auto& l = left[t];
+      size_t k = 0;
+      while (k + 1 < l.size() && l[k] <= 0) ++k;
+      --l[k];
+      pick[c] = k;
+      t2 += f.points[k].cost;
+      m2 += f.points[k].memory;
     }
     if (m2 <= budget && t2 < best) {
       best = t2;

@@ -4,17 +4,23 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "planner/intra_op/strategy_graph.h"
 
 namespace alpa {
 
+// Sub-problem results kept across calls on the same strategy graph (budget-independent).
+struct SolveCache;
+std::shared_ptr<SolveCache> make_solve_cache();
+
 struct SolveOptions {
   int64_t memory_budget_bytes = 0;  // the linear memory model must stay within; <= 0: no limit
   int threads = 1;                  // parallelism across independent ILPs, never inside one
   int64_t max_nodes = 200000;       // branch-and-bound nodes per ILP (deterministic limit)
   double time_limit_s = 120;        // wall-clock safety net per ILP
+  std::shared_ptr<SolveCache> cache;  // optional: reuse results of earlier calls on this graph
 };
 
 struct SolveResult {

@@ -1,6 +1,7 @@
 #include "planner/intra_op/strategy_graph.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -23,10 +24,6 @@ const char* method_name(Method m) {
 }
 
 namespace {
-
-bool is_master_cast(const Node& n) {
-  return n.kind == OpKind::kCast && n.attrs.get_int("master_cast", 0) != 0;
-}
 
 bool is_leader_kind(OpKind k) {
   return k == OpKind::kMatMul || k == OpKind::kGemm || k == OpKind::kEinsum ||
@@ -488,12 +485,15 @@ void Builder::build() {
   };
   // The parameter itself and its master-precision casts (same layout) are stored and updated
   // as the parameter's strategy says; any other follower is an ordinary activation.
-  auto param_like_of = [&](const Group& grp, const Produced& pr) {
-    if (pr.param) return true;
-    return grp.is_parameter && is_master_cast(g_.node(grp.members[pr.member]));
-  };
-  auto grad_target = [&](const Group& grp, size_t s, const Produced& pr) -> const ShardingSpec& {
-    if (param_like_of(grp, pr)) return grp.param_strategy[s].state;
+  // The parameter and every follower of it (its casts, transposes, reshapes) are stored and
+  // updated with the parameter: their gradients are reduced once per step, to the spec that
+  // follows from the optimizer state's; any other tensor is an ordinary activation.
+  auto param_like_of = [&](const Group& grp, const Produced& pr) { return pr.param || grp.is_parameter; };
+  std::function<const ShardingSpec&(const Group&, size_t, const Produced&)> grad_target;
+  grad_target = [&](const Group& grp, size_t s, const Produced& pr) -> const ShardingSpec& {
+    if (pr.param) return grp.param_strategy[s].state;
+    const NodeStrategy& m = grp.member_strategy[s][pr.member];
+    if (grp.is_parameter && pr.output < m.grad_out.size()) return m.grad_out[pr.output];
     return spec_in_group(grp, s, pr);
   };
 
@@ -527,6 +527,13 @@ void Builder::build() {
         std::optional<NodeStrategy> st = make_strategy(id, a, -1);
         if (!st) st = make_strategy(id, {kNoLetter, kNoLetter}, -1);
         ALPA_CHECK(st.has_value(), "no strategy for follower " + n.name);
+        if (grp.is_parameter) {
+          // The same chain followed from the optimizer state's spec: where this follower's
+          // gradient is reduced to (a reduce-scatter under ZeRO).
+          const ShardingSpec& gsrc = grad_target(grp, s, pf);
+          std::optional<NodeStrategy> gst = make_strategy(id, follow(id, followed, gsrc), -1);
+          st->grad_out = gst ? gst->out : st->out;
+        }
         grp.member_strategy[s].push_back(*st);
         grp.cost[s] += st->compute_s + st->comm_s;
         grp.memory[s] += st->memory_bytes;
@@ -660,14 +667,22 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
       if (pg < 0) continue;
       const Group& pgrp = sg.groups[pg];
       const ShardingSpec& produced = cs.tensor[t];
-      const bool param_like = pgrp.is_parameter &&
-                              (sg.group_of_param[t] >= 0 || (ten.producer != kNoId && is_master_cast(g.node(ten.producer))));
-      const ShardingSpec& grad_target = param_like ? pgrp.param_strategy[choice[pg]].state : produced;
+      const bool param_like = pgrp.is_parameter;
+      const ShardingSpec* grad_target = &produced;
+      if (sg.group_of_param[t] >= 0) {
+        grad_target = &pgrp.param_strategy[choice[pg]].state;
+      } else if (param_like) {
+        const NodeStrategy& ps = *cs.node[ten.producer];
+        const Node& pn = g.node(ten.producer);
+        for (size_t o = 0; o < pn.outputs.size(); ++o) {
+          if (pn.outputs[o] == t && o < ps.grad_out.size()) grad_target = &ps.grad_out[o];
+        }
+      }
       const ReshardResult fwd = reshard(produced, 0, c.in[k], ten.shape, ten.dtype, sg.costs);
       const bool again = param_like && mask_has(op_info(n.kind).saved_inputs, k);
       add(t, "forward", fwd.steps, K * (again ? 2 : 1));
       if (sg.needs_grad[t]) {
-        const ReshardResult bwd = reshard(c.in[k], c.in_grad_partial[k], grad_target, ten.shape, ten.dtype, sg.costs);
+        const ReshardResult bwd = reshard(c.in[k], c.in_grad_partial[k], *grad_target, ten.shape, ten.dtype, sg.costs);
         add(t, "backward", bwd.steps, param_like ? 1.0 : K);
       }
     }

@@ -43,6 +43,9 @@ struct NodeStrategy {
   std::vector<CollectiveStep> comms;       // those collectives (once per microbatch)
   int64_t memory_bytes = 0;                // saved-for-backward outputs (+ parameter state)
   int64_t temp_bytes = 0;                  // working set while it runs (inputs + outputs)
+  // Followers of a parameter: the spec of each output that the gradient is reduced to (what
+  // following the optimizer state's spec gives); empty elsewhere.
+  std::vector<ShardingSpec> grad_out;
   // Parameters only: the optimizer state's (and gradient's) spec; equals out[0] unless ZeRO.
   ShardingSpec state;
   int64_t param_bytes = 0, grad_bytes = 0, state_bytes = 0;
