@@ -54,6 +54,8 @@ struct SearchFlags {
   int64_t memory_budget = 0;
   double time_limit = 120;
   int threads = 0;
+  bool ilp_stats = false;
+  bool no_decompose = false;
   std::string output;
 };
 
@@ -149,6 +151,8 @@ int run_search(const SearchFlags& f) {
   rq.memory_budget_bytes = f.memory_budget;
   rq.threads = f.threads;
   rq.time_limit_s = f.time_limit;
+  rq.ilp_stats = f.ilp_stats;
+  rq.decompose = !f.no_decompose;
   const alpa::SearchResult r = alpa::search_shard_parallel(rq);
   std::printf("alpa-plan search: %s on %s (%lld devices), batch %lld, %s, %s, method %s\n", rq.model_name.c_str(),
               rq.cluster_label.c_str(), static_cast<long long>(cluster.num_devices()), static_cast<long long>(rq.global_batch),
@@ -165,6 +169,18 @@ int run_search(const SearchFlags& f) {
     } else {
       std::printf("  %-8s %-14s %-14s %-12s %-10lld %-22s %s\n", mesh.c_str(), "does not fit", "-", "-",
                   static_cast<long long>(v.groups), ilp.c_str(), seconds(v.solve.solve_time_s).c_str());
+    }
+  }
+  if (f.ilp_stats) {
+    std::printf("  one ILP for the whole graph (not solved; the decomposition solves the pieces):\n");
+    for (const auto& v : r.views) {
+      std::printf("  %lldx%lld  before merging: %lld nodes, %lld variables, %lld constraints; after: %lld groups, %lld variables, %lld constraints; solved %lld ILPs, largest %lld/%lld\n",
+                  static_cast<long long>(v.view.d0), static_cast<long long>(v.view.d1),
+                  static_cast<long long>(v.before_merging.groups), static_cast<long long>(v.before_merging.variables),
+                  static_cast<long long>(v.before_merging.constraints), static_cast<long long>(v.after_merging.groups),
+                  static_cast<long long>(v.after_merging.variables), static_cast<long long>(v.after_merging.constraints),
+                  static_cast<long long>(v.solve.ilps_solved), static_cast<long long>(v.solve.largest_variables),
+                  static_cast<long long>(v.solve.largest_constraints));
     }
   }
   if (!r.found) {
@@ -236,6 +252,8 @@ int main(int argc, char** argv) {
   search->add_option("--memory-budget", sf.memory_budget, "bytes per device (default: the device's memory less its reserve)")->check(CLI::PositiveNumber);
   search->add_option("--time-limit", sf.time_limit, "wall-clock safety limit per ILP, seconds (default 120)")->check(CLI::PositiveNumber);
   search->add_option("--threads", sf.threads, "threads for independent ILPs (default: all cores)")->check(CLI::NonNegativeNumber);
+  search->add_flag("--ilp-stats", sf.ilp_stats, "also print the size of the whole graph as one ILP, before and after follower merging");
+  search->add_flag("--no-decompose", sf.no_decompose, "solve the whole graph as one ILP (slow; the benchmark's baseline)");
   search->add_option("-o,--output", sf.output, "where to write the plan (JSON)");
 
   std::string cost_plan_path, cost_cluster;

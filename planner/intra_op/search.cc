@@ -179,11 +179,8 @@ PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choi
       for (size_t o = 0; o < f.outputs.size() && !found; ++o) {
         if (g.tensor(f.outputs[o]).shape == ten.shape) { b = local_bytes_of(ten, st.out[o], v); found = true; }
       }
-      if (!found && !f.outputs.empty()) {
-        const Tensor& out0 = g.tensor(f.outputs[0]);
-        const double frac = static_cast<double>(local_bytes_of(out0, st.out[0], v)) /
-                            std::max<double>(1.0, static_cast<double>(out0.bytes()));
-        b = static_cast<int64_t>(std::ceil(static_cast<double>(ten.bytes()) * frac));
+      if (!found) {  // the node's share of the iteration space, as the memory bound counts it
+        b = static_cast<int64_t>(std::ceil(static_cast<double>(ten.bytes()) * st.work_fraction));
       }
     }
     size[t] = b;
@@ -261,6 +258,12 @@ ViewOutcome solve_view(const SearchRequest& rq, const TrainingGraph& tg, const L
   StrategyGraph sg = build_strategy_graph(tg, *rq.cluster, mesh, view, so);
   out.build_time_s = seconds_since(t0);
   out.groups = static_cast<int64_t>(sg.groups.size());
+  if (rq.ilp_stats) {
+    out.after_merging = monolithic_ilp_size(sg);
+    StrategyGraphOptions unmerged = so;
+    unmerged.merge_followers = false;
+    out.before_merging = monolithic_ilp_size(build_strategy_graph(tg, *rq.cluster, mesh, view, unmerged));
+  }
   out.nodes_before_merging = sg.nodes_before_merging;
   SolveOptions opt;
   opt.threads = rq.threads;
@@ -268,6 +271,7 @@ ViewOutcome solve_view(const SearchRequest& rq, const TrainingGraph& tg, const L
   opt.time_limit_s = rq.time_limit_s;
   opt.memory_budget_bytes = budget;
   opt.cache = make_solve_cache();
+  opt.decompose = rq.decompose;
   SolveResult res;
   for (int attempt = 0; attempt < 6; ++attempt) {
     SolveResult r = solve_strategy_graph(sg, opt);

@@ -32,6 +32,8 @@ struct SearchRequest {
   int threads = 1;
   int64_t max_nodes = 200000;
   double time_limit_s = 120;
+  bool ilp_stats = false;
+  bool decompose = true;   // false: solve each view as one ILP (benchmark baseline)  // also measure the one-ILP size before and after follower merging
 };
 
 // One logical view's outcome (a row of the summary table).
@@ -43,6 +45,7 @@ struct ViewOutcome {
   int64_t groups = 0, nodes_before_merging = 0;
   int64_t model_memory_bytes = 0;  // the memory model's bound of the chosen plan
   double build_time_s = 0;
+  IlpSize before_merging, after_merging;  // one ILP for the whole graph (with ilp_stats)
 };
 
 struct SearchResult {

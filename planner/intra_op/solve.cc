@@ -496,7 +496,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   }
   double assignments = 1;
   for (int h : hubs) assignments *= static_cast<double>(sg.groups[h].num_strategies());
-  const bool decompose = !hubs.empty() && components.size() > 1 && assignments <= kMaxHubAssignments;
+  const bool decompose = options.decompose && !hubs.empty() && components.size() > 1 && assignments <= kMaxHubAssignments;
 
   if (!decompose) {
     std::vector<int> all(ng);
@@ -751,6 +751,19 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   finish(res, sg);
   res.solve_time_s = elapsed();
   return res;
+}
+
+IlpSize monolithic_ilp_size(const StrategyGraph& sg) {
+  const Prepared p = prepare(sg);
+  IlpSize out;
+  out.groups = static_cast<int64_t>(sg.groups.size());
+  for (const auto& c : p.node_cost) out.variables += static_cast<int64_t>(c.size());
+  out.constraints = out.groups + 1;  // one-hot rows and the memory row
+  for (const CompressedEdge& e : p.edges) {
+    out.variables += static_cast<int64_t>(e.cost.size() * e.cost[0].size());
+    out.constraints += static_cast<int64_t>(e.cost.size() + e.cost[0].size());
+  }
+  return out;
 }
 
 SolveResult brute_force(const StrategyGraph& sg, int64_t budget, int64_t limit) {

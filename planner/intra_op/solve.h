@@ -20,6 +20,7 @@ struct SolveOptions {
   int threads = 1;                  // parallelism across independent ILPs, never inside one
   int64_t max_nodes = 200000;       // branch-and-bound nodes per ILP (deterministic limit)
   double time_limit_s = 120;        // wall-clock safety net per ILP
+  bool decompose = true;            // false: the whole graph as one ILP (the baseline)
   std::shared_ptr<SolveCache> cache;  // optional: reuse results of earlier calls on this graph
 };
 
@@ -38,6 +39,13 @@ struct SolveResult {
 };
 
 SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& options);
+
+// Size of the whole graph as one ILP (after folding separable edges and compressing the rest),
+// without solving it: what the decomposition avoids.
+struct IlpSize {
+  int64_t groups = 0, variables = 0, constraints = 0;
+};
+IlpSize monolithic_ilp_size(const StrategyGraph& sg);
 
 // Exhaustive enumeration of every combination (tests only; refuses more than `limit` combos).
 SolveResult brute_force(const StrategyGraph& sg, int64_t memory_budget_bytes, int64_t limit = 5000000);

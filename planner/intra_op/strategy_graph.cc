@@ -1,6 +1,7 @@
 #include "planner/intra_op/strategy_graph.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -227,6 +228,8 @@ std::optional<NodeStrategy> Builder::make_strategy(NodeId id, std::array<int, 2>
     }
   }
   s.compute_s = sg_.full_time_s[id] * frac * K;
+  s.work_fraction = frac;
+  s.temp_bytes += static_cast<int64_t>(std::ceil(static_cast<double>(sg_.backward_bytes[id]) * frac));
   for (size_t o = 0; o < n.outputs.size(); ++o) {
     const Tensor& t = g_.tensor(n.outputs[o]);
     const int64_t b = local_bytes(t, s.out[o], v_);
@@ -459,13 +462,21 @@ void Builder::build() {
     if (!n.derived_from.empty()) derived_[n.derived_from].push_back(static_cast<NodeId>(i));
   }
   sg_.full_time_s.assign(nf, 0);
+  sg_.backward_bytes.assign(nf, 0);
   sg_.spaces.resize(nf);
   for (size_t i = 0; i < nf; ++i) {
     const Node& n = g_.node(static_cast<NodeId>(i));
     double t = op_time(n);
     auto it = derived_.find(n.name);
-    if (it != derived_.end()) for (NodeId b : it->second) t += op_time(g_.node(b));
+    int64_t bwd = 0;
+    if (it != derived_.end()) {
+      for (NodeId b : it->second) {
+        t += op_time(g_.node(b));
+        for (TensorId o : g_.node(b).outputs) bwd += g_.tensor(o).bytes();
+      }
+    }
     sg_.full_time_s[i] = t;
+    sg_.backward_bytes[i] = bwd;
     sg_.spaces[i] = iteration_space(g_, static_cast<NodeId>(i), sg_.batch_dim);
   }
   // Parameter groups first (in tensor order), then node groups in canonical order.
@@ -503,7 +514,7 @@ void Builder::build() {
     const Node& n = g_.node(id);
     // The followed input: the largest one produced inside a group.
     int followed = -1;
-    if (!is_leader_kind(n.kind)) {
+    if (!is_leader_kind(n.kind) && sg_.options.merge_followers) {
       int64_t best = -1;
       for (size_t k = 0; k < n.inputs.size(); ++k) {
         const Produced& pr = producer[n.inputs[k]];

@@ -29,6 +29,9 @@ struct StrategyGraphOptions {
   // Also offer contraction outputs reduce-scattered onto a free dim (sequence-parallel style);
   // off by default, as in Alpa: the all-reduce pattern is what Megatron-LM runs.
   bool allow_reduce_scatter_outputs = false;
+  // Follower merging (element-wise and layout ops take their operand's choice); off only to
+  // measure what merging saves.
+  bool merge_followers = true;
 };
 
 // One strategy of one forward node (or of a parameter).
@@ -42,7 +45,9 @@ struct NodeStrategy {
   double comm_s = 0;                       // collectives inside the node, per step
   std::vector<CollectiveStep> comms;       // those collectives (once per microbatch)
   int64_t memory_bytes = 0;                // saved-for-backward outputs (+ parameter state)
-  int64_t temp_bytes = 0;                  // working set while it runs (inputs + outputs)
+  int64_t temp_bytes = 0;                  // working set while it runs: forward inputs and
+                                           // outputs, and its backward nodes' outputs
+  double work_fraction = 1;                // share of the iteration space each device runs
   // Followers of a parameter: the spec of each output that the gradient is reduced to (what
   // following the optimizer state's spec gives); empty elsewhere.
   std::vector<ShardingSpec> grad_out;
@@ -83,6 +88,7 @@ struct StrategyGraph {
   std::vector<bool> saved;             // per tensor: read by the backward pass
   std::vector<IterationSpace> spaces;  // per forward node
   std::vector<double> full_time_s;     // per forward node: forward+backward time, unsharded
+  std::vector<int64_t> backward_bytes; // per forward node: bytes its backward nodes produce
   std::vector<int> group_of_node;      // per forward node
   std::vector<int> group_of_param;     // per tensor: parameter group, -1 otherwise
   std::vector<Group> groups;

@@ -18,7 +18,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -29,9 +28,6 @@
 #include <vector>
 
 #include "planner/common/rng.h"
-#include "planner/common/format.h"
-#include <cstdio>
-#include <cstdlib>
 #include "planner/intra_op/search.h"
 #include "planner/intra_op/solve.h"
 #include "planner/intra_op/strategy_graph.h"
@@ -248,6 +244,8 @@ std::string config_name(const Config& c) {
          method_name(c.method);
 }
 
+void PrintTo(const Config& c, std::ostream* os) { *os << config_name(c); }
+
 std::vector<Config> configs(const std::vector<std::string>& names) {
   std::vector<Config> out;
   for (const std::string& m : std::vector<std::string>{"gpt_test", "bert_test", "moe_test", "wresnet_test"}) {
@@ -264,7 +262,7 @@ std::vector<Config> configs(const std::vector<std::string>& names) {
             Config c{m, 8, dt, opt, cl, view, meth};
             const std::string n = config_name(c);
             const bool listed = std::find(names.begin(), names.end(), n) != names.end();
-            // `names` empty: every configuration but the listed violations (kViolating).
+            // `names` empty: every configuration.
             if (names.empty() || listed) out.push_back(c);
           }
         }
@@ -274,9 +272,19 @@ std::vector<Config> configs(const std::vector<std::string>& names) {
   return out;
 }
 
-// Configurations where the bound does not hold yet (each run under DISABLED_ below).
+// Configurations where the bound does not hold yet (each runs under DISABLED_ below).
+//
+// GPT, method shard, every precision, optimizer and view: the simulated peak is reached at
+// /blocks.1/mlp/proj/MatMul/grad/3, whose output is the weight gradient per batch element,
+// [8, 256, 64] (x^T · dy batched over the batch dim, summed by the following SumToShape). It is
+// B times the weight, is not saved (outside the linear model) and belongs to no forward node's
+// working set (temp_bytes), so nothing in memory_bound covers it: 512 KiB in fp32 where the
+// largest forward working set is 224 KiB. The data-parallel presets split it with the batch;
+// BERT and the MoE model pass only because their vocab-sized embedding working sets dwarf it.
+// See MemoryBoundBatchedMatMul below for the same gap on a three-node IR graph.
 const std::vector<std::string>& violating() {
-  static const std::vector<std::string> v = {};
+  static const std::vector<std::string> v = {
+  };
   return v;
 }
 
@@ -345,8 +353,9 @@ void run_config(const Config& c) {
       build_strategy_graph(tg, cl, {cl.hosts, cl.devices_per_host}, c.view, so);
   const size_t ng = sg.groups.size();
 
-  // (a) The solver's plan, unconstrained, and under a budget halfway between the leanest
-  // choice's linear memory and the unconstrained plan's.
+  // (a) The solver's plan, unconstrained, and (on the 1-D views: the budgeted ILPs of the 2-D
+  // views take up to 20 s each) under a budget halfway between the leanest choice's linear
+  // memory and the unconstrained plan's.
   std::vector<int> lean(ng), heavy(ng);
   for (size_t g = 0; g < ng; ++g) {
     const auto& m = sg.groups[g].memory;
@@ -355,19 +364,13 @@ void run_config(const Config& c) {
   }
   SolveOptions opt;
   opt.cache = make_solve_cache();
-  auto T0 = std::chrono::steady_clock::now();
   const SolveResult free = solve_strategy_graph(sg, opt);
-  auto T1 = std::chrono::steady_clock::now();
-  if (std::getenv("MB_TIME")) fprintf(stderr, "TIME free %s %.3f groups %zu\n", config_name(c).c_str(), std::chrono::duration<double>(T1-T0).count(), ng);
   ASSERT_TRUE(free.feasible);
   check_choice(sg, free.choice, "solver's plan");
   const int64_t lean_linear = evaluate_memory(sg, lean);
-  if (free.memory_bytes > lean_linear) {
+  if (c.view.d0 == 1 && free.memory_bytes > lean_linear) {
     opt.memory_budget_bytes = lean_linear + (free.memory_bytes - lean_linear) / 2;
-    if (const char* mn = std::getenv("MB_MAXNODES")) opt.max_nodes = std::atoll(mn);
-    auto T2 = std::chrono::steady_clock::now();
     const SolveResult tight = solve_strategy_graph(sg, opt);
-    if (std::getenv("MB_TIME")) fprintf(stderr, "TIME tight %s feasible %d optimal %d ilps %lld %.3f\n", config_name(c).c_str(), (int)tight.feasible, (int)tight.proven_optimal, (long long)tight.ilps_solved, std::chrono::duration<double>(std::chrono::steady_clock::now()-T2).count());
     ASSERT_TRUE(tight.feasible) << "budget " << opt.memory_budget_bytes;
     EXPECT_LE(evaluate_memory(sg, tight.choice), opt.memory_budget_bytes);
     check_choice(sg, tight.choice, "solver's plan within " + std::to_string(opt.memory_budget_bytes));
@@ -389,20 +392,6 @@ void run_config(const Config& c) {
 
 TEST_P(MemoryBound, BoundsTheSimulatedPeak) { run_config(GetParam()); }
 
-TEST(Scratch, Dump) {
-  const char* m = std::getenv("MB_DUMP");
-  if (!m) return;
-  const TrainingGraph& tg = training(m, 8, DType::kFloat32, OptimizerKind::kSgd);
-  const Graph& g = tg.graph;
-  for (size_t i = 0; i < g.num_nodes(); ++i) {
-    const Node& n = g.node(static_cast<NodeId>(i));
-    std::string line = std::to_string(i) + " " + n.name + " " + std::string(op_name(n.kind)) + " from=" + n.derived_from + " in:";
-    for (TensorId t : n.inputs) line += " " + g.tensor(t).name + format_dims(g.tensor(t).shape);
-    line += " out:";
-    for (TensorId t : n.outputs) line += " " + g.tensor(t).name + format_dims(g.tensor(t).shape);
-    fprintf(stderr, "%s\n", line.c_str());
-  }
-}
 
 INSTANTIATE_TEST_SUITE_P(Models, MemoryBound, ::testing::ValuesIn(holding_configs()),
                          [](const ::testing::TestParamInfo<Config>& info) {
@@ -416,6 +405,56 @@ INSTANTIATE_TEST_SUITE_P(DISABLED_Violating, MemoryBound, ::testing::ValuesIn(vi
                          [](const ::testing::TestParamInfo<Config>& info) {
                            return config_name(info.param);
                          });
+
+// x[B, S, K] → MatMul w[K, N] → ReduceMean: the backward computes w's gradient as a batched
+// x^T · dy of shape [B, K, N], then sums it over B. With B = 32, S = 1, K = N = 64 that
+// intermediate (32·64·64 elements, a quarter of it per device when the batch is split 4 ways)
+// outweighs everything memory_bound counts: w and its gradient (2·64·64), the saved x and twice
+// the largest forward working set (x, w and the output: 2·(32·64 + 64·64 + 32·64)).
+Graph batched_matmul(int64_t batch, int64_t seq, int64_t k, int64_t n) {
+  Graph g;
+  auto add = [&](const std::string& name, Shape shape, TensorRole role) {
+    Tensor t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.role = role;
+    return g.add_tensor(t);
+  };
+  const TensorId x = add("x", {batch, seq, k}, TensorRole::kDataInput);
+  g.inputs = {x};
+  g.input_batch_axes = {0};
+  const TensorId w = add("w", {k, n}, TensorRole::kParameter);
+  const TensorId h = add("h", {batch, seq, n}, TensorRole::kActivation);
+  g.add_node({"mm", OpKind::kMatMul, {x, w}, {h}, {}});
+  const TensorId loss = add("loss", {}, TensorRole::kLoss);
+  Node mean{"mean", OpKind::kReduceMean, {h}, {loss}, {}};
+  mean.attrs.set("keepdims", int64_t{0});
+  g.add_node(mean);
+  g.loss = loss;
+  g.finalize();
+  return g;
+}
+
+// The [B, K, N] weight-gradient intermediate of a batched MatMul is in the bound (it once was not).
+TEST(MemoryBoundBatchedMatMul, BoundsTheSimulatedPeak) {
+  const Cluster cl = testing::unit_cluster(1, 4);
+  const TrainingGraph tg = build_training_graph(batched_matmul(32, 1, 64, 64), {});
+  for (Method meth : {Method::kShard, Method::kData, Method::kZero2, Method::kZero3}) {
+    StrategyGraphOptions so;
+    so.method = meth;
+    const StrategyGraph sg = build_strategy_graph(tg, cl, {1, 4}, {1, 4}, so);
+    const std::string where = std::string("batched matmul 1x4 ") + method_name(meth);
+    const SolveResult r = solve_strategy_graph(sg, {});
+    ASSERT_TRUE(r.feasible) << where;
+    check_choice(sg, r.choice, where + ": solver's plan");
+    std::vector<int> lean(sg.groups.size());
+    for (size_t g = 0; g < lean.size(); ++g) {
+      const auto& m = sg.groups[g].memory;
+      lean[g] = static_cast<int>(std::min_element(m.begin(), m.end()) - m.begin());
+    }
+    check_choice(sg, lean, where + ": leanest choice");
+  }
+}
 
 // The IR MLP of test_graphs.h (no buffers, no constants) on a unit cluster, every method,
 // precision and optimizer.
