@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds, exports a small GPT with PyTorch, inspects it and the paper's GPT-3 39B
 # (shape-only), then trains the small GPT on one CPU device with alpa-run and shows the loss
-# going down. (Planning and multi-rank runs join the demo as they land.)
+# going down; finally plans GPT-3 2.6B on 8 V100s (shard-parallel, one stage) and re-costs the
+# plan. (Pipeline plans and multi-rank runs join the demo as they land.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,3 +31,9 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"loss: step 1 {rows[0]['loss']:.4f} -> step {rows[-1]['step']} {rows[-1]['loss']:.4f}")
 PY
+echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
+/usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
+build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --microbatches 128 \
+  -o "$OUT/plan_2.6b.json"
+echo "== alpa-plan cost $OUT/plan_2.6b.json (re-validates and re-costs the plan)"
+build/apps/alpa-plan cost "$OUT/plan_2.6b.json" --model "$OUT/gpt_2.6b.onnx"

@@ -20,7 +20,7 @@ if [ ! -f build-asan/CMakeCache.txt ]; then
   cmake -S . -B build-asan "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Debug -DALPA_SANITIZE=ON \
     -DALPA_GENERATE_TEST_MODELS=OFF -DALPA_TEST_MODELS_DIR="$ROOT/build/test_models"
 fi
-cmake --build build-asan -j "$(nproc)" --target alpa-plan bad_input_test cli_test
+cmake --build build-asan -j "$(nproc)" --target alpa-plan bad_input_test cli_test plan_cli_test profile_test
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -L badinput -j "$(nproc)"
 

@@ -425,7 +425,7 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
   const std::string fp = graph_fingerprint(forward, plan.global_batch);
   if (fp != plan.graph_fingerprint) {
     throw UserError(src, "graph_fingerprint", "the plan was made for another model or batch (plan " +
-                    plan.graph_fingerprint + ", this model at the plan's batch " + std::to_string(plan.global_batch) + ": " + fp + ")");
+                    plan.graph_fingerprint + ", the model as imported " + fp + "; a different --batch changes it)");
   }
   const std::string cfp = cluster_fingerprint(cl);
   if (cfp != plan.cluster_fingerprint) {

@@ -270,7 +270,7 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
 }
 
 constexpr size_t kMaxFrontPoints = 32;
-constexpr double kEnumerateCombinations = 2e5;  // sub-problems this small get an exact front
+constexpr double kEnumerateCombinations = 2e4;  // sub-problems this small get an exact front
 
 // A sub-problem's (cost, memory) Pareto points, cheapest first, by repeated solves with a
 // tighter memory cap. `complete` is false when `max_points` cut the front short.
@@ -343,7 +343,7 @@ Front pareto_front(const Prepared& p, const std::vector<int>& subset, const std:
   if (cheapest.memory <= lean_mem) return f;
   // The price at which saving all the extra memory would pay for a cost of the same size.
   const double base = std::max(cheapest.cost, 1e-30) / static_cast<double>(cheapest.memory - lean_mem);
-  for (int k = -4; k <= 8; ++k) {
+  for (int k = -4; k <= 8; k += 2) {  // prices a factor of 4 apart
     SubResult r = solve(-1, base * std::ldexp(1.0, k));
     if (!r.feasible) continue;
     bool dup = false;
