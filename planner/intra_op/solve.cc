@@ -416,7 +416,6 @@ void parallel(int threads, size_t n, F&& body) {
   });
 }
 
-constexpr size_t kHubDegree = 6;            // a group this connected is enumerated, not solved
 constexpr int64_t kMaxHubAssignments = 512;
 
 void finish(SolveResult& res, const StrategyGraph& sg) {
@@ -467,7 +466,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     for (int k : p.edges_of[g]) nb.push_back(p.edges[k].from == static_cast<int>(g) ? p.edges[k].to : p.edges[k].from);
     std::sort(nb.begin(), nb.end());
     nb.erase(std::unique(nb.begin(), nb.end()), nb.end());
-    if (nb.size() >= kHubDegree && sg.groups[g].num_strategies() > 1) {
+    if (nb.size() >= options.hub_degree && sg.groups[g].num_strategies() > 1) {
       hubs.push_back(static_cast<int>(g));
       is_hub[g] = true;
     }
@@ -513,6 +512,8 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     return res;
   }
 
+  res.hubs = static_cast<int64_t>(hubs.size());
+  res.components = static_cast<int64_t>(components.size());
   // Enumerate hub assignments (mixed radix, first hub fastest); for each, every component is
   // an independent sub-problem. Sub-problems are solved once per distinct signature.
   const size_t na = static_cast<size_t>(assignments);

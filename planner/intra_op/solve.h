@@ -21,6 +21,7 @@ struct SolveOptions {
   int64_t max_nodes = 200000;       // branch-and-bound nodes per ILP (deterministic limit)
   double time_limit_s = 120;        // wall-clock safety net per ILP
   bool decompose = true;            // false: the whole graph as one ILP (the baseline)
+  size_t hub_degree = 6;            // groups with this many neighbours are enumerated (hubs)
   std::shared_ptr<SolveCache> cache;  // optional: reuse results of earlier calls on this graph
 };
 
@@ -34,6 +35,7 @@ struct SolveResult {
   int64_t largest_variables = 0, largest_constraints = 0;
   int64_t total_variables = 0, total_constraints = 0;
   double solve_time_s = 0;  // wall clock (never written to plans)
+  int64_t hubs = 0, components = 0;  // the decomposition used (0 hubs: one ILP)
   // When infeasible: the least memory any choice needs (the linear model's minimum).
   int64_t min_memory_bytes = 0;
 };

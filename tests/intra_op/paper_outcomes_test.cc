@@ -684,7 +684,7 @@ void expect_near(double got, double want, const std::string& what) {
 TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
   std::mt19937_64 rng(20240611);
   const int64_t max_combos = 60000;
-  int cases = 0, binding = 0, tried = 0;
+  int cases = 0, binding = 0, tried = 0, decomposed = 0;
   double total_combos = 0;
   while (cases < 24) {
     ASSERT_LT(++tried, 400) << "too few random graphs small enough for brute force";
@@ -714,6 +714,15 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
     ASSERT_TRUE(ilp.feasible);
     ASSERT_TRUE(bf.feasible);
     expect_near(ilp.objective, bf.objective, "ILP against brute force");
+    // The decomposed search (every group with 2+ neighbours enumerated as a hub, the rest
+    // solved per component, fronts and a knapsack under the budget) finds the same optimum.
+    SolveOptions dec = so;
+    dec.hub_degree = 2;
+    const SolveResult d = solve_strategy_graph(sg, dec);
+    ASSERT_TRUE(d.feasible);
+    expect_near(d.objective, bf.objective, "decomposed search against brute force");
+    if (budget > 0) EXPECT_LE(d.memory_bytes, budget);
+    if (d.hubs > 0) ++decomposed;
     if (budget > 0) {
       EXPECT_LE(ilp.memory_bytes, budget);
     }
@@ -728,6 +737,8 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
     ++cases;
   }
   EXPECT_GE(binding, 6) << "memory budgets that bind";
+  EXPECT_GE(decomposed, 10) << "cases the decomposition (hubs + components) actually split";
+  std::cout << decomposed << " of " << cases << " cases decomposed\n";
   std::cout << cases << " random graphs, " << binding << " under a binding budget, " << total_combos
             << " combinations enumerated\n";
 }
