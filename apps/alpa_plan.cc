@@ -4,12 +4,14 @@
 #include <iostream>
 
 #include <chrono>
+#include <optional>
 #include <fstream>
 #include <sstream>
 
 #include "planner/cluster/cluster.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
+#include "planner/cost/profile.h"
 #include "planner/intra_op/search.h"
 #include "planner/plan/plan.h"
 #include "planner/inspect/inspect.h"
@@ -54,6 +56,7 @@ struct SearchFlags {
   int64_t memory_budget = 0;
   double time_limit = 120;
   int threads = 0;
+  std::string profile;
   bool ilp_stats = false;
   bool no_decompose = false;
   std::string output;
@@ -77,6 +80,18 @@ void write_file(const std::string& path, const std::string& text) {
     if (!out) throw alpa::UserError(path, "output", "write failed");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw alpa::UserError(path, "output", "cannot be renamed into place");
+}
+
+// Loads a measured profile and checks it was taken on this cluster's kind of device.
+std::optional<alpa::Profile> load_profile(const std::string& path, const alpa::Cluster& cluster, std::string& text) {
+  if (path.empty()) return std::nullopt;
+  text = read_file(path);
+  alpa::Profile p = alpa::parse_profile(text, path);
+  if (p.device_kind != cluster.device.kind) {
+    throw alpa::UserError(path, "device_kind", "\"" + p.device_kind + "\" was measured on another device than the cluster's \"" +
+                          cluster.device.kind + "\"");
+  }
+  return p;
 }
 
 alpa::OptimizerConfig parse_optimizer(const std::string& name) {
@@ -152,6 +167,8 @@ int run_search(const SearchFlags& f) {
   rq.threads = f.threads;
   rq.time_limit_s = f.time_limit;
   rq.ilp_stats = f.ilp_stats;
+  const std::optional<alpa::Profile> profile = load_profile(f.profile, cluster, rq.profile_text);
+  if (profile) rq.profile = &*profile;
   rq.decompose = !f.no_decompose;
   const alpa::SearchResult r = alpa::search_shard_parallel(rq);
   std::printf("alpa-plan search: %s on %s (%lld devices), batch %lld, %s, %s, method %s\n", rq.model_name.c_str(),
@@ -199,7 +216,8 @@ int run_search(const SearchFlags& f) {
   return 0;
 }
 
-int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::string& cluster_spec, bool json) {
+int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::string& cluster_spec,
+             const std::string& profile_path, bool json) {
   const alpa::Plan plan = alpa::parse_plan(read_file(plan_path), plan_path);
   ModelFlags flags = mf;
   if (flags.batch == 0) flags.batch = plan.global_batch;
@@ -210,7 +228,9 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
     spec = plan.cluster.rfind("local", 0) == 0 ? "local:" + std::to_string(plan.device_ids.size()) : "builtin:" + plan.cluster;
   }
   const alpa::Cluster cluster = alpa::load_cluster(spec);
-  const alpa::CostResult r = alpa::cost_plan(plan, plan_path, model.graph, cluster);
+  std::string profile_text;
+  const std::optional<alpa::Profile> profile = load_profile(profile_path, cluster, profile_text);
+  const alpa::CostResult r = alpa::cost_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
   if (json) {
     alpa::Plan out = plan;
     out.estimate = r.estimate;
@@ -252,11 +272,12 @@ int main(int argc, char** argv) {
   search->add_option("--memory-budget", sf.memory_budget, "bytes per device (default: the device's memory less its reserve)")->check(CLI::PositiveNumber);
   search->add_option("--time-limit", sf.time_limit, "wall-clock safety limit per ILP, seconds (default 120)")->check(CLI::PositiveNumber);
   search->add_option("--threads", sf.threads, "threads for independent ILPs (default: all cores)")->check(CLI::NonNegativeNumber);
+  search->add_option("--profile", sf.profile, "measured kernel/collective timings (schemas/profile.schema.json); default: datasheet figures");
   search->add_flag("--ilp-stats", sf.ilp_stats, "also print the size of the whole graph as one ILP, before and after follower merging");
   search->add_flag("--no-decompose", sf.no_decompose, "solve the whole graph as one ILP (slow; the benchmark's baseline)");
   search->add_option("-o,--output", sf.output, "where to write the plan (JSON)");
 
-  std::string cost_plan_path, cost_cluster;
+  std::string cost_plan_path, cost_cluster, cost_profile;
   ModelFlags cost_model;
   bool cost_json = false;
   CLI::App* cost = app.add_subcommand("cost", "validate a (possibly hand-edited) plan against the model and re-cost it");
@@ -265,6 +286,7 @@ int main(int argc, char** argv) {
   cost->add_option("--batch", cost_model.batch, "global batch (default: the plan's)")->check(CLI::PositiveNumber);
   cost->add_option("--batch-dim", cost_model.batch_dims, "NAME:AXIS — as for search");
   cost->add_option("--cluster", cost_cluster, "cluster (default: the one the plan names)");
+  cost->add_option("--profile", cost_profile, "the profile the plan was searched with, if any");
   cost->add_flag("--json", cost_json, "print the plan with the re-costed estimate");
 
   try {
@@ -286,7 +308,7 @@ int main(int argc, char** argv) {
     } else if (search->parsed()) {
       return run_search(sf);
     } else if (cost->parsed()) {
-      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_json);
+      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_profile, cost_json);
     }
   } catch (const alpa::UserError& e) {
     std::fprintf(stderr, "alpa-plan: error: %s\n", e.what());

@@ -8,6 +8,8 @@
 
 namespace alpa {
 
+struct Profile;  // planner/cost/profile.h
+
 // A physical submesh: `hosts` whole or partial hosts with `devices_per_host` devices each.
 // The paper's shapes: (1,1), (1,2), (1,4) ... (1,M) inside one host, and (n,M) whole hosts.
 struct MeshShape {
@@ -32,6 +34,8 @@ struct AxisCost {
   int64_t groups_sharing_nic = 0;  // concurrent groups of this axis whose traffic leaves host 0
   double alpha_s = 0;
   double beta_s_per_byte = 0;
+  // Measured collective timings; where they have a table for this axis they replace α-β.
+  const Profile* profile = nullptr;
 };
 
 // A logical mesh with the α-β cost of each of its two axes: what strategies and resharding need.

@@ -1,5 +1,7 @@
 #include "planner/cost/collective.h"
 
+#include "planner/cost/profile.h"
+
 namespace alpa {
 
 std::string_view collective_name(Collective c) {
@@ -26,6 +28,9 @@ double collective_bytes_per_device(Collective c, int64_t axis_size, double bytes
 
 double collective_time(Collective c, const AxisCost& axis, double bytes) {
   if (axis.size <= 1) return 0;
+  if (axis.profile) {
+    if (auto t = collective_time(*axis.profile, c, axis.size, axis.crosses_hosts, bytes)) return *t;
+  }
   const double n = static_cast<double>(axis.size);
   switch (c) {
     case Collective::kAllReduce:

@@ -102,8 +102,10 @@ std::string graph_fingerprint(const Graph& g, int64_t global_batch) {
   return "graph:" + hex64(stable_key(canon));
 }
 
-std::string cluster_fingerprint(const Cluster& c) {
-  return "cluster:" + hex64(stable_key(cluster_to_json(c)));
+std::string cluster_fingerprint(const Cluster& c, const std::string& profile_text) {
+  std::string text = cluster_to_json(c);
+  if (!profile_text.empty()) text += "\nprofile:" + profile_text;
+  return "cluster:" + hex64(stable_key(text));
 }
 
 PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice) {
@@ -254,6 +256,7 @@ ViewOutcome solve_view(const SearchRequest& rq, const TrainingGraph& tg, const L
   StrategyGraphOptions so;
   so.method = rq.method;
   so.microbatches = rq.microbatches;
+  so.profile = rq.profile;
   const MeshShape mesh{rq.cluster->hosts, rq.cluster->devices_per_host};
   StrategyGraph sg = build_strategy_graph(tg, *rq.cluster, mesh, view, so);
   out.build_time_s = seconds_since(t0);
@@ -316,6 +319,7 @@ std::string diagnose(const SearchRequest& rq, const TrainingGraph& tg, const Log
   StrategyGraphOptions so;
   so.method = rq.method;
   so.microbatches = rq.microbatches;
+  so.profile = rq.profile;
   const StrategyGraph sg = build_strategy_graph(tg, *rq.cluster, {rq.cluster->hosts, rq.cluster->devices_per_host}, view, so);
   std::vector<int> lean(sg.groups.size());
   std::vector<std::pair<int64_t, std::string>> heavy;
@@ -375,6 +379,7 @@ SearchResult search_shard_parallel(const SearchRequest& rq) {
   StrategyGraphOptions so;
   so.method = rq.method;
   so.microbatches = rq.microbatches;
+  so.profile = rq.profile;
   const StrategyGraph sg = build_strategy_graph(tg, cl, mesh, o.view, so);
   const std::vector<int>& choice = choices[best];
   const ChosenSpecs cs = chosen_specs(sg, choice);
@@ -382,7 +387,7 @@ SearchResult search_shard_parallel(const SearchRequest& rq) {
   p.model = rq.model_name;
   p.cluster = rq.cluster_label;
   p.graph_fingerprint = graph_fingerprint(*rq.forward, rq.global_batch);
-  p.cluster_fingerprint = cluster_fingerprint(cl);
+  p.cluster_fingerprint = cluster_fingerprint(cl, rq.profile_text);
   p.global_batch = rq.global_batch;
   p.microbatches = rq.microbatches;
   p.optimizer = optimizer_name(rq.optimizer.kind);
@@ -421,15 +426,16 @@ SearchResult search_shard_parallel(const SearchRequest& rq) {
   return result;
 }
 
-CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl) {
+CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
+                     const Profile* profile, const std::string& profile_text) {
   const std::string fp = graph_fingerprint(forward, plan.global_batch);
   if (fp != plan.graph_fingerprint) {
     throw UserError(src, "graph_fingerprint", "the plan was made for another model or batch (plan " +
                     plan.graph_fingerprint + ", the model as imported " + fp + "; a different --batch changes it)");
   }
-  const std::string cfp = cluster_fingerprint(cl);
+  const std::string cfp = cluster_fingerprint(cl, profile_text);
   if (cfp != plan.cluster_fingerprint) {
-    throw UserError(src, "cluster_fingerprint", "the plan was made for another cluster (plan " +
+    throw UserError(src, "cluster_fingerprint", "the plan was made for another cluster or profile (plan " +
                     plan.cluster_fingerprint + ", this cluster " + cfp + ")");
   }
   if (plan.mesh_hosts != cl.hosts || plan.mesh_devices_per_host != cl.devices_per_host) {
@@ -461,6 +467,7 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
   StrategyGraphOptions so;
   so.method = method;
   so.microbatches = plan.microbatches;
+  so.profile = profile;
   const LogicalMesh view{plan.logical_d0, plan.logical_d1};
   const StrategyGraph sg = build_strategy_graph(tg, cl, {cl.hosts, cl.devices_per_host}, view, so);
   const Graph& g = tg.graph;

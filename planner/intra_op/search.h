@@ -32,6 +32,8 @@ struct SearchRequest {
   int threads = 1;
   int64_t max_nodes = 200000;
   double time_limit_s = 120;
+  const Profile* profile = nullptr;  // measured timings (optional)
+  std::string profile_text;          // its file contents, bound into the cluster fingerprint
   bool ilp_stats = false;
   bool decompose = true;   // false: solve each view as one ILP (benchmark baseline)  // also measure the one-ILP size before and after follower merging
 };
@@ -70,7 +72,8 @@ PlanEstimate estimate_choice(const StrategyGraph& sg, const std::vector<int>& ch
 
 // Fingerprints binding a plan to its inputs.
 std::string graph_fingerprint(const Graph& forward, int64_t global_batch);
-std::string cluster_fingerprint(const Cluster& cluster);
+// Binds the cluster and, when one is used, the profile's text.
+std::string cluster_fingerprint(const Cluster& cluster, const std::string& profile_text = "");
 
 // `alpa-plan cost`: validates `plan` against the model and cluster (fingerprints, names, specs,
 // strategies) and re-costs it. Throws UserError naming `plan_source` and the element.
@@ -79,7 +82,8 @@ struct CostResult {
   std::vector<int> choice;
 };
 CostResult cost_plan(const Plan& plan, const std::string& plan_source, const Graph& forward,
-                     const Cluster& cluster);
+                     const Cluster& cluster, const Profile* profile = nullptr,
+                     const std::string& profile_text = "");
 
 // Parses "D0xD1".
 std::optional<LogicalMesh> parse_logical_mesh(const std::string& text);

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "planner/common/error.h"
+#include "planner/cost/profile.h"
 #include "planner/graph/op_cost.h"
 #include "planner/graph/rebatch.h"
 
@@ -102,6 +103,9 @@ double Builder::op_time(const Node& n) const {
   const OpFamily fam = op_info(n.kind).family;
   const bool compute_bound = fam == OpFamily::kContraction || fam == OpFamily::kConv ||
                              n.kind == OpKind::kConvGradInput || n.kind == OpKind::kConvGradWeight;
+  if (sg_.options.profile && c.flops > 0) {
+    if (auto t = kernel_time(*sg_.options.profile, n.kind, dt, c.flops)) return *t;
+  }
   const double t_flops = peak > 0 && compute_bound ? c.flops / (peak * cl.achievable.matmul) : 0;
   const double bw = cl.device.memory_bandwidth_bytes_per_s * cl.achievable.memory_bandwidth;
   const double t_bytes = bw > 0 ? (c.bytes_read + c.bytes_written) / bw : 0;
@@ -617,6 +621,7 @@ StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& clust
   sg.cluster = &cluster;
   sg.mesh = mesh;
   sg.costs = mesh_costs(cluster, mesh, view);
+  sg.costs.axis[0].profile = sg.costs.axis[1].profile = options.profile;
   sg.options = options;
   Builder(sg).build();
   return sg;

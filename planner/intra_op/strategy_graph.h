@@ -32,6 +32,8 @@ struct StrategyGraphOptions {
   // Follower merging (element-wise and layout ops take their operand's choice); off only to
   // measure what merging saves.
   bool merge_followers = true;
+  // Measured kernel and collective timings (alpa-plan profile); datasheet figures otherwise.
+  const Profile* profile = nullptr;
 };
 
 // One strategy of one forward node (or of a parameter).

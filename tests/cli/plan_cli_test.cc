@@ -500,3 +500,33 @@ TEST(PlanCliPresets, ZeroPresetsSplitStateAndParameters) {
 }
 
 }  // namespace
+
+// ---- measured profiles ----------------------------------------------------------------------
+
+namespace alpa_profile_tests {
+
+double iteration_time(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in)["estimate"]["iteration_time_s"].get<double>();
+}
+
+TEST(PlanCliProfile, MeasuredTimingsReplaceDatasheetAndBindThePlan) {
+  const std::string profile = std::string(ALPA_SOURCE_DIR) + "/profiles/timings/example-profile.json";
+  const std::string with = dir() + "/profiled.json", without = dir() + "/datasheet.json";
+  const Result a = search("gpt_test", 32, kP3, with, "--logical-mesh 1x8 --profile " + profile);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const Result b = search("gpt_test", 32, kP3, without, "--logical-mesh 1x8");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  // The example's MatMul and collective tables differ from peak × fraction and α-β.
+  EXPECT_NE(iteration_time(with), iteration_time(without));
+  // Re-costing needs the same profile; without it the cluster fingerprint differs.
+  const Result same = cost(with, "gpt_test", "--profile " + profile);
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_NE(same.out.find("(equals the estimate in the plan)"), std::string::npos) << same.out;
+  expect_error(cost(with, "gpt_test"), with, "cluster_fingerprint", "another cluster or profile");
+  // A profile measured on another kind of device is refused, naming the profile.
+  expect_error(search("gpt_test", 32, "builtin:dgx-a100:1", dir() + "/a100.json", "--profile " + profile),
+               profile, "device_kind", "measured on another device");
+}
+
+}  // namespace alpa_profile_tests
