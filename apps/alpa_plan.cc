@@ -3,7 +3,10 @@
 #include <cstdio>
 #include <iostream>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <thread>
 #include <optional>
 #include <fstream>
 #include <sstream>
@@ -12,6 +15,8 @@
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/cost/profile.h"
+#include "planner/graph/op_cost.h"
+#include "planner/inter_op/pipeline.h"
 #include "planner/intra_op/search.h"
 #include "planner/plan/plan.h"
 #include "planner/inspect/inspect.h"
@@ -48,10 +53,16 @@ alpa::ImportedModel load(const ModelFlags& f) {
 struct SearchFlags {
   ModelFlags model;
   std::string cluster;
-  int64_t microbatches = 1;
+  int64_t microbatches = 0;  // 0: 1 for single-stage methods, searched for pipelines
   std::string optimizer = "adam";
   std::string precision;
-  std::string method = "shard";
+  std::string method = "auto";
+  int layers = 0;
+  std::string remat = "auto";
+  std::string schedule = "1f1b";
+  int64_t tp = 0, pp = 0, dp = 0;
+  double time_budget = 0;
+  int explain = 0;
   std::string logical_mesh;
   int64_t memory_budget = 0;
   double time_limit = 120;
@@ -144,7 +155,118 @@ std::string estimate_text(const alpa::PlanEstimate& e) {
   return out;
 }
 
+bool is_pipeline_method(const std::string& m) {
+  return m == "auto" || m == "megatron" || m == "megatron-grid" || m == "pp-dp";
+}
+
+std::string mesh_text(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
+
+int run_pipeline_search(const SearchFlags& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const alpa::Cluster cluster = alpa::load_cluster(f.cluster);
+  if (!f.logical_mesh.empty()) {
+    throw alpa::UserError("--logical-mesh", f.logical_mesh,
+                          "applies to the single-stage methods (shard, data, zero2, zero3), not --method " + f.method);
+  }
+  if (f.method != "megatron" && (f.tp || f.pp || f.dp)) {
+    throw alpa::UserError("--tp/--pp/--dp", std::to_string(f.tp) + "/" + std::to_string(f.pp) + "/" + std::to_string(f.dp),
+                          "apply to --method megatron only");
+  }
+  alpa::PipelineRequest rq;
+  if (f.method == "auto") rq.method = alpa::PipelineMethod::kAuto;
+  else if (f.method == "megatron") rq.method = alpa::PipelineMethod::kMegatron;
+  else if (f.method == "megatron-grid") rq.method = alpa::PipelineMethod::kMegatronGrid;
+  else rq.method = alpa::PipelineMethod::kPpDp;
+  if (f.remat == "auto") rq.remat = alpa::RematMode::kAuto;
+  else if (f.remat == "none") rq.remat = alpa::RematMode::kNone;
+  else if (f.remat == "full") rq.remat = alpa::RematMode::kFull;
+  else throw alpa::UserError("--remat", f.remat, "unknown value (auto, none or full)");
+  if (f.schedule == "1f1b") rq.schedule = alpa::Schedule::k1F1B;
+  else if (f.schedule == "gpipe") rq.schedule = alpa::Schedule::kGPipe;
+  else throw alpa::UserError("--schedule", f.schedule, "unknown schedule (1f1b or gpipe)");
+  const alpa::ImportedModel model = load(f.model);
+  rq.forward = &model.graph;
+  const auto slash = model.path.find_last_of('/');
+  rq.model_name = slash == std::string::npos ? model.path : model.path.substr(slash + 1);
+  rq.global_batch = model.batch;
+  rq.microbatches = f.microbatches;
+  if (rq.microbatches > 0 && rq.global_batch % rq.microbatches != 0) {
+    throw alpa::UserError("--microbatches", std::to_string(rq.microbatches), "does not divide the global batch " + std::to_string(rq.global_batch));
+  }
+  rq.optimizer = parse_optimizer(f.optimizer);
+  rq.precision = parse_precision(f.precision, cluster);
+  rq.tp = f.tp;
+  rq.pp = f.pp;
+  rq.dp = f.dp;
+  rq.cluster = &cluster;
+  rq.cluster_label = cluster.name + ":" + std::to_string(f.cluster.rfind("local:", 0) == 0 ? cluster.num_devices() : cluster.hosts);
+  rq.memory_budget_bytes = f.memory_budget;
+  rq.layers = f.layers;
+  rq.threads = f.threads > 0 ? f.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  rq.time_budget_s = f.time_budget;
+  rq.progress = isatty(2) != 0;
+  const std::optional<alpa::Profile> profile = load_profile(f.profile, cluster, rq.profile_text);
+  if (profile) rq.profile = &*profile;
+  const alpa::PipelineResult r = alpa::search_pipeline(rq);
+  std::printf("alpa-plan search: %s on %s (%lld devices), batch %lld, %s, %s, method %s\n", rq.model_name.c_str(),
+              rq.cluster_label.c_str(), static_cast<long long>(cluster.num_devices()), static_cast<long long>(rq.global_batch),
+              f.optimizer.c_str(), alpa::precision_name(rq.precision.compute).c_str(), f.method.c_str());
+  std::printf("  searched %zu configuration%s: %lld stage solves over %lld distinct layer ranges, %lld t_max values, %.2f s%s\n",
+              r.candidates.size(), r.candidates.size() == 1 ? "" : "s", static_cast<long long>(r.stage_solves),
+              static_cast<long long>(r.distinct_ranges), static_cast<long long>(r.t_max_tried), r.search_time_s,
+              r.cut_short ? " (cut short by --time-budget: the best plan found so far)" : "");
+  if (!r.found) {
+    std::fprintf(stderr, "alpa-plan: error: %s: memory: %s\n", f.model.model.c_str(), r.diagnosis.c_str());
+    return 2;
+  }
+  const alpa::Plan& p = r.plan;
+  const alpa::PlanPipeline& pl = *p.pipeline;
+  std::printf("best: %zu stage%s, %lld microbatches, %s\n", pl.stages.size(), pl.stages.size() == 1 ? "" : "s",
+              static_cast<long long>(p.microbatches), pl.schedule.c_str());
+  std::printf("  %-6s %-9s %-8s %-8s %-6s %-12s %-12s %-10s %s\n", "stage", "layers", "mesh", "logical", "remat", "microbatch",
+              "step tail", "peak mem", "devices");
+  for (size_t k = 0; k < pl.stages.size(); ++k) {
+    const alpa::PlanStage& st = pl.stages[k];
+    const std::string layers = std::to_string(st.first_layer) + "-" + std::to_string(st.end_layer - 1);
+    std::string devices = std::to_string(st.device_ids.front());
+    if (st.device_ids.size() > 1) devices += ".." + std::to_string(st.device_ids.back());
+    std::printf("  %-6zu %-9s %-8s %-8s %-6s %-12s %-12s %-10s %s\n", k, layers.c_str(),
+                mesh_text(st.mesh_hosts, st.mesh_devices_per_host).c_str(), mesh_text(st.logical_d0, st.logical_d1).c_str(),
+                st.remat ? "yes" : "no", seconds(st.microbatch_time_s).c_str(), seconds(st.step_time_s).c_str(),
+                alpa::format_bytes(static_cast<double>(st.memory.peak_bytes)).c_str(), devices.c_str());
+  }
+  std::printf("  iteration time      %s  (slowest stage busy %s, pipeline bubble %s, step tail %s)\n", seconds(p.estimate.iteration_time_s).c_str(),
+              seconds(pl.busy_time_s).c_str(), seconds(pl.bubble_time_s).c_str(), seconds(pl.step_tail_s).c_str());
+  std::printf("  throughput          %.4g samples/s\n", p.estimate.throughput_samples_per_s);
+  if (model.batch > 0) {
+    double flops = 0;
+    for (const alpa::Node& n : model.graph.nodes()) flops += alpa::count_node(model.graph, n).flops;
+    // Forward FLOPs × 3 (forward, and a backward twice as large): the usual model-FLOPs count.
+    const double tf = 3 * flops / std::max(1e-30, p.estimate.iteration_time_s) / static_cast<double>(cluster.num_devices()) / 1e12;
+    std::printf("  model TFLOP/s/dev   %.3g\n", tf);
+  }
+  std::printf("  memory/dev          peak %s (most loaded stage)\n", alpa::format_bytes(static_cast<double>(p.estimate.memory.peak_bytes)).c_str());
+  if (f.explain > 0) {
+    std::printf("alternatives (best %d):\n", f.explain);
+    int shown = 0;
+    for (const alpa::PipelineCandidate& c : r.candidates) {
+      if (shown++ > f.explain) break;
+      if (c.feasible) std::printf("  %-12s %s%s%s\n", seconds(c.iteration_time_s).c_str(), c.label.c_str(), c.why.empty() ? "" : ": ", c.why.c_str());
+      else std::printf("  %-12s %s: %s\n", "no fit", c.label.c_str(), c.why.c_str());
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!f.output.empty()) {
+    write_file(f.output, alpa::plan_to_json(p));
+    std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
+  } else {
+    std::printf("(no -o given: plan not written; %.2f s in all)\n", secs);
+  }
+  return 0;
+}
+
 int run_search(const SearchFlags& f) {
+  if (is_pipeline_method(f.method)) return run_pipeline_search(f);
   const auto t0 = std::chrono::steady_clock::now();
   const alpa::Cluster cluster = alpa::load_cluster(f.cluster);
   const alpa::ImportedModel model = load(f.model);
@@ -153,7 +275,7 @@ int run_search(const SearchFlags& f) {
   const auto slash = model.path.find_last_of('/');
   rq.model_name = slash == std::string::npos ? model.path : model.path.substr(slash + 1);
   rq.global_batch = model.batch;
-  rq.microbatches = f.microbatches;
+  rq.microbatches = f.microbatches > 0 ? f.microbatches : 1;
   rq.optimizer = parse_optimizer(f.optimizer);
   rq.precision = parse_precision(f.precision, cluster);
   rq.method = alpa::parse_method(f.method);
@@ -261,13 +383,24 @@ int main(int argc, char** argv) {
   inspect->add_flag("--json", json, "print JSON (schemas/inspect.schema.json)");
 
   SearchFlags sf;
-  CLI::App* search = app.add_subcommand("search", "search a shard-parallel plan for one stage on the whole cluster");
+  CLI::App* search = app.add_subcommand("search", "search an execution plan: pipeline stages on submeshes, sharded inside");
   add_model_flags(search, sf.model);
   search->add_option("--cluster", sf.cluster, "builtin:NAME:HOSTS (p3.16xlarge, dgx-a100, dgx-h100), local:N, or a cluster.json")->required();
   search->add_option("--microbatches", sf.microbatches, "gradient accumulation steps per iteration")->check(CLI::PositiveNumber);
   search->add_option("--optimizer", sf.optimizer, "sgd, adam or adamw (default adam)");
   search->add_option("--precision", sf.precision, "fp32, fp16 or bf16 (default fp16 where the device has faster half precision, else fp32)");
-  search->add_option("--method", sf.method, "shard (the ILP, default), or the presets data, zero2, zero3");
+  search->add_option("--method", sf.method,
+                     "auto (default: pipeline stages on submeshes, each sharded by the ILP), megatron (with --tp --pp --dp), "
+                     "megatron-grid (the best Megatron-LM configuration), pp-dp (pipeline + data parallel); or one stage on "
+                     "the whole cluster: shard (the ILP), data, zero2, zero3");
+  search->add_option("--layers", sf.layers, "layers the model is cut into (default: automatic)")->check(CLI::PositiveNumber);
+  search->add_option("--remat", sf.remat, "activation recomputation per stage: auto (default), none, full");
+  search->add_option("--schedule", sf.schedule, "pipeline schedule: 1f1b (default) or gpipe");
+  search->add_option("--tp", sf.tp, "megatron: tensor-parallel size")->check(CLI::PositiveNumber);
+  search->add_option("--pp", sf.pp, "megatron: pipeline stages")->check(CLI::PositiveNumber);
+  search->add_option("--dp", sf.dp, "megatron: data-parallel size")->check(CLI::PositiveNumber);
+  search->add_option("--time-budget", sf.time_budget, "seconds: return the best plan found so far when they are spent")->check(CLI::PositiveNumber);
+  search->add_option("--explain", sf.explain, "print the N best alternatives and why they lost")->check(CLI::NonNegativeNumber);
   search->add_option("--logical-mesh", sf.logical_mesh, "D0xD1: only this logical view (default: every view)");
   search->add_option("--memory-budget", sf.memory_budget, "bytes per device (default: the device's memory less its reserve)")->check(CLI::PositiveNumber);
   search->add_option("--time-limit", sf.time_limit, "wall-clock safety limit per ILP, seconds (default 120)")->check(CLI::PositiveNumber);

@@ -1,9 +1,12 @@
 #include "planner/graph/graph.h"
 
+#include <functional>
 #include <limits>
+#include <string>
 #include <queue>
 
 #include "planner/common/error.h"
+#include "planner/graph/attributes.h"
 
 namespace alpa {
 
@@ -127,6 +130,22 @@ std::vector<TensorId> Graph::tensors_with_role(TensorRole role) const {
     if (tensors_[i].role == role) out.push_back(static_cast<TensorId>(i));
   }
   return out;
+}
+
+// Structural signature of a node: op, attributes, and the dtype, shape and role of each
+// operand (names excluded, so layer 3 and layer 7 of a stack compare equal).
+uint64_t node_signature(const Graph& g, const Node& node) {
+  std::string key(op_name(node.kind));
+  for (const auto& [k, v] : node.attrs.values()) key += "|" + k + "=" + to_string(v);
+  auto add_tensor = [&](TensorId t) {
+    const Tensor& tensor = g.tensor(t);
+    key += "|" + std::string(dtype_name(tensor.dtype)) + std::string(role_name(tensor.role));
+    for (int64_t d : tensor.shape) key += "," + std::to_string(d);
+  };
+  for (TensorId t : node.inputs) add_tensor(t);
+  key += "->";
+  for (TensorId t : node.outputs) add_tensor(t);
+  return std::hash<std::string>{}(key);
 }
 
 }  // namespace alpa

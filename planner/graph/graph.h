@@ -104,4 +104,8 @@ class Graph {
   std::map<std::string, NodeId, std::less<>> node_index_;
 };
 
+// Structural signature of a node (op, attributes, operand dtypes, shapes and roles; names
+// excluded): equal for the same node in two repetitions of a layer.
+uint64_t node_signature(const Graph& g, const Node& node);
+
 }  // namespace alpa

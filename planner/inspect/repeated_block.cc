@@ -8,22 +8,6 @@
 namespace alpa {
 namespace {
 
-// Structural signature of a node: op, attributes, and the dtype, shape and role of each
-// operand (names excluded, so layer 3 and layer 7 of a stack compare equal).
-uint64_t node_signature(const Graph& g, const Node& node) {
-  std::string key(op_name(node.kind));
-  for (const auto& [k, v] : node.attrs.values()) key += "|" + k + "=" + to_string(v);
-  auto add_tensor = [&](TensorId t) {
-    const Tensor& tensor = g.tensor(t);
-    key += "|" + std::string(dtype_name(tensor.dtype)) + std::string(role_name(tensor.role));
-    for (int64_t d : tensor.shape) key += "," + std::to_string(d);
-  };
-  for (TensorId t : node.inputs) add_tensor(t);
-  key += "->";
-  for (TensorId t : node.outputs) add_tensor(t);
-  return std::hash<std::string>{}(key);
-}
-
 bool is_heavy(OpKind kind) {
   const OpFamily f = op_info(kind).family;
   return f == OpFamily::kContraction || f == OpFamily::kConv;

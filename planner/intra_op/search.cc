@@ -29,6 +29,13 @@ std::string hex64(uint64_t v) {
   return buf;
 }
 
+int64_t local_bytes_of(const Tensor& t, const ShardingSpec& s, const LogicalMesh& v) {
+  if (s.dims.size() != t.shape.size() || t.shape.empty()) return t.bytes();
+  return num_elements(s.local_shape(t.shape, v)) * dtype_bytes(t.dtype);
+}
+
+}  // namespace
+
 const char* optimizer_name(OptimizerKind k) {
   switch (k) {
     case OptimizerKind::kSgd: return "sgd";
@@ -49,13 +56,6 @@ TrainingGraph make_training(const Graph& forward, int64_t batch, int64_t microba
   }
   return build_training_graph(forward, opt, precision);
 }
-
-int64_t local_bytes_of(const Tensor& t, const ShardingSpec& s, const LogicalMesh& v) {
-  if (s.dims.size() != t.shape.size() || t.shape.empty()) return t.bytes();
-  return num_elements(s.local_shape(t.shape, v)) * dtype_bytes(t.dtype);
-}
-
-}  // namespace
 
 std::string precision_name(DType compute) {
   switch (compute) {
@@ -84,7 +84,8 @@ Method parse_method(const std::string& text) {
   if (text == "data") return Method::kData;
   if (text == "zero2") return Method::kZero2;
   if (text == "zero3") return Method::kZero3;
-  throw UserError("--method", text, "unknown method (expected shard, data, zero2 or zero3)");
+  if (text == "megatron") return Method::kMegatron;
+  throw UserError("--method", text, "unknown method (expected auto, megatron, megatron-grid, pp-dp, shard, data, zero2 or zero3)");
 }
 
 std::string graph_fingerprint(const Graph& g, int64_t global_batch) {

@@ -89,5 +89,11 @@ CostResult cost_plan(const Plan& plan, const std::string& plan_source, const Gra
 std::optional<LogicalMesh> parse_logical_mesh(const std::string& text);
 Method parse_method(const std::string& text);  // throws UserError
 std::string precision_name(DType compute);
+const char* optimizer_name(OptimizerKind kind);
+
+// The training graph of one microbatch (global batch / microbatches samples); throws UserError
+// when the microbatch count does not divide the batch.
+TrainingGraph make_training(const Graph& forward, int64_t global_batch, int64_t microbatches,
+                            const OptimizerConfig& optimizer, const PrecisionConfig& precision);
 
 }  // namespace alpa

@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <unordered_map>
 
@@ -302,20 +303,23 @@ Front pareto_front(const Prepared& p, const std::vector<int>& subset, const std:
     const std::vector<int>& local = lp.local;
     const std::vector<std::vector<double>>& cost = lp.cost;
     const std::vector<int>& inner = lp.inner;
-    std::vector<SubResult> all;
+    // (cost, memory, combination index) of every combination within the cap; choices are
+    // decoded for the front's points only.
+    struct Combo { double cost; int64_t memory; uint64_t index; };
+    std::vector<Combo> all;
+    all.reserve(static_cast<size_t>(combos));
     std::vector<int> ch(n, 0);
+    uint64_t index = 0;
     while (true) {
-      SubResult r;
-      r.feasible = true;
+      double c = 0;
+      int64_t m = 0;
       for (size_t i = 0; i < n; ++i) {
-        r.cost += cost[i][ch[i]];
-        r.memory += p.memory[subset[i]][ch[i]];
+        c += cost[i][ch[i]];
+        m += p.memory[subset[i]][ch[i]];
       }
-      for (int k : inner) r.cost += p.edges[k].at(ch[local[p.edges[k].from]], ch[local[p.edges[k].to]]);
-      if (mem_cap < 0 || r.memory <= mem_cap) {
-        r.choice = ch;
-        all.push_back(std::move(r));
-      }
+      for (int k : inner) c += p.edges[k].at(ch[local[p.edges[k].from]], ch[local[p.edges[k].to]]);
+      if (mem_cap < 0 || m <= mem_cap) all.push_back({c, m, index});
+      ++index;
       size_t i = 0;
       for (; i < n; ++i) {
         if (++ch[i] < static_cast<int>(cost[i].size())) break;
@@ -324,13 +328,23 @@ Front pareto_front(const Prepared& p, const std::vector<int>& subset, const std:
       if (i == n) break;
     }
     // Cheapest first; ties to the lowest combination (enumeration order is kept by stable sort).
-    std::stable_sort(all.begin(), all.end(), [](const SubResult& a, const SubResult& b) { return a.cost < b.cost; });
+    std::stable_sort(all.begin(), all.end(), [](const Combo& a, const Combo& b) { return a.cost < b.cost; });
     int64_t last = std::numeric_limits<int64_t>::max();
-    for (SubResult& r : all) {
-      if (r.memory < last) {
-        last = r.memory;
-        f.points.push_back(std::move(r));
+    for (const Combo& cb : all) {
+      if (cb.memory >= last) continue;
+      last = cb.memory;
+      SubResult r;
+      r.feasible = true;
+      r.cost = cb.cost;
+      r.memory = cb.memory;
+      r.choice.resize(n);
+      uint64_t rest = cb.index;
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t radix = cost[i].size();
+        r.choice[i] = static_cast<int>(rest % radix);
+        rest /= radix;
       }
+      f.points.push_back(std::move(r));
     }
     return f;
   }
@@ -418,7 +432,21 @@ void parallel(int threads, size_t n, F&& body) {
 
 constexpr int64_t kMaxHubAssignments = 512;
 
+bool is_lite(const StrategyGraph& sg) {
+  return sg.training == nullptr;
+}
+
 void finish(SolveResult& res, const StrategyGraph& sg) {
+  if (is_lite(sg)) {  // a cost-only graph (a pipeline stage's part of a strategy graph)
+    res.objective = sg.constant_cost;
+    res.memory_bytes = 0;
+    for (size_t g = 0; g < sg.groups.size(); ++g) {
+      res.objective += sg.groups[g].cost[res.choice[g]];
+      res.memory_bytes += sg.groups[g].memory[res.choice[g]];
+    }
+    for (const GroupEdge& e : sg.edges) res.objective += e.cost[res.choice[e.from]][res.choice[e.to]];
+    return;
+  }
   res.objective = evaluate_objective(sg, res.choice);
   res.memory_bytes = evaluate_memory(sg, res.choice);
 }
@@ -426,6 +454,7 @@ void finish(SolveResult& res, const StrategyGraph& sg) {
 }  // namespace
 
 struct SolveCache {
+  std::mutex mutex;  // solves of several stages may share one cache
   std::unordered_map<Signature, SubResult, SignatureHash> cheapest;
   std::unordered_map<Signature, Front, SignatureHash> fronts;
 };
@@ -466,7 +495,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     for (int k : p.edges_of[g]) nb.push_back(p.edges[k].from == static_cast<int>(g) ? p.edges[k].to : p.edges[k].from);
     std::sort(nb.begin(), nb.end());
     nb.erase(std::unique(nb.begin(), nb.end()), nb.end());
-    if (nb.size() >= options.hub_degree && sg.groups[g].num_strategies() > 1) {
+    if (nb.size() >= options.hub_degree && p.node_cost[g].size() > 1) {
       hubs.push_back(static_cast<int>(g));
       is_hub[g] = true;
     }
@@ -494,7 +523,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     }
   }
   double assignments = 1;
-  for (int h : hubs) assignments *= static_cast<double>(sg.groups[h].num_strategies());
+  for (int h : hubs) assignments *= static_cast<double>(p.node_cost[h].size());
   const bool decompose = options.decompose && !hubs.empty() && components.size() > 1 && assignments <= kMaxHubAssignments;
 
   if (!decompose) {
@@ -521,7 +550,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   for (size_t a = 0; a < na; ++a) {
     size_t rest = a;
     for (int h : hubs) {
-      const size_t ns = sg.groups[h].num_strategies();
+      const size_t ns = p.node_cost[h].size();
       fixed_of[a][h] = static_cast<int>(rest % ns);
       rest /= ns;
     }
@@ -560,18 +589,24 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   SolveCache& cache = options.cache ? *options.cache : local_cache;
   std::vector<SubResult> cheapest(task.size());
   std::vector<size_t> todo;
-  for (size_t t = 0; t < task.size(); ++t) {
-    auto it = cache.cheapest.find(sig_of_task[t]);
-    if (it != cache.cheapest.end()) cheapest[t] = it->second;
-    else todo.push_back(t);
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    for (size_t t = 0; t < task.size(); ++t) {
+      auto it = cache.cheapest.find(sig_of_task[t]);
+      if (it != cache.cheapest.end()) cheapest[t] = it->second;
+      else todo.push_back(t);
+    }
   }
   parallel(options.threads, todo.size(), [&](size_t q) {
     const auto [a, c] = task[todo[q]];
     cheapest[todo[q]] = solve_subset(p, components[c], fixed_of[a], -1, options);
   });
-  for (size_t t : todo) {
-    note(cheapest[t].variables, cheapest[t].constraints);
-    cache.cheapest.emplace(sig_of_task[t], cheapest[t]);
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    for (size_t t : todo) {
+      note(cheapest[t].variables, cheapest[t].constraints);
+      cache.cheapest.emplace(sig_of_task[t], cheapest[t]);
+    }
   }
   std::vector<Front> fronts(task.size());
   std::vector<bool> have_front(task.size(), false);
@@ -618,6 +653,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
       const size_t t = task_of[a][c];
       if (have_front[t]) continue;
       have_front[t] = true;
+      std::lock_guard<std::mutex> lock(cache.mutex);
       auto it = cache.fronts.find(sig_of_task[t]);
       if (it != cache.fronts.end()) fronts[t] = it->second;
       else need.push_back(t);
@@ -632,6 +668,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
       res.ilps_solved += fronts[t].ilps;
       res.largest_variables = std::max(res.largest_variables, fronts[t].max_vars);
       res.largest_constraints = std::max(res.largest_constraints, fronts[t].max_rows);
+      std::lock_guard<std::mutex> lock(cache.mutex);
       cache.fronts.emplace(sig_of_task[t], fronts[t]);
     }
     for (size_t c = 0; c < components.size(); ++c) {
@@ -644,6 +681,48 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     for (size_t c = 0; c < components.size(); ++c) ++multiplicity[task_of[a][c]];
     const double cap = static_cast<double>(budget - hub_mem[a]);
     if (cap < 0) continue;
+    // The knapsack's LP relaxation (each front's lower convex hull, segments taken in order of
+    // cost per byte saved, the last one fractionally) bounds this assignment from below: when
+    // it cannot beat the best total, or cannot reach the budget at all, skip the ILP.
+    {
+      struct Segment { double slope, dcost, dmem; int64_t count; };
+      std::vector<Segment> segs;
+      double lp = hub_cost[a], used = 0;
+      bool empty_front = false;
+      for (const auto& [t, count] : multiplicity) {
+        const auto& pts = fronts[t].points;
+        if (pts.empty()) { empty_front = true; break; }
+        // Hull from the cheapest point towards leaner ones.
+        std::vector<size_t> hull = {0};
+        size_t cur = 0;
+        while (true) {
+          size_t next = cur;
+          double best_slope = std::numeric_limits<double>::infinity();
+          for (size_t k = 0; k < pts.size(); ++k) {
+            const double dm = static_cast<double>(pts[cur].memory - pts[k].memory);
+            if (dm <= 0) continue;
+            const double slope = (pts[k].cost - pts[cur].cost) / dm;
+            if (slope < best_slope) { best_slope = slope; next = k; }
+          }
+          if (next == cur) break;
+          segs.push_back({best_slope, pts[next].cost - pts[cur].cost, static_cast<double>(pts[cur].memory - pts[next].memory), count});
+          cur = next;
+        }
+        lp += static_cast<double>(count) * pts[0].cost;
+        used += static_cast<double>(count) * static_cast<double>(pts[0].memory);
+      }
+      if (empty_front) continue;
+      std::stable_sort(segs.begin(), segs.end(), [](const Segment& x, const Segment& y) { return x.slope < y.slope; });
+      for (const Segment& sg : segs) {
+        if (used <= cap) break;
+        const double need = (used - cap) / sg.dmem;  // applications needed
+        const double take = std::min(static_cast<double>(sg.count), need);
+        lp += take * sg.dcost;
+        used -= take * sg.dmem;
+      }
+      if (used > cap * (1 + 1e-12) + 1) continue;  // no choice fits
+      if (lp >= best) continue;
+    }
     ilp::MipRequest knap;
     ilp::Constraint memrow;
     memrow.upper = 1.0;

@@ -21,6 +21,7 @@ const char* method_name(Method m) {
     case Method::kData: return "data";
     case Method::kZero2: return "zero2";
     case Method::kZero3: return "zero3";
+    case Method::kMegatron: return "megatron";
   }
   return "shard";
 }
@@ -77,7 +78,7 @@ class Builder {
   std::array<int, 2> follow(NodeId id, size_t input, const ShardingSpec& spec) const;
   const ReshardResult& reshard_cached(const ShardingSpec& src, AxisMask partial,
                                       const ShardingSpec& dst, TensorId t) const;
-  double edge_cost(TensorId t, const ShardingSpec& produced, const ShardingSpec& grad_target,
+  double edge_cost(TensorId t, const ShardingSpec& produced, const ShardingSpec& grad_target, double* step,
                    bool param_like, const NodeStrategy& consumer, NodeId consumer_node,
                    size_t input) const;
   std::vector<ShardingSpec> candidate_specs(const Shape& shape) const;
@@ -131,7 +132,12 @@ std::vector<std::array<int, 2>> Builder::assignments(NodeId id) const {
   for (int a = 0; a < 2; ++a) {
     if (!axis_active(a)) continue;
     for (size_t l = 0; l < sp.letters.size(); ++l) {
-      if (m != Method::kShard && !sp.letters[l].is_batch) continue;
+      if (m == Method::kMegatron) {
+        if (sp.letters[l].is_batch != (a == 0)) continue;
+        if (a == 0 && options0.size() > 1) continue;  // data parallelism: the first batch letter
+      } else if (m != Method::kShard && !sp.letters[l].is_batch) {
+        continue;
+      }
       if (letter_fits(sp.letters[l], sg_.costs.axis_size(a))) (a == 0 ? options0 : options1).push_back(static_cast<int>(l));
     }
   }
@@ -141,6 +147,12 @@ std::vector<std::array<int, 2>> Builder::assignments(NodeId id) const {
       if (l0 >= 0 && l0 == l1 && !letter_fits(sp.letters[l0], v_.size())) continue;
       out.push_back({l0, l1});
     }
+  }
+  if (m == Method::kMegatron) {
+    if (options0.size() > 1) {  // the batch is split on axis 0 whenever the node has one
+      out.erase(std::remove_if(out.begin(), out.end(), [](const std::array<int, 2>& a) { return a[0] == kNoLetter; }), out.end());
+    }
+    return out;
   }
   if (m != Method::kShard) {
     // Presets: the whole mesh on the batch letter when the node has one, else replicated.
@@ -232,6 +244,7 @@ std::optional<NodeStrategy> Builder::make_strategy(NodeId id, std::array<int, 2>
     }
   }
   s.compute_s = sg_.full_time_s[id] * frac * K;
+  s.forward_s = sg_.forward_time_s[id] * frac;
   s.work_fraction = frac;
   s.temp_bytes += static_cast<int64_t>(std::ceil(static_cast<double>(sg_.backward_bytes[id]) * frac));
   for (size_t o = 0; o < n.outputs.size(); ++o) {
@@ -273,7 +286,11 @@ std::array<int, 2> Builder::follow(NodeId id, size_t input, const ShardingSpec& 
     if (l >= 0 && letter_fits(sp.letters[l], sg_.costs.axis_size(ax))) a[ax] = l;
   }
   if (a[0] >= 0 && a[0] == a[1] && !letter_fits(sp.letters[a[0]], v_.size())) a[1] = kNoLetter;
-  if (sg_.options.method != Method::kShard) {
+  if (sg_.options.method == Method::kMegatron) {
+    for (int ax = 0; ax < 2; ++ax) {
+      if (a[ax] >= 0 && sp.letters[a[ax]].is_batch != (ax == 0)) a[ax] = kNoLetter;
+    }
+  } else if (sg_.options.method != Method::kShard) {
     for (int ax = 0; ax < 2; ++ax) {
       if (a[ax] >= 0 && !sp.letters[a[ax]].is_batch) a[ax] = kNoLetter;
     }
@@ -281,7 +298,7 @@ std::array<int, 2> Builder::follow(NodeId id, size_t input, const ShardingSpec& 
   return a;
 }
 
-double Builder::edge_cost(TensorId t, const ShardingSpec& produced, const ShardingSpec& grad_target,
+double Builder::edge_cost(TensorId t, const ShardingSpec& produced, const ShardingSpec& grad_target, double* step,
                           bool param_like, const NodeStrategy& c, NodeId cn, size_t i) const {
   const double K = static_cast<double>(sg_.options.microbatches);
   double cost = 0;
@@ -294,6 +311,7 @@ double Builder::edge_cost(TensorId t, const ShardingSpec& produced, const Shardi
   if (sg_.needs_grad[t]) {
     const ReshardResult& bwd = reshard_cached(c.in[i], c.in_grad_partial[i], grad_target, t);
     cost += bwd.time_s * (param_like ? 1.0 : K);
+    if (param_like) *step += bwd.time_s;
   }
   return cost;
 }
@@ -344,6 +362,13 @@ void Builder::add_param_group(TensorId p) {
     case Method::kData: choices.push_back({rep, rep}); break;
     case Method::kZero2: choices.push_back({rep, full}); break;
     case Method::kZero3: choices.push_back({full, full}); break;
+    case Method::kMegatron:
+      for (const ShardingSpec& s : candidate_specs(t.shape)) {
+        bool on_axis0 = false;
+        for (DimSharding d : s.dims) on_axis0 = on_axis0 || d == DimSharding::kS0 || d == DimSharding::kS01;
+        if (!on_axis0) choices.push_back({s, s});
+      }
+      break;
     case Method::kShard: {
       for (const ShardingSpec& s : candidate_specs(t.shape)) {
         choices.push_back({s, s});
@@ -392,6 +417,7 @@ void Builder::add_param_group(TensorId p) {
     }
     grp.param_strategy.push_back(s);
     grp.cost.push_back(s.compute_s + s.comm_s);
+    grp.step_cost.push_back(s.compute_s + s.comm_s);
     grp.memory.push_back(s.memory_bytes);
   }
   sg_.group_of_param[p] = static_cast<int>(sg_.groups.size());
@@ -466,6 +492,7 @@ void Builder::build() {
     if (!n.derived_from.empty()) derived_[n.derived_from].push_back(static_cast<NodeId>(i));
   }
   sg_.full_time_s.assign(nf, 0);
+  sg_.forward_time_s.assign(nf, 0);
   sg_.backward_bytes.assign(nf, 0);
   sg_.spaces.resize(nf);
   for (size_t i = 0; i < nf; ++i) {
@@ -480,6 +507,7 @@ void Builder::build() {
       }
     }
     sg_.full_time_s[i] = t;
+    sg_.forward_time_s[i] = op_time(n);
     sg_.backward_bytes[i] = bwd;
     sg_.spaces[i] = iteration_space(g_, static_cast<NodeId>(i), sg_.batch_dim);
   }
@@ -553,7 +581,14 @@ void Builder::build() {
         grp.cost[s] += st->compute_s + st->comm_s;
         grp.memory[s] += st->memory_bytes;
       }
-      (void)member;
+      grp.member_cost.emplace_back(ns, 0.0);
+      grp.member_step.emplace_back(ns, 0.0);
+      grp.member_memory.emplace_back(ns, 0);
+      for (size_t s = 0; s < ns; ++s) {
+        const NodeStrategy& st = grp.member_strategy[s][member];
+        grp.member_cost[member][s] = st.compute_s + st.comm_s;
+        grp.member_memory[member][s] = st.memory_bytes;
+      }
     } else {
       Group grp;
       grp.name = n.name;
@@ -567,11 +602,15 @@ void Builder::build() {
           if (!st || !seen.insert(st->name).second) continue;
           grp.member_strategy.push_back({*st});
           grp.cost.push_back(st->compute_s + st->comm_s);
+          grp.step_cost.push_back(0);
           grp.memory.push_back(st->memory_bytes);
           if (scatter >= 0) break;  // one reduce-scatter variant: the first dim that works
         }
       }
       ALPA_CHECK(!grp.cost.empty(), "no strategy for node " + n.name);
+      grp.member_cost = {grp.cost};
+      grp.member_step = {grp.step_cost};
+      grp.member_memory = {grp.memory};
       gi = static_cast<int>(sg_.groups.size());
       sg_.groups.push_back(std::move(grp));
     }
@@ -586,8 +625,13 @@ void Builder::build() {
       const bool param_like = param_like_of(sg_.groups[pr.group], pr);
       if (pr.group == gi) {
         for (size_t s = 0; s < grp.num_strategies(); ++s) {
-          grp.cost[s] += edge_cost(t, spec_in_group(grp, s, pr), grad_target(grp, s, pr), param_like,
-                                   grp.member_strategy[s][member], id, k);
+          double step = 0;
+          const double c = edge_cost(t, spec_in_group(grp, s, pr), grad_target(grp, s, pr), &step, param_like,
+                                     grp.member_strategy[s][member], id, k);
+          grp.cost[s] += c;
+          grp.step_cost[s] += step;
+          grp.member_cost[member][s] += c;  // paid where the consuming member runs
+          grp.member_step[member][s] += step;
         }
         continue;
       }
@@ -601,8 +645,13 @@ void Builder::build() {
       }
       for (size_t sp = 0; sp < pg.num_strategies(); ++sp) {
         for (size_t sc = 0; sc < grp.num_strategies(); ++sc) {
-          e.cost[sp][sc] += edge_cost(t, spec_in_group(pg, sp, pr), grad_target(pg, sp, pr), param_like,
+          double step = 0;
+          e.cost[sp][sc] += edge_cost(t, spec_in_group(pg, sp, pr), grad_target(pg, sp, pr), &step, param_like,
                                       grp.member_strategy[sc][member], id, k);
+          if (step != 0) {
+            if (e.step_cost.empty()) e.step_cost.assign(pg.num_strategies(), std::vector<double>(grp.num_strategies(), 0));
+            e.step_cost[sp][sc] += step;
+          }
         }
       }
     }

@@ -20,7 +20,10 @@
 namespace alpa {
 
 // How the strategy space is restricted: the ILP's full space, or a baseline preset.
-enum class Method : uint8_t { kShard, kData, kZero2, kZero3 };
+// kMegatron: Megatron-LM's space on a (data, tensor) view — axis 0 splits the batch (data
+// parallelism), axis 1 splits only non-batch dims (tensor parallelism), parameters are never
+// split on axis 0 and keep their optimizer state with them.
+enum class Method : uint8_t { kShard, kData, kZero2, kZero3, kMegatron };
 const char* method_name(Method m);
 
 struct StrategyGraphOptions {
@@ -50,6 +53,7 @@ struct NodeStrategy {
   int64_t temp_bytes = 0;                  // working set while it runs: forward inputs and
                                            // outputs, and its backward nodes' outputs
   double work_fraction = 1;                // share of the iteration space each device runs
+  double forward_s = 0;                    // forward compute of one microbatch (recomputation)
   // Followers of a parameter: the spec of each output that the gradient is reduced to (what
   // following the optimizer state's spec gives); empty elsewhere.
   std::vector<ShardingSpec> grad_out;
@@ -71,12 +75,22 @@ struct Group {
   std::vector<NodeStrategy> param_strategy;                // [strategy] (parameter groups)
   std::vector<double> cost;      // objective per strategy: compute + internal communication
   std::vector<int64_t> memory;   // bytes per strategy
+  // The part of `cost` paid once per step whatever the microbatch count (parameter gradient
+  // synchronisation, optimizer update); the rest is paid once per microbatch.
+  std::vector<double> step_cost;
+  // The same three per member and strategy ([member][strategy]): what each member adds (its
+  // own cost and the edges inside the group it consumes). A parameter group's own part (the
+  // parameter's update) is what the members leave of the totals. Pipeline stages count the
+  // members of their layers only.
+  std::vector<std::vector<double>> member_cost, member_step;
+  std::vector<std::vector<int64_t>> member_memory;
   size_t num_strategies() const { return cost.size(); }
 };
 
 struct GroupEdge {
   int from = 0, to = 0;                   // producer group, consumer group
   std::vector<std::vector<double>> cost;  // [strategy of from][strategy of to]
+  std::vector<std::vector<double>> step_cost;  // the once-per-step part of cost (empty: none)
 };
 
 struct StrategyGraph {
@@ -90,6 +104,7 @@ struct StrategyGraph {
   std::vector<bool> saved;             // per tensor: read by the backward pass
   std::vector<IterationSpace> spaces;  // per forward node
   std::vector<double> full_time_s;     // per forward node: forward+backward time, unsharded
+  std::vector<double> forward_time_s;  // per forward node: forward time alone, unsharded
   std::vector<int64_t> backward_bytes; // per forward node: bytes its backward nodes produce
   std::vector<int> group_of_node;      // per forward node
   std::vector<int> group_of_param;     // per tensor: parameter group, -1 otherwise

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,6 +60,50 @@ struct PlanNodeStrategy {
   bool operator==(const PlanNodeStrategy&) const = default;
 };
 
+// Hierarchical plans (the inter-op pass): layers, stages on submeshes, transfers between them.
+struct PlanLayer {
+  std::string first_node, last_node;  // forward nodes, canonical order
+  bool operator==(const PlanLayer&) const = default;
+};
+
+struct PlanStage {
+  int64_t first_layer = 0, end_layer = 0;  // layers [first, end)
+  int64_t mesh_hosts = 1, mesh_devices_per_host = 1;
+  int64_t logical_d0 = 1, logical_d1 = 1;
+  std::vector<int64_t> device_ids;
+  std::string method = "shard";  // the intra-op space its sharding was chosen from
+  bool remat = false;            // recompute the forward during the backward
+  int64_t inflight = 1;          // microbatches whose activations it holds at once
+  std::vector<PlanNodeStrategy> strategies;  // its forward nodes
+  std::vector<PlanTensorSpec> tensors;       // their outputs and its parameters' state
+  double microbatch_time_s = 0;  // forward + backward (+ recomputation, + sends) per microbatch
+  double step_time_s = 0;        // gradient synchronisation and optimizer update, per step
+  PlanMemory memory;             // per device, with `inflight` microbatches alive
+  bool operator==(const PlanStage&) const = default;
+};
+
+struct PlanTransfer {  // a boundary activation sent from one stage to the next (and its gradient back)
+  int64_t from_stage = 0, to_stage = 0;
+  std::string tensor;
+  int64_t bytes = 0;   // one microbatch, the whole tensor
+  double time_s = 0;   // forward send + backward gradient, one microbatch
+  bool operator==(const PlanTransfer&) const = default;
+};
+
+struct PlanPipeline {
+  std::string schedule = "1f1b";  // 1f1b | gpipe
+  std::vector<PlanLayer> layers;
+  std::vector<PlanStage> stages;
+  std::vector<PlanTransfer> transfers;
+  // Iteration time = busy + bubble + tail: the slowest stage's B microbatches, the time it
+  // waits while the pipeline fills and drains (Σ stage times − the slowest), and the step's tail
+  // (the slowest stage's gradient synchronisation and optimizer update).
+  double busy_time_s = 0;
+  double bubble_time_s = 0;
+  double step_tail_s = 0;
+  bool operator==(const PlanPipeline&) const = default;
+};
+
 struct Plan {
   std::string format = kPlanFormat;
   // Bindings to the inputs: graph (forward structure, global batch, autodiff-rule version;
@@ -73,7 +118,7 @@ struct Plan {
   int64_t microbatches = 1;
   std::string optimizer = "sgd";  // sgd | adam | adamw
   std::string precision = "fp32"; // fp32 | fp16 | bf16
-  std::string method = "shard";   // shard | data | zero2 | zero3
+  std::string method = "shard";   // shard | data | zero2 | zero3 | auto | megatron | pp-dp
   int64_t memory_budget_bytes = 0;
 
   // The one stage of a shard-parallel plan: its devices and logical mesh.
@@ -84,6 +129,9 @@ struct Plan {
   std::vector<PlanNodeStrategy> strategies;  // forward nodes in canonical order
   std::vector<PlanTensorSpec> tensors;       // forward tensors, parameters, gradients, state
   std::vector<PlanTensorSpec> overrides;     // backward tensors whose spec differs from derived
+
+  // Hierarchical plans: the stages (the single-stage fields above are then empty).
+  std::optional<PlanPipeline> pipeline;
 
   PlanEstimate estimate;
   PlanSolverReport solver;

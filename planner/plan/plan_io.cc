@@ -172,7 +172,7 @@ using Json = nlohmann::ordered_json;  // keeps the file's key order (strategies,
 
 constexpr std::initializer_list<const char*> kTopKeys = {
     "format", "model", "cluster", "graph_fingerprint", "cluster_fingerprint", "global_batch",
-    "microbatches", "optimizer", "precision", "method", "memory_budget_bytes", "mesh",
+    "microbatches", "optimizer", "precision", "method", "memory_budget_bytes", "mesh", "pipeline",
     "logical_mesh", "device_ids", "strategies", "tensors", "overrides", "estimate", "solver"};
 constexpr std::initializer_list<const char*> kNameSections = {
     "strategies", "tensors", "overrides", "communication_bytes"};
@@ -439,6 +439,97 @@ PlanEstimate read_estimate(const Node& node) {
   return e;
 }
 
+PlanMemory read_memory(const Node& m) {
+  m.expect_keys({"parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "activation_bytes", "peak_bytes"});
+  PlanMemory out;
+  out.parameter_bytes = m["parameter_bytes"].integer(0);
+  out.gradient_bytes = m["gradient_bytes"].integer(0);
+  out.optimizer_state_bytes = m["optimizer_state_bytes"].integer(0);
+  out.activation_bytes = m["activation_bytes"].integer(0);
+  out.peak_bytes = m["peak_bytes"].integer(0);
+  return out;
+}
+
+PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
+  node.expect_keys({"schedule", "busy_time_s", "bubble_time_s", "step_tail_s", "layers", "stages", "transfers"});
+  PlanPipeline pl;
+  pl.schedule = node["schedule"].one_of({"1f1b", "gpipe"});
+  pl.busy_time_s = node["busy_time_s"].number();
+  pl.bubble_time_s = node["bubble_time_s"].number();
+  pl.step_tail_s = node["step_tail_s"].number();
+  for (const Node& l : node["layers"].elements()) {
+    l.expect_keys({"first", "last"});
+    pl.layers.push_back({l["first"].nonempty_string(), l["last"].nonempty_string()});
+  }
+  if (pl.layers.empty()) node["layers"].fail("a pipeline plan needs at least one layer");
+  const int64_t L = static_cast<int64_t>(pl.layers.size());
+  const int64_t devices = product(plan.mesh_hosts, plan.mesh_devices_per_host);
+  std::set<int64_t> used;
+  int64_t next_layer = 0;
+  const std::vector<Node> stages = node["stages"].elements();
+  if (stages.empty()) node["stages"].fail("a pipeline plan needs at least one stage");
+  for (const Node& sn : stages) {
+    sn.expect_keys({"layers", "mesh", "logical_mesh", "device_ids", "method", "remat", "inflight",
+                    "microbatch_time_s", "step_time_s", "memory", "strategies", "tensors"});
+    PlanStage st;
+    const std::vector<Node> range = sn["layers"].elements();
+    if (range.size() != 2) sn["layers"].fail("expected [first, end), two layer indices");
+    st.first_layer = range[0].integer(0);
+    st.end_layer = range[1].integer(0);
+    if (st.first_layer != next_layer)
+      range[0].fail("stage starts at layer " + std::to_string(st.first_layer) + "; the previous stage ends at " + std::to_string(next_layer));
+    if (st.end_layer <= st.first_layer || st.end_layer > L)
+      range[1].fail("end layer " + std::to_string(st.end_layer) + " must be after the first and at most " + std::to_string(L));
+    next_layer = st.end_layer;
+    const Node mesh = sn["mesh"];
+    mesh.expect_keys({"hosts", "devices_per_host"});
+    st.mesh_hosts = mesh["hosts"].integer(1);
+    st.mesh_devices_per_host = mesh["devices_per_host"].integer(1);
+    const std::vector<Node> dims = sn["logical_mesh"].elements();
+    if (dims.size() != 2) sn["logical_mesh"].fail("expected [d0, d1], two positive integers");
+    st.logical_d0 = dims[0].integer(1);
+    st.logical_d1 = dims[1].integer(1);
+    const int64_t size = product(st.mesh_hosts, st.mesh_devices_per_host);
+    if (size < 0 || product(st.logical_d0, st.logical_d1) != size)
+      sn["logical_mesh"].fail(std::to_string(st.logical_d0) + " x " + std::to_string(st.logical_d1) + " does not have the stage mesh's devices");
+    for (const Node& id : sn["device_ids"].elements()) {
+      st.device_ids.push_back(id.integer(0));
+      if (devices > 0 && st.device_ids.back() >= devices)
+        id.fail("device " + std::to_string(st.device_ids.back()) + " is not in the cluster's " + std::to_string(devices));
+      if (!used.insert(st.device_ids.back()).second)
+        id.fail("device " + std::to_string(st.device_ids.back()) + " is used by two stages");
+    }
+    if (static_cast<int64_t>(st.device_ids.size()) != size)
+      sn["device_ids"].fail("has " + std::to_string(st.device_ids.size()) + " entries, expected " + std::to_string(size));
+    st.method = sn["method"].one_of({"shard", "data", "zero2", "zero3", "megatron"});
+    st.remat = sn["remat"].boolean();
+    st.inflight = sn["inflight"].integer(1);
+    st.microbatch_time_s = sn["microbatch_time_s"].number();
+    st.step_time_s = sn["step_time_s"].number();
+    st.memory = read_memory(sn["memory"]);
+    for (const auto& [n, strategy] : sn["strategies"].entries()) st.strategies.push_back({n, strategy.nonempty_string()});
+    st.tensors = read_tensors(sn["tensors"]);
+    pl.stages.push_back(std::move(st));
+  }
+  if (next_layer != L) stages.back()["layers"].fail("the stages end at layer " + std::to_string(next_layer) + " of " + std::to_string(L));
+  if (static_cast<int64_t>(used.size()) != devices)
+    node["stages"].fail("the stages use " + std::to_string(used.size()) + " of the cluster's " + std::to_string(devices) + " devices");
+  for (const Node& tn : node["transfers"].elements()) {
+    tn.expect_keys({"from_stage", "to_stage", "tensor", "bytes", "time_s"});
+    PlanTransfer t;
+    t.from_stage = tn["from_stage"].integer(0);
+    t.to_stage = tn["to_stage"].integer(0);
+    if (t.from_stage >= static_cast<int64_t>(pl.stages.size()) || t.to_stage >= static_cast<int64_t>(pl.stages.size()) ||
+        t.to_stage <= t.from_stage)
+      tn.fail("stages " + std::to_string(t.from_stage) + " -> " + std::to_string(t.to_stage) + " are not a forward pair of this plan's stages");
+    t.tensor = tn["tensor"].nonempty_string();
+    t.bytes = tn["bytes"].integer(0);
+    t.time_s = tn["time_s"].number();
+    pl.transfers.push_back(std::move(t));
+  }
+  return pl;
+}
+
 PlanSolverReport read_solver(const Node& node) {
   node.expect_keys({"nodes_before_merging", "nodes_after_merging", "ilps_solved",
                     "largest_ilp_variables", "largest_ilp_constraints", "proven_optimal"});
@@ -471,11 +562,86 @@ std::string format_number(double value) {
   return text;
 }
 
+namespace {
+
+std::string memory_json(const PlanMemory& m, int indent) {
+  return block({{"parameter_bytes", integer(m.parameter_bytes)},
+                {"gradient_bytes", integer(m.gradient_bytes)},
+                {"optimizer_state_bytes", integer(m.optimizer_state_bytes)},
+                {"activation_bytes", integer(m.activation_bytes)},
+                {"peak_bytes", integer(m.peak_bytes)}},
+               indent);
+}
+
+// Name sections nested `indent` deep (one entry per line).
+std::string nested_map(const std::string& section, const std::vector<Entry>& entries, int indent) {
+  std::set<std::string> seen;
+  std::vector<Entry> quoted;
+  for (const Entry& e : entries) {
+    ALPA_CHECK(seen.insert(e.key).second, "plan " + section + " lists \"" + e.key + "\" twice");
+    quoted.push_back({e.key, quote(e.value)});
+  }
+  return block(quoted, indent);
+}
+
+std::string pipeline_json(const PlanPipeline& pl) {
+  std::string layers = "[";
+  for (size_t i = 0; i < pl.layers.size(); ++i) {
+    layers += std::string(i ? "," : "") + "\n      " +
+              inline_object({{"first", quote(pl.layers[i].first_node)}, {"last", quote(pl.layers[i].last_node)}});
+  }
+  layers += pl.layers.empty() ? "]" : "\n    ]";
+  std::string stages = "[";
+  for (size_t k = 0; k < pl.stages.size(); ++k) {
+    const PlanStage& st = pl.stages[k];
+    std::vector<Entry> strategies;
+    for (const PlanNodeStrategy& s : st.strategies) strategies.push_back({s.node, s.strategy});
+    const std::string path = "pipeline.stages." + std::to_string(k);
+    stages += std::string(k ? "," : "") + "\n      " +
+              block({{"layers", int_array({st.first_layer, st.end_layer})},
+                     {"mesh", inline_object({{"hosts", integer(st.mesh_hosts)},
+                                             {"devices_per_host", integer(st.mesh_devices_per_host)}})},
+                     {"logical_mesh", int_array({st.logical_d0, st.logical_d1})},
+                     {"device_ids", int_array(st.device_ids)},
+                     {"method", quote(st.method)},
+                     {"remat", boolean(st.remat)},
+                     {"inflight", integer(st.inflight)},
+                     {"microbatch_time_s", number(path + ".microbatch_time_s", st.microbatch_time_s)},
+                     {"step_time_s", number(path + ".step_time_s", st.step_time_s)},
+                     {"memory", memory_json(st.memory, 8)},
+                     {"strategies", nested_map(path + ".strategies", strategies, 8)},
+                     {"tensors", nested_map(path + ".tensors", tensor_entries(st.tensors), 8)}},
+                    6);
+  }
+  stages += pl.stages.empty() ? "]" : "\n    ]";
+  std::string transfers = "[";
+  for (size_t k = 0; k < pl.transfers.size(); ++k) {
+    const PlanTransfer& t = pl.transfers[k];
+    transfers += std::string(k ? "," : "") + "\n      " +
+                 inline_object({{"from_stage", integer(t.from_stage)},
+                                {"to_stage", integer(t.to_stage)},
+                                {"tensor", quote(t.tensor)},
+                                {"bytes", integer(t.bytes)},
+                                {"time_s", number("pipeline.transfers.time_s", t.time_s)}});
+  }
+  transfers += pl.transfers.empty() ? "]" : "\n    ]";
+  return block({{"schedule", quote(pl.schedule)},
+                {"busy_time_s", number("pipeline.busy_time_s", pl.busy_time_s)},
+                {"bubble_time_s", number("pipeline.bubble_time_s", pl.bubble_time_s)},
+                {"step_tail_s", number("pipeline.step_tail_s", pl.step_tail_s)},
+                {"layers", layers},
+                {"stages", stages},
+                {"transfers", transfers}},
+               2);
+}
+
+}  // namespace
+
 std::string plan_to_json(const Plan& p) {
   std::vector<Entry> strategies;
   strategies.reserve(p.strategies.size());
   for (const PlanNodeStrategy& s : p.strategies) strategies.push_back({s.node, s.strategy});
-  const std::vector<Entry> top = {
+  std::vector<Entry> top = {
       {"format", quote(p.format)},
       {"model", quote(p.model)},
       {"cluster", quote(p.cluster)},
@@ -496,6 +662,18 @@ std::string plan_to_json(const Plan& p) {
       {"overrides", name_map("overrides", tensor_entries(p.overrides))},
       {"estimate", estimate_json(p.estimate)},
       {"solver", solver_json(p.solver)}};
+  if (p.pipeline) {  // stages carry the meshes and shardings
+    std::vector<Entry> kept;
+    for (Entry& e : top) {
+      if (e.key == "logical_mesh" || e.key == "device_ids" || e.key == "strategies" || e.key == "tensors" ||
+          e.key == "overrides") {
+        continue;
+      }
+      if (e.key == "estimate") kept.push_back({"pipeline", pipeline_json(*p.pipeline)});
+      kept.push_back(std::move(e));
+    }
+    top = std::move(kept);
+  }
   return block(top, 0) + "\n";
 }
 
@@ -517,13 +695,25 @@ Plan parse_plan(const std::string& json_text, const std::string& source) {
   p.microbatches = root["microbatches"].integer(1);
   p.optimizer = root["optimizer"].one_of({"sgd", "adam", "adamw"});
   p.precision = root["precision"].one_of({"fp32", "fp16", "bf16"});
-  p.method = root["method"].one_of({"shard", "data", "zero2", "zero3"});
+  p.method = root["method"].one_of({"shard", "data", "zero2", "zero3", "auto", "megatron", "pp-dp"});
   p.memory_budget_bytes = root["memory_budget_bytes"].integer(0);
-  read_mesh(root, p);
-  for (const auto& [node, strategy] : root["strategies"].entries())
-    p.strategies.push_back({node, strategy.nonempty_string()});
-  p.tensors = read_tensors(root["tensors"]);
-  p.overrides = read_tensors(root["overrides"]);
+  if (j.contains("pipeline")) {
+    for (const char* key : {"logical_mesh", "device_ids", "strategies", "tensors", "overrides"}) {
+      if (j.contains(key)) Node(j[key], std::string("/") + key, source).fail("belongs to a stage in a pipeline plan");
+    }
+    const Node mesh = root["mesh"];
+    mesh.expect_keys({"hosts", "devices_per_host"});
+    p.mesh_hosts = mesh["hosts"].integer(1);
+    p.mesh_devices_per_host = mesh["devices_per_host"].integer(1);
+    p.logical_d0 = p.logical_d1 = 0;
+    p.pipeline = read_pipeline(root["pipeline"], p);
+  } else {
+    read_mesh(root, p);
+    for (const auto& [node, strategy] : root["strategies"].entries())
+      p.strategies.push_back({node, strategy.nonempty_string()});
+    p.tensors = read_tensors(root["tensors"]);
+    p.overrides = read_tensors(root["overrides"]);
+  }
   p.estimate = read_estimate(root["estimate"]);
   p.solver = read_solver(root["solver"]);
   return p;

@@ -1,0 +1,589 @@
+#include "planner/inter_op/pipeline.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+
+#include "planner/common/error.h"
+#include "planner/common/format.h"
+#include "planner/intra_op/search.h"
+
+namespace alpa {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// The link a boundary activation crosses between two stages: between hosts when the cluster
+// has several (placement is decided after the DP, so the DP assumes the slower link).
+double transfer_time(const Cluster& c, int64_t bytes) {
+  if (bytes <= 0) return 0;
+  const LinkSpec& link = c.hosts > 1 ? c.inter_host : c.intra_host;
+  const double bw = link.bandwidth_bytes_per_s * c.achievable.collective;
+  if (bw <= 0) return 0;
+  return 2 * (link.latency_s + static_cast<double>(bytes) / bw);  // activation, then its gradient
+}
+
+struct StageChoice {
+  int first = 0, end = 0;
+  MeshShape mesh;
+  LogicalMesh view;
+  StageOption option;
+  int64_t inflight = 1;
+  double micro_s = 0;  // option.micro_s + the send to the next stage
+};
+
+struct Evaluated {
+  bool found = false;
+  int64_t microbatches = 1;
+  Method intra = Method::kShard;
+  double total = kInf, sum = 0, bubble = 0, tail = 0;
+  std::vector<StageChoice> stages;
+  std::shared_ptr<TrainingGraph> training;
+  std::shared_ptr<Layers> layers;
+  std::string label, why;
+  int64_t solves = 0, ranges = 0, t_max_tried = 0;
+};
+
+struct Context {
+  const PipelineRequest& rq;
+  int64_t budget;
+  std::chrono::steady_clock::time_point start;
+  double best_total = kInf;  // the best plan's iteration time so far (pruning)
+  bool out_of_time() const { return rq.time_budget_s > 0 && seconds_since(start) > rq.time_budget_s; }
+};
+
+void progress_line(const Context& cx, const std::string& what) {
+  if (!cx.rq.progress) return;
+  std::fprintf(stderr, "\r\033[K[search %6.1fs] %s", seconds_since(cx.start), what.c_str());
+  std::fflush(stderr);
+}
+
+StageCostRequest base_request(const Context& cx, const Evaluated& ev) {
+  StageCostRequest sr;
+  sr.training = ev.training.get();
+  sr.layers = ev.layers.get();
+  sr.cluster = cx.rq.cluster;
+  sr.method = ev.intra;
+  sr.microbatches = ev.microbatches;
+  sr.profile = cx.rq.profile;
+  sr.budget_bytes = cx.budget;
+  sr.remat = cx.rq.remat;
+  sr.threads = cx.rq.threads;
+  return sr;
+}
+
+void finish_totals(Evaluated& ev) {
+  ev.sum = 0;
+  double mx = 0;
+  ev.tail = 0;
+  for (const StageChoice& s : ev.stages) {
+    ev.sum += s.micro_s;
+    mx = std::max(mx, s.micro_s);
+    ev.tail = std::max(ev.tail, s.option.step_s);
+  }
+  ev.bubble = static_cast<double>(ev.microbatches - 1) * mx;
+  ev.total = ev.sum + ev.bubble + ev.tail;
+  ev.found = true;
+}
+
+std::string describe(const Evaluated& ev) {
+  std::string s = "B=" + std::to_string(ev.microbatches) + ": " + std::to_string(ev.stages.size()) + " stage" +
+                  (ev.stages.size() == 1 ? "" : "s");
+  for (const StageChoice& st : ev.stages) {
+    s += " [" + std::to_string(st.first) + "," + std::to_string(st.end) + ")@" + std::to_string(st.view.d0) + "x" +
+         std::to_string(st.view.d1) + (st.option.remat ? "r" : "");
+  }
+  return s;
+}
+
+// The full hierarchical DP for one microbatch count (also pp-dp: data parallel views only).
+Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
+  const PipelineRequest& rq = cx.rq;
+  Evaluated ev;
+  ev.microbatches = B;
+  ev.intra = intra;
+  ev.training = std::make_shared<TrainingGraph>(make_training(*rq.forward, rq.global_batch, B, rq.optimizer, rq.precision));
+  LayerOptions lo;
+  lo.layers = rq.layers;
+  ev.layers = std::make_shared<Layers>(build_layers(ev.training->graph, ev.training->num_forward_nodes, lo));
+  const int L = static_cast<int>(ev.layers->size());
+  const Cluster& cl = *rq.cluster;
+  StageCostRequest sr = base_request(cx, ev);
+  sr.meshes = submesh_shapes(cl);
+  if (intra == Method::kData) {
+    sr.views_of = [](const MeshShape& m) { return std::vector<LogicalMesh>{{m.size(), 1}}; };
+  }
+  const int64_t N = cl.num_devices();
+  const int S = static_cast<int>(std::min<int64_t>(L, N));
+  sr.max_inflight = rq.schedule == Schedule::kGPipe ? B : std::min<int64_t>(S, B);
+  sr.progress = [&](size_t done, size_t total) {
+    progress_line(cx, "B=" + std::to_string(B) + ": stage costs, view " + std::to_string(done) + "/" + std::to_string(total));
+  };
+  // An upper bound first: the whole model as one stage on the whole cluster (and the best plan
+  // of earlier microbatch counts); stages that cannot beat it get no memory-bound solves.
+  {
+    StageCostRequest one = sr;
+    one.meshes = {MeshShape{cl.hosts, cl.devices_per_host}};
+    one.ranges = {{0, L}};
+    one.progress = nullptr;
+    const StageCostTable t1 = compute_stage_costs(one);
+    const int k = t1.best(0, L, 0, 1, cx.budget);
+    double bound = cx.best_total;
+    if (k >= 0) {
+      const StageOption& o = t1.at(0, L, 0)[k];
+      bound = std::min(bound, o.micro_s * static_cast<double>(B) + o.step_s);
+    }
+    sr.prune_micro_s = bound / static_cast<double>(B);
+  }
+  const StageCostTable table = compute_stage_costs(sr);
+  ev.solves = table.solves;
+  ev.ranges = table.distinct_ranges;
+  StageDpInput in;
+  in.layers = L;
+  in.devices = N;
+  for (const MeshShape& m : sr.meshes) in.mesh_sizes.push_back(m.size());
+  in.microbatches = B;
+  in.schedule = rq.schedule;
+  in.max_inflight = static_cast<int>(sr.max_inflight);
+  const size_t M = sr.meshes.size();
+  in.cost.assign(static_cast<size_t>(L) * (L + 1) * M * (in.max_inflight + 1), kInf);
+  for (int i = 0; i < L; ++i) {
+    for (int j = i + 1; j <= L; ++j) {
+      const double send = j < L ? transfer_time(cl, ev.layers->boundary_bytes[j]) : 0;
+      for (size_t m = 0; m < M; ++m) {
+        for (int f = 1; f <= in.max_inflight; ++f) {
+          const int k = table.best(i, j, static_cast<int>(m), f, cx.budget);
+          if (k >= 0) {
+            in.cost[((static_cast<size_t>(i) * (L + 1) + j) * M + m) * (in.max_inflight + 1) + f] =
+                table.at(i, j, static_cast<int>(m))[k].micro_s + send;
+          }
+        }
+      }
+    }
+  }
+  progress_line(cx, "B=" + std::to_string(B) + ": stage DP");
+  const auto t_dp = std::chrono::steady_clock::now();
+  const StageDpResult dp = stage_dp(in, rq.threads);
+  if (std::getenv("ALPA_DEBUG_STAGES")) {
+    std::fprintf(stderr, "[stages] B=%lld: stage DP %.3f s, %lld t_max values\n", (long long)B, seconds_since(t_dp),
+                 (long long)dp.t_max_tried);
+  }
+  ev.t_max_tried = dp.t_max_tried;
+  if (!dp.found) {
+    ev.why = "no stage assignment fits in memory";
+    return ev;
+  }
+  for (const DpStage& d : dp.stages) {
+    StageChoice sc;
+    sc.first = d.first;
+    sc.end = d.end;
+    sc.mesh = sr.meshes[d.mesh];
+    sc.inflight = d.inflight;
+    const int k = table.best(d.first, d.end, d.mesh, d.inflight, cx.budget);
+    sc.option = table.at(d.first, d.end, d.mesh)[k];
+    sc.view = table.views[d.mesh][sc.option.view];
+    sc.micro_s = d.latency_s;
+    ev.stages.push_back(sc);
+  }
+  finish_totals(ev);
+  ev.label = describe(ev);
+  return ev;
+}
+
+// Megatron-LM's configuration space: T-way tensor parallelism inside a host, P uniform stages,
+// D-way data parallelism, 1F1B, remat none or full.
+Evaluated evaluate_megatron(const Context& cx, int64_t T, int64_t P, int64_t D, int64_t B, RematMode remat,
+                            std::shared_ptr<TrainingGraph> tg, std::shared_ptr<Layers> layers) {
+  const PipelineRequest& rq = cx.rq;
+  const Cluster& cl = *rq.cluster;
+  Evaluated ev;
+  ev.microbatches = B;
+  ev.intra = Method::kMegatron;
+  ev.training = std::move(tg);
+  ev.layers = std::move(layers);
+  ev.label = "tp=" + std::to_string(T) + " pp=" + std::to_string(P) + " dp=" + std::to_string(D) + " B=" +
+             std::to_string(B) + (remat == RematMode::kFull ? " remat" : "");
+  const int L = static_cast<int>(ev.layers->size());
+  const int64_t d = T * D;
+  MeshShape mesh;
+  if (d <= cl.devices_per_host) {
+    mesh = {1, d};
+  } else if (d % cl.devices_per_host == 0) {
+    mesh = {d / cl.devices_per_host, cl.devices_per_host};
+  } else {
+    ev.why = "a stage of " + std::to_string(d) + " devices is not a submesh of the cluster";
+    return ev;
+  }
+  if (L % P != 0) {
+    ev.why = std::to_string(P) + " stages do not divide the " + std::to_string(L) + " layers";
+    return ev;
+  }
+  StageCostRequest sr = base_request(cx, ev);
+  sr.remat = remat;
+  sr.meshes = {mesh};
+  const LogicalMesh view{D, T};
+  sr.views_of = [view](const MeshShape&) { return std::vector<LogicalMesh>{view}; };
+  sr.max_inflight = rq.schedule == Schedule::kGPipe ? B : std::min<int64_t>(P, B);
+  const int per = static_cast<int>(L / P);
+  for (int s = 0; s < P; ++s) sr.ranges.push_back({s * per, (s + 1) * per});
+  const StageCostTable table = compute_stage_costs(sr);
+  ev.solves = table.solves;
+  ev.ranges = table.distinct_ranges;
+  for (int s = 0; s < P; ++s) {
+    StageChoice sc;
+    sc.first = s * per;
+    sc.end = (s + 1) * per;
+    sc.mesh = mesh;
+    sc.view = view;
+    sc.inflight = inflight_of(rq.schedule, s, static_cast<int>(P), B);
+    const int k = table.best(sc.first, sc.end, 0, sc.inflight, cx.budget);
+    if (k < 0) {
+      ev.why = "stage " + std::to_string(s) + " does not fit in memory";
+      return ev;
+    }
+    sc.option = table.at(sc.first, sc.end, 0)[k];
+    sc.micro_s = sc.option.micro_s + (sc.end < L ? transfer_time(cl, ev.layers->boundary_bytes[sc.end]) : 0);
+    ev.stages.push_back(sc);
+  }
+  finish_totals(ev);
+  return ev;
+}
+
+int64_t block_layers(const TrainingGraph& tg) {
+  return repeated_block_count(tg.graph, tg.num_forward_nodes);
+}
+
+std::vector<int64_t> microbatch_candidates(const PipelineRequest& rq) {
+  if (rq.microbatches > 0) return {rq.microbatches};
+  std::vector<int64_t> out;
+  for (int64_t b = 1; b <= std::min<int64_t>(rq.global_batch, 256); b *= 2) {
+    if (rq.global_batch % b == 0) out.push_back(b);
+  }
+  return out;
+}
+
+Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& method) {
+  const PipelineRequest& rq = cx.rq;
+  const Cluster& cl = *rq.cluster;
+  const TrainingGraph& tg = *ev.training;
+  const Graph& g = tg.graph;
+  const Layers& layers = *ev.layers;
+  Plan p;
+  p.model = rq.model_name;
+  p.cluster = rq.cluster_label;
+  p.graph_fingerprint = graph_fingerprint(*rq.forward, rq.global_batch);
+  p.cluster_fingerprint = cluster_fingerprint(cl, rq.profile_text);
+  p.global_batch = rq.global_batch;
+  p.microbatches = ev.microbatches;
+  p.optimizer = optimizer_name(rq.optimizer.kind);
+  p.precision = precision_name(rq.precision.compute);
+  p.method = method;
+  p.memory_budget_bytes = cx.budget;
+  p.mesh_hosts = cl.hosts;
+  p.mesh_devices_per_host = cl.devices_per_host;
+  p.logical_d0 = p.logical_d1 = 0;
+  PlanPipeline pl;
+  pl.schedule = schedule_name(rq.schedule);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    pl.layers.push_back({g.node(static_cast<NodeId>(layers.first[l])).name, g.node(static_cast<NodeId>(layers.end[l] - 1)).name});
+  }
+  std::vector<MeshShape> meshes;
+  for (const StageChoice& s : ev.stages) meshes.push_back(s.mesh);
+  const std::vector<std::vector<int64_t>> devices = place_stages(meshes, cl);
+  StageCostRequest sr = base_request(cx, ev);
+  std::vector<int> stage_of_node(tg.num_forward_nodes, 0);
+  double busiest = -1;
+  for (size_t k = 0; k < ev.stages.size(); ++k) {
+    const StageChoice& sc = ev.stages[k];
+    for (int64_t i = layers.first[sc.first]; i < layers.end[sc.end - 1]; ++i) stage_of_node[i] = static_cast<int>(k);
+    const StageSharding sh = solve_stage(sr, sc.first, sc.end, sc.mesh, sc.view, sc.option);
+    ALPA_CHECK(sh.solve.feasible, "re-solving stage " + std::to_string(k) + " found no sharding");
+    const ChosenSpecs cs = chosen_specs(*sh.graph, sh.choice);
+    PlanStage st;
+    st.first_layer = sc.first;
+    st.end_layer = sc.end;
+    st.mesh_hosts = sc.mesh.hosts;
+    st.mesh_devices_per_host = sc.mesh.devices_per_host;
+    st.logical_d0 = sc.view.d0;
+    st.logical_d1 = sc.view.d1;
+    st.device_ids = devices[k];
+    st.method = method_name(ev.intra);
+    st.remat = sc.option.remat;
+    st.inflight = sc.inflight;
+    st.microbatch_time_s = sc.micro_s;
+    st.step_time_s = sc.option.step_s;
+    double compute = 0;
+    for (int64_t i = layers.first[sc.first]; i < layers.end[sc.end - 1]; ++i) {
+      const Node& n = g.node(static_cast<NodeId>(i));
+      st.strategies.push_back({n.name, cs.node[i]->name});
+      compute += cs.node[i]->compute_s;
+      for (size_t q = 0; q < n.outputs.size(); ++q) st.tensors.push_back({g.tensor(n.outputs[q]).name, cs.node[i]->out[q].to_string()});
+    }
+    for (const ParameterSlot& ps : tg.parameters) {
+      const int gi = sh.graph->group_of_param[ps.param];
+      if (gi < 0 || !sh.in_stage[gi]) continue;
+      const NodeStrategy& ns = *cs.param[ps.param];
+      st.memory.parameter_bytes += ns.param_bytes;
+      st.memory.gradient_bytes += ns.grad_bytes;
+      st.memory.optimizer_state_bytes += ns.state_bytes;
+      compute += ns.compute_s;
+      st.tensors.push_back({g.tensor(ps.param).name, ns.out[0].to_string()});
+      st.tensors.push_back({g.tensor(ps.grad).name, ns.state.to_string()});
+      for (TensorId s : ps.state) st.tensors.push_back({g.tensor(s).name, ns.state.to_string()});
+    }
+    st.memory.activation_bytes = sc.option.remat ? sc.inflight * sc.option.input_bytes + sc.option.layer_act_bytes
+                                                 : sc.inflight * sc.option.act_bytes;
+    st.memory.peak_bytes = sc.option.memory(sc.inflight);
+    // The busiest stage's per-step figures stand for the plan's per-device compute and
+    // communication.
+    const double step_total = sc.micro_s * static_cast<double>(ev.microbatches) + sc.option.step_s;
+    if (step_total > busiest) {
+      busiest = step_total;
+      p.estimate.compute_time_s = compute;
+      p.estimate.communication_time_s = std::max(0.0, step_total - compute);
+    }
+    if (st.memory.peak_bytes > p.estimate.memory.peak_bytes) p.estimate.memory = st.memory;
+    pl.stages.push_back(std::move(st));
+  }
+  // Transfers: every forward tensor read by a later stage than the one producing it.
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    for (TensorId t : n.outputs) {
+      std::vector<int> to;
+      for (NodeId c : g.tensor(t).consumers) {
+        if (c < tg.num_forward_nodes && stage_of_node[c] > stage_of_node[i]) to.push_back(stage_of_node[c]);
+      }
+      std::sort(to.begin(), to.end());
+      to.erase(std::unique(to.begin(), to.end()), to.end());
+      for (int s : to) {
+        PlanTransfer tr;
+        tr.from_stage = stage_of_node[i];
+        tr.to_stage = s;
+        tr.tensor = g.tensor(t).name;
+        tr.bytes = g.tensor(t).bytes();
+        tr.time_s = transfer_time(cl, tr.bytes);
+        pl.transfers.push_back(std::move(tr));
+      }
+    }
+  }
+  double slowest = 0;
+  for (const StageChoice& sc : ev.stages) slowest = std::max(slowest, sc.micro_s);
+  pl.busy_time_s = slowest * static_cast<double>(ev.microbatches);
+  pl.bubble_time_s = std::max(0.0, ev.total - ev.tail - pl.busy_time_s);
+  pl.step_tail_s = ev.tail;
+  p.pipeline = std::move(pl);
+  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) p.estimate.communication_bytes[kind] = 0;
+  p.estimate.iteration_time_s = ev.total;
+  p.estimate.throughput_samples_per_s = ev.total > 0 ? static_cast<double>(rq.global_batch) / ev.total : 0;
+  p.solver.ilps_solved = ev.solves;
+  return p;
+}
+
+std::string diagnose(const Context& cx, const std::vector<Evaluated>& tried) {
+  std::string out = "no plan fits in " + format_bytes(static_cast<double>(cx.budget)) + " per device";
+  // The leanest way to run the whole model: every layer on every device, one microbatch alive.
+  for (auto it = tried.rbegin(); it != tried.rend(); ++it) {
+    if (!it->training) continue;
+    Evaluated ev = *it;
+    StageCostRequest sr = base_request(cx, ev);
+    const Cluster& cl = *cx.rq.cluster;
+    const MeshShape whole{cl.hosts, cl.devices_per_host};
+    sr.meshes = {whole};
+    sr.max_inflight = 1;
+    sr.budget_bytes = std::numeric_limits<int64_t>::max() / 4;
+    sr.remat = RematMode::kAuto;
+    const int L = static_cast<int>(ev.layers->size());
+    sr.ranges = {{0, L}};
+    const StageCostTable t = compute_stage_costs(sr);
+    int64_t least = -1;
+    const StageOption* lean = nullptr;
+    for (const StageOption& o : t.at(0, L, 0)) {
+      if (least < 0 || o.memory(1) < least) { least = o.memory(1); lean = &o; }
+    }
+    if (lean) {
+      out += ": with " + std::to_string(ev.microbatches) + " microbatches, the whole model on all " +
+             std::to_string(cl.num_devices()) + " devices as one stage needs at least " + format_bytes(static_cast<double>(least)) +
+             " per device (" + format_bytes(static_cast<double>(least - cx.budget)) + " over): parameters, gradients and optimizer state " +
+             format_bytes(static_cast<double>(lean->static_bytes)) + ", activations " + format_bytes(static_cast<double>(lean->act_bytes)) +
+             ", working set " + format_bytes(static_cast<double>(lean->temp_bytes));
+    }
+    break;
+  }
+  out += ".\n  what would help: more devices (a larger --cluster), more --microbatches, --remat auto or full, "
+         "a smaller --batch";
+  if (cx.rq.optimizer.kind != OptimizerKind::kSgd) out += ", --optimizer sgd";
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> place_stages(const std::vector<MeshShape>& meshes, const Cluster& cl) {
+  const int64_t H = cl.hosts, M = cl.devices_per_host;
+  std::vector<std::vector<bool>> used(H, std::vector<bool>(M, false));
+  std::vector<std::vector<int64_t>> out(meshes.size());
+  std::vector<size_t> order(meshes.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return meshes[a].size() > meshes[b].size(); });
+  for (size_t k : order) {
+    const MeshShape& m = meshes[k];
+    bool placed = false;
+    if (m.devices_per_host == M && m.hosts >= 1 && (m.hosts > 1 || M == m.size())) {
+      // Whole hosts: the first run of m.hosts free hosts.
+      for (int64_t h = 0; h + m.hosts <= H && !placed; ++h) {
+        bool free = true;
+        for (int64_t q = h; q < h + m.hosts && free; ++q) {
+          for (int64_t d = 0; d < M && free; ++d) free = !used[q][d];
+        }
+        if (!free) continue;
+        for (int64_t q = h; q < h + m.hosts; ++q) {
+          for (int64_t d = 0; d < M; ++d) { used[q][d] = true; out[k].push_back(q * M + d); }
+        }
+        placed = true;
+      }
+    } else {
+      const int64_t size = m.size();
+      for (int64_t h = 0; h < H && !placed; ++h) {
+        for (int64_t off = 0; off + size <= M && !placed; off += size) {
+          bool free = true;
+          for (int64_t d = off; d < off + size && free; ++d) free = !used[h][d];
+          if (!free) continue;
+          for (int64_t d = off; d < off + size; ++d) { used[h][d] = true; out[k].push_back(h * M + d); }
+          placed = true;
+        }
+      }
+    }
+    ALPA_CHECK(placed, "stage meshes do not tile the cluster");
+  }
+  return out;
+}
+
+PipelineResult search_pipeline(const PipelineRequest& rq) {
+  ALPA_CHECK(rq.forward && rq.cluster, "pipeline search without a model or cluster");
+  const Cluster& cl = *rq.cluster;
+  Context cx{rq, rq.memory_budget_bytes > 0 ? rq.memory_budget_bytes : cl.device.usable_memory_bytes(),
+             std::chrono::steady_clock::now()};
+  PipelineResult result;
+  std::vector<Evaluated> tried;
+  std::string method;
+  switch (rq.method) {
+    case PipelineMethod::kAuto:
+    case PipelineMethod::kPpDp: {
+      method = rq.method == PipelineMethod::kAuto ? "auto" : "pp-dp";
+      const Method intra = rq.method == PipelineMethod::kAuto ? Method::kShard : Method::kData;
+      for (int64_t B : microbatch_candidates(rq)) {
+        if (cx.out_of_time() && !tried.empty()) { result.cut_short = true; break; }
+        tried.push_back(evaluate_auto(cx, B, intra));
+        if (tried.back().found) cx.best_total = std::min(cx.best_total, tried.back().total);
+      }
+      break;
+    }
+    case PipelineMethod::kMegatron:
+    case PipelineMethod::kMegatronGrid: {
+      method = "megatron";
+      const int64_t N = cl.num_devices();
+      struct Config { int64_t T, P, D, mbs; RematMode remat; };
+      std::vector<Config> configs;
+      const std::vector<RematMode> remats = rq.remat == RematMode::kAuto
+                                                ? std::vector<RematMode>{RematMode::kNone, RematMode::kFull}
+                                                : std::vector<RematMode>{rq.remat};
+      // Layers: the model's repeated blocks (or --layers), as Megatron-LM counts them.
+      auto layers_for = [&](const TrainingGraph& tg) {
+        LayerOptions lo;
+        lo.layers = rq.layers > 0 ? rq.layers : static_cast<int>(std::max<int64_t>(1, block_layers(tg)));
+        return std::make_shared<Layers>(build_layers(tg.graph, tg.num_forward_nodes, lo));
+      };
+      if (rq.method == PipelineMethod::kMegatron) {
+        if (rq.tp < 1 || rq.pp < 1 || rq.dp < 1 || rq.tp * rq.pp * rq.dp != N) {
+          throw UserError("--tp/--pp/--dp", std::to_string(rq.tp) + "x" + std::to_string(rq.pp) + "x" + std::to_string(rq.dp),
+                          "must be positive and multiply to the cluster's " + std::to_string(N) + " devices");
+        }
+        for (int64_t mbs : {1, 2, 4, 8, 16, 32}) {
+          for (RematMode r : remats) configs.push_back({rq.tp, rq.pp, rq.dp, mbs, r});
+        }
+      } else {
+        for (int64_t T = 1; T <= cl.devices_per_host; T *= 2) {
+          for (int64_t P = 1; P <= N; ++P) {
+            if (N % (T * P) != 0) continue;
+            for (int64_t mbs : {1, 2, 4, 8}) {
+              for (RematMode r : remats) configs.push_back({T, P, N / (T * P), mbs, r});
+            }
+          }
+        }
+      }
+      std::map<int64_t, std::pair<std::shared_ptr<TrainingGraph>, std::shared_ptr<Layers>>> graphs;
+      size_t done = 0;
+      for (const Config& c : configs) {
+        ++done;
+        if (cx.out_of_time() && !tried.empty()) { result.cut_short = true; break; }
+        int64_t B;
+        if (rq.microbatches > 0) {
+          if (c.mbs != 1 || rq.global_batch % (rq.microbatches * c.D) != 0) continue;
+          B = rq.microbatches;
+        } else {
+          if (rq.global_batch % (c.mbs * c.D) != 0) continue;
+          B = rq.global_batch / (c.mbs * c.D);
+        }
+        auto it = graphs.find(B);
+        if (it == graphs.end()) {
+          auto tg = std::make_shared<TrainingGraph>(make_training(*rq.forward, rq.global_batch, B, rq.optimizer, rq.precision));
+          auto layers = layers_for(*tg);
+          it = graphs.emplace(B, std::make_pair(tg, layers)).first;
+        }
+        if (it->second.second->size() % static_cast<size_t>(c.P) != 0) continue;
+        progress_line(cx, "megatron " + std::to_string(done) + "/" + std::to_string(configs.size()) + ": tp=" +
+                              std::to_string(c.T) + " pp=" + std::to_string(c.P) + " dp=" + std::to_string(c.D) + " B=" + std::to_string(B));
+        tried.push_back(evaluate_megatron(cx, c.T, c.P, c.D, B, c.remat, it->second.first, it->second.second));
+      }
+      break;
+    }
+  }
+  if (rq.progress) std::fprintf(stderr, "\r\033[K");
+  int best = -1;
+  for (size_t k = 0; k < tried.size(); ++k) {
+    result.stage_solves += tried[k].solves;
+    result.distinct_ranges += tried[k].ranges;
+    result.t_max_tried += tried[k].t_max_tried;
+    if (tried[k].found && (best < 0 || tried[k].total < tried[best].total)) best = static_cast<int>(k);
+  }
+  for (const Evaluated& ev : tried) {
+    PipelineCandidate c;
+    c.label = ev.label.empty() ? "B=" + std::to_string(ev.microbatches) : ev.label;
+    c.feasible = ev.found;
+    c.iteration_time_s = ev.found ? ev.total : 0;
+    if (!ev.found) {
+      c.why = ev.why;
+    } else if (&ev != &tried[best]) {
+      const Evaluated& b = tried[best];
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%.1f%% slower: stages %.3gs, bubble %.3gs, step tail %.3gs (best: %.3gs, %.3gs, %.3gs)",
+                    100 * (ev.total / b.total - 1), ev.sum, ev.bubble, ev.tail, b.sum, b.bubble, b.tail);
+      c.why = buf;
+    }
+    result.candidates.push_back(c);
+  }
+  std::stable_sort(result.candidates.begin(), result.candidates.end(), [](const PipelineCandidate& a, const PipelineCandidate& b) {
+    if (a.feasible != b.feasible) return a.feasible;
+    return a.iteration_time_s < b.iteration_time_s;
+  });
+  if (best < 0) {
+    result.diagnosis = diagnose(cx, tried);
+    result.search_time_s = seconds_since(cx.start);
+    return result;
+  }
+  result.plan = build_plan(cx, tried[best], method);
+  result.found = true;
+  result.search_time_s = seconds_since(cx.start);
+  return result;
+}
+
+}  // namespace alpa

@@ -1,0 +1,68 @@
+// The hierarchical search (`alpa-plan search --method auto`) and the baselines costed by the same
+// model (`megatron`, `megatron-grid`, `pp-dp`): layers, stage costs on every submesh and view,
+// the stage DP, the microbatch count, and the plan file with its stages.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "planner/autodiff/training_graph.h"
+#include "planner/cluster/cluster.h"
+#include "planner/inter_op/stage_cost.h"
+#include "planner/inter_op/stage_dp.h"
+#include "planner/plan/plan.h"
+
+namespace alpa {
+
+struct Profile;
+
+enum class PipelineMethod : uint8_t { kAuto, kMegatron, kMegatronGrid, kPpDp };
+
+struct PipelineRequest {
+  const Graph* forward = nullptr;  // the imported model at the global batch
+  std::string model_name;
+  int64_t global_batch = 0;
+  int64_t microbatches = 0;  // 0: searched (powers of two dividing the batch)
+  OptimizerConfig optimizer;
+  PrecisionConfig precision;
+  PipelineMethod method = PipelineMethod::kAuto;
+  int64_t tp = 0, pp = 0, dp = 0;  // megatron: tensor, pipeline and data parallel sizes
+  const Cluster* cluster = nullptr;
+  std::string cluster_label;
+  const Profile* profile = nullptr;
+  std::string profile_text;
+  int64_t memory_budget_bytes = 0;  // 0: the device's usable memory
+  int layers = 0;                   // 0: automatic
+  RematMode remat = RematMode::kAuto;
+  Schedule schedule = Schedule::k1F1B;
+  int threads = 1;
+  double time_budget_s = 0;  // 0: none
+  bool progress = false;     // a progress line on stderr
+};
+
+// One evaluated configuration (a row of --explain).
+struct PipelineCandidate {
+  std::string label;       // e.g. "B=64: 4 stages (1,8)x2 (2,8)..." or "tp=8 pp=4 dp=2 mbs=2 remat"
+  bool feasible = false;
+  double iteration_time_s = 0;
+  std::string why;         // why it lost or could not run
+};
+
+struct PipelineResult {
+  bool found = false;
+  Plan plan;
+  std::vector<PipelineCandidate> candidates;  // every configuration tried, best first
+  std::string diagnosis;                      // when nothing fits
+  bool cut_short = false;                     // --time-budget ended the search
+  int64_t stage_solves = 0, distinct_ranges = 0, t_max_tried = 0;
+  double search_time_s = 0;
+};
+
+PipelineResult search_pipeline(const PipelineRequest& request);
+
+// Devices of each stage: whole-host meshes first, then the others largest first, each at the
+// first aligned free block of a host (so a (1,k) mesh never straddles two hosts).
+std::vector<std::vector<int64_t>> place_stages(const std::vector<MeshShape>& meshes, const Cluster& cluster);
+
+}  // namespace alpa

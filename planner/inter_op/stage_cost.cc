@@ -1,0 +1,419 @@
+#include "planner/inter_op/stage_cost.h"
+
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <atomic>
+#include <limits>
+#include <map>
+#include <mutex>
+
+#include "planner/common/error.h"
+
+namespace alpa {
+namespace {
+
+constexpr double kNoSolve = std::numeric_limits<double>::infinity();
+
+// A view's full strategy graph and what stage solves need from it. Groups may span layers (the
+// residual stream's element-wise ops follow one another); a stage counts the members in its
+// layers and takes one strategy for the part of the group it holds.
+struct ViewGraph {
+  std::unique_ptr<StrategyGraph> sg;
+  std::vector<std::vector<int>> member_layer;  // per group, member: its layer
+  std::vector<int> user_layer;                 // parameter groups: -1; node groups: the leader's layer
+  std::vector<std::vector<int>> out_edges;     // per group: edges it produces
+  std::shared_ptr<SolveCache> cache = make_solve_cache();
+};
+
+ViewGraph build_view(const StageCostRequest& rq, const MeshShape& mesh, const LogicalMesh& view) {
+  StrategyGraphOptions so;
+  so.method = rq.method;
+  so.microbatches = rq.microbatches;
+  so.profile = rq.profile;
+  ViewGraph vg;
+  vg.sg = std::make_unique<StrategyGraph>(build_strategy_graph(*rq.training, *rq.cluster, mesh, view, so));
+  const StrategyGraph& sg = *vg.sg;
+  const size_t ng = sg.groups.size();
+  vg.member_layer.resize(ng);
+  vg.user_layer.assign(ng, -1);
+  vg.out_edges.resize(ng);
+  for (size_t g = 0; g < ng; ++g) {
+    const Group& grp = sg.groups[g];
+    for (NodeId m : grp.members) vg.member_layer[g].push_back(rq.layers->layer_of_node[m]);
+    if (!grp.is_parameter) vg.user_layer[g] = rq.layers->layer_of_node[grp.leader];
+  }
+  for (size_t k = 0; k < sg.edges.size(); ++k) vg.out_edges[sg.edges[k].from].push_back(static_cast<int>(k));
+  return vg;
+}
+
+std::vector<bool> stage_groups(const ViewGraph& vg, int i, int j) {
+  const StrategyGraph& sg = *vg.sg;
+  std::vector<bool> in(vg.member_layer.size(), false);
+  auto inside = [&](int l) { return l >= i && l < j; };
+  for (size_t g = 0; g < in.size(); ++g) {
+    for (int l : vg.member_layer[g]) in[g] = in[g] || inside(l);
+  }
+  // A parameter belongs to every stage whose nodes read it (a tied embedding: two stages).
+  for (size_t g = 0; g < in.size(); ++g) {
+    if (!sg.groups[g].is_parameter || in[g]) continue;
+    for (int k : vg.out_edges[g]) {
+      const int to = sg.edges[k].to;
+      if (vg.user_layer[to] >= 0 && inside(vg.user_layer[to])) { in[g] = true; break; }
+    }
+  }
+  return in;
+}
+
+// The stage's part of the strategy graph as a cost-only graph; node-group (activation) memory
+// is multiplied by the microbatches in flight.
+StrategyGraph lite_graph(const ViewGraph& vg, const std::vector<bool>& in, int i, int j, int64_t act_weight,
+                         std::vector<int>* index_of) {
+  const StrategyGraph& sg = *vg.sg;
+  StrategyGraph lite;
+  lite.training = nullptr;
+  lite.mesh = sg.mesh;
+  lite.costs = sg.costs;
+  lite.options = sg.options;
+  index_of->assign(in.size(), -1);
+  for (size_t g = 0; g < in.size(); ++g) {
+    if (!in[g]) continue;
+    (*index_of)[g] = static_cast<int>(lite.groups.size());
+    const Group& src = sg.groups[g];
+    const size_t ns = src.num_strategies();
+    Group grp;
+    grp.name = src.name;
+    grp.is_parameter = src.is_parameter;
+    grp.cost.assign(ns, 0);
+    grp.step_cost.assign(ns, 0);
+    grp.memory.assign(ns, 0);
+    if (src.is_parameter) {  // the parameter's own part: the totals less every member's
+      grp.cost = src.cost;
+      grp.step_cost = src.step_cost;
+      grp.memory = src.memory;
+      for (size_t m = 0; m < src.member_cost.size(); ++m) {
+        for (size_t s = 0; s < ns; ++s) {
+          grp.cost[s] -= src.member_cost[m][s];
+          grp.step_cost[s] -= src.member_step[m][s];
+          grp.memory[s] -= src.member_memory[m][s];
+        }
+      }
+    }
+    for (size_t m = 0; m < src.member_cost.size(); ++m) {
+      const int l = vg.member_layer[g][m];
+      if (l < i || l >= j) continue;
+      const int64_t mult = src.is_parameter ? 1 : act_weight;
+      for (size_t s = 0; s < ns; ++s) {
+        grp.cost[s] += src.member_cost[m][s];
+        grp.step_cost[s] += src.member_step[m][s];
+        grp.memory[s] += src.member_memory[m][s] * mult;
+      }
+    }
+    lite.groups.push_back(std::move(grp));
+  }
+  for (size_t g = 0; g < in.size(); ++g) {
+    if (!in[g]) continue;
+    for (int k : vg.out_edges[g]) {
+      const GroupEdge& e = sg.edges[k];
+      if (!in[e.to]) continue;
+      GroupEdge le;
+      le.from = (*index_of)[e.from];
+      le.to = (*index_of)[e.to];
+      le.cost = e.cost;
+      le.step_cost = e.step_cost;
+      lite.edges.push_back(std::move(le));
+    }
+  }
+  return lite;
+}
+
+struct LiteSolve {
+  SolveResult res;
+  StageOption option;     // view, remat, inflight and input bytes unset
+  double forward_s = 0;   // the stage's forward compute, one microbatch (recomputation)
+};
+
+LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std::vector<bool>& in, int i, int j,
+                     int64_t act_weight, int64_t budget) {
+  std::vector<int> index_of;
+  const StrategyGraph lite = lite_graph(vg, in, i, j, act_weight, &index_of);
+  SolveOptions so;
+  so.threads = 1;
+  so.cache = vg.cache;
+  so.memory_budget_bytes = budget;
+  LiteSolve out;
+  out.res = solve_strategy_graph(lite, so);
+  if (!out.res.feasible) return out;
+  StageOption& o = out.option;
+  double step = 0, forward = 0;
+  int64_t temp = 0;
+  std::vector<int64_t> layer_act(static_cast<size_t>(j - i), 0);
+  for (size_t g = 0; g < in.size(); ++g) {
+    if (!in[g]) continue;
+    const int s = out.res.choice[index_of[g]];
+    const Group& grp = lite.groups[index_of[g]];
+    step += grp.step_cost[s];
+    if (grp.is_parameter) o.static_bytes += grp.memory[s];
+    const Group& src = vg.sg->groups[g];
+    for (size_t m = 0; m < src.members.size(); ++m) {
+      const int l = vg.member_layer[g][m];
+      if (l < i || l >= j) continue;
+      const NodeStrategy& st = src.member_strategy[s][m];
+      temp = std::max(temp, st.temp_bytes);
+      forward += st.forward_s;
+      if (!grp.is_parameter) layer_act[l - i] += src.member_memory[m][s];
+    }
+  }
+  for (int64_t a : layer_act) o.act_bytes += a;
+  o.solve_act_weight = act_weight;
+  o.solve_budget = budget;
+  o.layer_act_bytes = *std::max_element(layer_act.begin(), layer_act.end());
+  for (int l = i; l < j; ++l) {
+    o.input_bytes += rq.layers->boundary_bytes[l] / std::max<int64_t>(1, vg.sg->mesh.size());
+  }
+  for (const GroupEdge& e : lite.edges) {
+    if (!e.step_cost.empty()) step += e.step_cost[out.res.choice[e.from]][out.res.choice[e.to]];
+  }
+  const double K = static_cast<double>(rq.microbatches);
+  o.step_s = step;
+  o.micro_s = std::max(0.0, out.res.objective - step) / K;
+  o.temp_bytes = 2 * temp;
+  out.forward_s = forward;
+  return out;
+}
+
+template <typename F>
+void parallel(int threads, size_t n, F&& body) {
+  if (n == 0) return;
+  if (threads <= 1 || n == 1) {
+    for (size_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+  tbb::task_arena arena(threads);
+  arena.execute([&] { tbb::parallel_for(size_t{0}, n, [&](size_t i) { body(i); }, tbb::simple_partitioner()); });
+}
+
+std::vector<LogicalMesh> views_for(const StageCostRequest& rq, const MeshShape& m) {
+  return rq.views_of ? rq.views_of(m) : logical_views(m);
+}
+
+}  // namespace
+
+int StageCostTable::best(int i, int j, int m, int64_t inflight, int64_t budget) const {
+  const auto& opts = at(i, j, m);
+  int best = -1;
+  for (size_t k = 0; k < opts.size(); ++k) {
+    if (opts[k].memory(inflight) > budget) continue;
+    if (best < 0 || opts[k].micro_s < opts[best].micro_s) best = static_cast<int>(k);
+  }
+  return best;
+}
+
+StageCostTable compute_stage_costs(const StageCostRequest& rq) {
+  ALPA_CHECK(rq.training && rq.layers && rq.cluster, "stage cost request without inputs");
+  const Layers& layers = *rq.layers;
+  const int L = static_cast<int>(layers.size());
+  StageCostTable table;
+  table.layers = L;
+  table.meshes = rq.meshes;
+  for (const MeshShape& m : rq.meshes) table.views.push_back(views_for(rq, m));
+  table.options.resize(static_cast<size_t>(L) * (L + 1) * rq.meshes.size());
+  // Distinct ranges: equal layer-signature sequences cost the same.
+  std::vector<std::pair<int, int>> ranges = rq.ranges;
+  if (ranges.empty()) {
+    for (int i = 0; i < L; ++i) for (int j = i + 1; j <= L; ++j) ranges.push_back({i, j});
+  }
+  std::map<std::vector<uint64_t>, size_t> key_index;
+  std::vector<std::pair<int, int>> reps;   // first range of each key
+  std::vector<int> cap;                    // per key: the most stages that can follow, plus one
+  std::vector<size_t> key_of(ranges.size());
+  for (size_t r = 0; r < ranges.size(); ++r) {
+    const auto [i, j] = ranges[r];
+    std::vector<uint64_t> key(layers.signature.begin() + i, layers.signature.begin() + j);
+    key.push_back(i == 0 ? 1 : 0);  // the first stage also reads the model's inputs
+    key.push_back(j == L ? 1 : 0);  // the last stage computes the loss
+    auto [it, inserted] = key_index.emplace(std::move(key), reps.size());
+    if (inserted) {
+      reps.push_back({i, j});
+      cap.push_back(0);
+    }
+    key_of[r] = it->second;
+    cap[it->second] = std::max<int>(cap[it->second], static_cast<int>(std::min<int64_t>(rq.max_inflight, L - i)));
+  }
+  table.distinct_ranges = static_cast<int64_t>(reps.size());
+  if (std::getenv("ALPA_DEBUG_STAGES")) {
+    for (int l = 0; l < L; ++l) {
+      std::fprintf(stderr, "[stages] layer %d: nodes [%lld,%lld) %.3g GFLOP, boundary %lld B, signature %016llx\n", l,
+                   (long long)layers.first[l], (long long)layers.end[l], layers.flops[l] / 1e9,
+                   (long long)layers.boundary_bytes[l], (unsigned long long)layers.signature[l]);
+    }
+  }
+  // One task per (mesh, view): build its strategy graph, solve every distinct range on it.
+  struct Task { int mesh, view; };
+  std::vector<Task> tasks;
+  for (size_t m = 0; m < rq.meshes.size(); ++m) {
+    for (size_t v = 0; v < table.views[m].size(); ++v) tasks.push_back({static_cast<int>(m), static_cast<int>(v)});
+  }
+  std::vector<std::vector<std::vector<StageOption>>> found(tasks.size());  // [task][key]
+  std::vector<int64_t> solves(tasks.size(), 0);
+  std::atomic<size_t> done{0};
+  std::mutex progress_mutex;
+  const bool allow_plain = rq.remat != RematMode::kFull;
+  const bool allow_remat = rq.remat != RematMode::kNone;
+  const bool debug = std::getenv("ALPA_DEBUG_STAGES") != nullptr;
+  auto add = [&](std::vector<StageOption>& dst, const LiteSolve& ls, int view, bool plain, bool remat) {
+    StageOption o = ls.option;
+    o.view = view;
+    if (plain) dst.push_back(o);
+    if (remat) {
+      o.remat = true;
+      o.micro_s += ls.forward_s;  // the forward once more
+      dst.push_back(o);
+    }
+  };
+  // Phase 1: every distinct range on every view, without a memory limit.
+  std::vector<std::vector<double>> plain_micro(tasks.size(), std::vector<double>(reps.size(), kNoSolve));
+  parallel(rq.threads, tasks.size(), [&](size_t t) {
+    const MeshShape& mesh = rq.meshes[tasks[t].mesh];
+    const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
+    const auto t_build = std::chrono::steady_clock::now();
+    const ViewGraph vg = build_view(rq, mesh, view);
+    if (debug) {
+      std::fprintf(stderr, "[stages] mesh %lldx%lld view %lldx%lld: %zu groups, %zu edges, built in %.2f s\n",
+                   (long long)mesh.hosts, (long long)mesh.devices_per_host, (long long)view.d0, (long long)view.d1,
+                   vg.sg->groups.size(), vg.sg->edges.size(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count());
+    }
+    found[t].resize(reps.size());
+    for (size_t k = 0; k < reps.size(); ++k) {
+      const auto [i, j] = reps[k];
+      const LiteSolve u = solve_lite(rq, vg, stage_groups(vg, i, j), i, j, 1, -1);
+      ++solves[t];
+      if (!u.res.feasible) continue;
+      plain_micro[t][k] = u.option.micro_s;
+      add(found[t][k], u, tasks[t].view, allow_plain, allow_remat);
+    }
+    const size_t d = ++done;
+    if (rq.progress) {
+      std::lock_guard<std::mutex> lock(progress_mutex);
+      rq.progress(d, 2 * tasks.size());
+    }
+  });
+  // Phase 2: memory-bound solves where no view's unconstrained sharding fits, on the view with
+  // the fastest unconstrained sharding only, and only for stages that can still beat the bound.
+  // Two in-flight counts: one microbatch (the last stage) and the most any position of the range
+  // can hold; positions in between take whichever fits.
+  struct Item { size_t rep; int64_t inflight; };
+  std::vector<std::vector<Item>> items(tasks.size());
+  for (size_t m = 0; m < rq.meshes.size(); ++m) {
+    for (size_t k = 0; k < reps.size(); ++k) {
+      size_t best_t = tasks.size();
+      for (size_t t = 0; t < tasks.size(); ++t) {
+        if (tasks[t].mesh != static_cast<int>(m) || plain_micro[t][k] == kNoSolve) continue;
+        if (best_t == tasks.size() || plain_micro[t][k] < plain_micro[best_t][k]) best_t = t;
+      }
+      if (best_t == tasks.size() || plain_micro[best_t][k] >= rq.prune_micro_s) continue;
+      std::vector<int64_t> counts = {1};
+      if (cap[k] > 1) counts.push_back(cap[k]);
+      for (int64_t c : counts) {
+        bool fits = false;
+        for (size_t t = 0; t < tasks.size() && !fits; ++t) {
+          if (tasks[t].mesh != static_cast<int>(m)) continue;
+          for (const StageOption& o : found[t][k]) fits = fits || o.memory(c) <= rq.budget_bytes;
+        }
+        if (!fits) items[best_t].push_back({k, c});
+      }
+    }
+  }
+  parallel(rq.threads, tasks.size(), [&](size_t t) {
+    if (!items[t].empty()) {
+      const MeshShape& mesh = rq.meshes[tasks[t].mesh];
+      const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
+      const ViewGraph vg = build_view(rq, mesh, view);
+      for (const Item& it : items[t]) {
+        const size_t k = it.rep;
+        const int64_t s = it.inflight;
+        const auto [i, j] = reps[k];
+        const std::vector<bool> in = stage_groups(vg, i, j);
+        auto fits = [&] {
+          for (const StageOption& o : found[t][k]) if (o.memory(s) <= rq.budget_bytes) return true;
+          return false;
+        };
+        if (fits()) continue;
+        const LiteSolve u = solve_lite(rq, vg, in, i, j, 1, -1);  // (cached sub-problems)
+        const auto tc = std::chrono::steady_clock::now();
+        if (allow_plain) {
+          // Activations weighted by the in-flight count.
+          int64_t lin = rq.budget_bytes - u.option.temp_bytes;
+          for (int attempt = 0; attempt < 3 && lin > 0; ++attempt) {
+            const LiteSolve c = solve_lite(rq, vg, in, i, j, s, lin);
+            ++solves[t];
+            if (!c.res.feasible) break;
+            const int64_t over = c.option.memory(s) - rq.budget_bytes;
+            if (over <= 0) { add(found[t][k], c, tasks[t].view, true, allow_remat); break; }
+            lin -= over;
+          }
+        }
+        if (allow_remat && !fits()) {
+          // Recomputation keeps layer inputs only: parameters and state within what is left.
+          int64_t lin = rq.budget_bytes - u.option.temp_bytes - s * u.option.input_bytes - u.option.layer_act_bytes;
+          for (int attempt = 0; attempt < 3 && lin > 0; ++attempt) {
+            const LiteSolve c = solve_lite(rq, vg, in, i, j, 0, lin);
+            ++solves[t];
+            if (!c.res.feasible) break;
+            StageOption cr = c.option;
+            cr.remat = true;
+            const int64_t over = cr.memory(s) - rq.budget_bytes;
+            if (over <= 0) { add(found[t][k], c, tasks[t].view, false, true); break; }
+            lin -= over;
+          }
+        }
+        if (debug) {
+          std::fprintf(stderr, "[stages]   memory-bound [%d,%d) x%lld on %lldx%lld: %.3f s\n", i, j, (long long)s,
+                       (long long)view.d0, (long long)view.d1,
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count());
+        }
+      }
+    }
+    const size_t d = ++done;
+    if (rq.progress) {
+      std::lock_guard<std::mutex> lock(progress_mutex);
+      rq.progress(d, 2 * tasks.size());
+    }
+  });
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    table.solves += solves[t];
+    for (size_t r = 0; r < ranges.size(); ++r) {
+      const auto [i, j] = ranges[r];
+      auto& dst = table.options[(static_cast<size_t>(i) * (L + 1) + j) * rq.meshes.size() + tasks[t].mesh];
+      const auto& src = found[t][key_of[r]];
+      dst.insert(dst.end(), src.begin(), src.end());
+    }
+  }
+  return table;
+}
+
+StageSharding solve_stage(const StageCostRequest& rq, int i, int j, const MeshShape& mesh,
+                          const LogicalMesh& view, const StageOption& option) {
+  ViewGraph vg = build_view(rq, mesh, view);
+  const std::vector<bool> in = stage_groups(vg, i, j);
+  StageSharding out;
+  std::vector<int> index_of;
+  // The search's solve, repeated with the same parameters (deterministic: the same choice).
+  const LiteSolve ls = solve_lite(rq, vg, in, i, j, option.solve_act_weight, option.solve_budget);
+  lite_graph(vg, in, i, j, 1, &index_of);
+  out.solve = ls.res;
+  out.in_stage = in;
+  out.choice.assign(in.size(), 0);
+  if (ls.res.feasible) {
+    for (size_t g = 0; g < in.size(); ++g) if (in[g]) out.choice[g] = ls.res.choice[index_of[g]];
+  }
+  out.graph = std::move(vg.sg);
+  return out;
+}
+
+}  // namespace alpa
