@@ -347,11 +347,42 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
   std::string spec = cluster_spec;
   if (spec.empty()) {
     // "NAME:HOSTS" of a built-in, or a local run.
-    spec = plan.cluster.rfind("local", 0) == 0 ? "local:" + std::to_string(plan.device_ids.size()) : "builtin:" + plan.cluster;
+    spec = plan.cluster.rfind("local", 0) == 0 ? "local:" + std::to_string(plan.mesh_hosts * plan.mesh_devices_per_host)
+                                                : "builtin:" + plan.cluster;
   }
   const alpa::Cluster cluster = alpa::load_cluster(spec);
   std::string profile_text;
   const std::optional<alpa::Profile> profile = load_profile(profile_path, cluster, profile_text);
+  if (plan.pipeline) {
+    const alpa::PipelineCost r = alpa::cost_pipeline_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
+    alpa::Plan out = plan;
+    out.estimate = r.estimate;
+    out.pipeline = r.pipeline;
+    if (json) {
+      std::printf("%s", alpa::plan_to_json(out).c_str());
+      return 0;
+    }
+    std::printf("alpa-plan cost: %s (%s, %zu stages, %lld microbatches, %s)\n", plan_path.c_str(), plan.cluster.c_str(),
+                r.pipeline.stages.size(), static_cast<long long>(plan.microbatches), r.pipeline.schedule.c_str());
+    for (size_t k = 0; k < r.pipeline.stages.size(); ++k) {
+      const alpa::PlanStage& st = r.pipeline.stages[k];
+      std::printf("  stage %zu: layers %lld-%lld on %s (logical %s)%s: %s per microbatch, peak %s\n", k,
+                  static_cast<long long>(st.first_layer), static_cast<long long>(st.end_layer - 1),
+                  mesh_text(st.mesh_hosts, st.mesh_devices_per_host).c_str(), mesh_text(st.logical_d0, st.logical_d1).c_str(),
+                  st.remat ? ", remat" : "", seconds(st.microbatch_time_s).c_str(),
+                  alpa::format_bytes(static_cast<double>(st.memory.peak_bytes)).c_str());
+    }
+    std::printf("  iteration time      %s  (slowest stage busy %s, pipeline bubble %s, step tail %s)\n",
+                seconds(r.estimate.iteration_time_s).c_str(), seconds(r.pipeline.busy_time_s).c_str(),
+                seconds(r.pipeline.bubble_time_s).c_str(), seconds(r.pipeline.step_tail_s).c_str());
+    std::printf("  throughput          %.4g samples/s\n", r.estimate.throughput_samples_per_s);
+    if (out == plan) {
+      std::printf("  (equals the estimate in the plan)\n");
+    } else {
+      std::printf("  (differs from the estimate in the plan: iteration time %s there)\n", seconds(plan.estimate.iteration_time_s).c_str());
+    }
+    return 0;
+  }
   const alpa::CostResult r = alpa::cost_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
   if (json) {
     alpa::Plan out = plan;

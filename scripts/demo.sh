@@ -33,7 +33,7 @@ print(f"loss: step 1 {rows[0]['loss']:.4f} -> step {rows[-1]['step']} {rows[-1][
 PY
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
-build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --microbatches 128 \
+build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --method shard --microbatches 128 \
   -o "$OUT/plan_2.6b.json"
 echo "== alpa-plan cost $OUT/plan_2.6b.json (re-validates and re-costs the plan)"
 build/apps/alpa-plan cost "$OUT/plan_2.6b.json" --model "$OUT/gpt_2.6b.onnx"

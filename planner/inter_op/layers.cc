@@ -36,20 +36,9 @@ int64_t repeated_blocks(const std::vector<uint64_t>& sig, const std::vector<bool
   return best_repeats;
 }
 
-}  // namespace
-
-Layers build_layers(const Graph& g, size_t nf, const LayerOptions& options) {
+// cut[p]: activation bytes live between forward node p-1 and node p.
+std::vector<int64_t> cut_bytes(const Graph& g, size_t nf) {
   const int64_t n = static_cast<int64_t>(nf);
-  ALPA_CHECK(n > 0, "layer construction of an empty graph");
-  std::vector<double> flops(n);
-  std::vector<bool> heavy(n);
-  std::vector<uint64_t> sig(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const Node& node = g.node(static_cast<NodeId>(i));
-    flops[i] = count_node(g, node).flops;
-    heavy[i] = is_heavy(node.kind);
-    sig[i] = node_signature(g, node);
-  }
   // Tensors that stand for parameters (their casts, transposes) are stored with the stage that
   // uses them; every other forward tensor read after a cut crosses it.
   std::vector<bool> param_like(g.num_tensors(), false);
@@ -83,6 +72,24 @@ Layers build_layers(const Graph& g, size_t nf, const LayerOptions& options) {
       cut[p] = run;
     }
   }
+  return cut;
+}
+
+}  // namespace
+
+Layers build_layers(const Graph& g, size_t nf, const LayerOptions& options) {
+  const int64_t n = static_cast<int64_t>(nf);
+  ALPA_CHECK(n > 0, "layer construction of an empty graph");
+  std::vector<double> flops(n);
+  std::vector<bool> heavy(n);
+  std::vector<uint64_t> sig(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const Node& node = g.node(static_cast<NodeId>(i));
+    flops[i] = count_node(g, node).flops;
+    heavy[i] = is_heavy(node.kind);
+    sig[i] = node_signature(g, node);
+  }
+  const std::vector<int64_t> cut = cut_bytes(g, nf);
   // Candidate cuts: between two consecutive heavy ops, the position with the fewest bytes live
   // (the earliest on ties), so every layer holds at least one heavy op.
   std::vector<int64_t> heavy_at;
@@ -162,6 +169,19 @@ Layers build_layers(const Graph& g, size_t nf, const LayerOptions& options) {
     }
     std::reverse(ends.begin(), ends.end());
     cuts = ends;
+  }
+  return layers_from_ends(g, nf, cuts);
+}
+
+Layers layers_from_ends(const Graph& g, size_t nf, const std::vector<int64_t>& cuts) {
+  const int64_t n = static_cast<int64_t>(nf);
+  const int64_t L = static_cast<int64_t>(cuts.size());
+  const std::vector<int64_t> cut = cut_bytes(g, nf);
+  std::vector<double> flops(n);
+  std::vector<uint64_t> sig(n);
+  for (int64_t i = 0; i < n; ++i) {
+    flops[i] = count_node(g, g.node(static_cast<NodeId>(i))).flops;
+    sig[i] = node_signature(g, g.node(static_cast<NodeId>(i)));
   }
   Layers out;
   out.layer_of_node.assign(n, 0);

@@ -31,6 +31,9 @@ struct Layers {
 // requested layer count is impossible (more layers than cut points).
 Layers build_layers(const Graph& graph, size_t num_forward_nodes, const LayerOptions& options);
 
+// Layers ending at the given forward-node indices (ascending, the last = num_forward_nodes).
+Layers layers_from_ends(const Graph& graph, size_t num_forward_nodes, const std::vector<int64_t>& ends);
+
 // Repetitions of the model's repeated block (a transformer's layers); 0 when there is none.
 int64_t repeated_block_count(const Graph& graph, size_t num_forward_nodes);
 

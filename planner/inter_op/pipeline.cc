@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <memory>
+#include <set>
 
 #include "planner/common/error.h"
 #include "planner/common/format.h"
@@ -46,7 +48,7 @@ struct Evaluated {
   bool found = false;
   int64_t microbatches = 1;
   Method intra = Method::kShard;
-  double total = kInf, sum = 0, bubble = 0, tail = 0;
+  double total = kInf, sum = 0 /* busy */, bubble = 0, tail = 0;
   std::vector<StageChoice> stages;
   std::shared_ptr<TrainingGraph> training;
   std::shared_ptr<Layers> layers;
@@ -82,17 +84,34 @@ StageCostRequest base_request(const Context& cx, const Evaluated& ev) {
   return sr;
 }
 
-void finish_totals(Evaluated& ev) {
-  ev.sum = 0;
-  double mx = 0;
-  ev.tail = 0;
-  for (const StageChoice& s : ev.stages) {
-    ev.sum += s.micro_s;
-    mx = std::max(mx, s.micro_s);
-    ev.tail = std::max(ev.tail, s.option.step_s);
+// Iteration = Σ stage times + (B − 1) · slowest + tail, reported as the slowest stage's busy
+// time (B · slowest), the bubble (the other stages' times) and the tail. One function for the
+// search and for `cost`, so a plan re-costs to the same bits.
+struct Totals { double busy = 0, bubble = 0, tail = 0, total = 0; };
+Totals pipeline_totals(const std::vector<double>& micro, const std::vector<double>& step, int64_t B) {
+  Totals t;
+  size_t slowest = 0;
+  for (size_t k = 0; k < micro.size(); ++k) {
+    if (micro[k] > micro[slowest]) slowest = k;
+    t.tail = std::max(t.tail, step[k]);
   }
-  ev.bubble = static_cast<double>(ev.microbatches - 1) * mx;
-  ev.total = ev.sum + ev.bubble + ev.tail;
+  for (size_t k = 0; k < micro.size(); ++k) if (k != slowest) t.bubble += micro[k];
+  t.busy = micro[slowest] * static_cast<double>(B);
+  t.total = t.busy + t.bubble + t.tail;
+  return t;
+}
+
+void finish_totals(Evaluated& ev) {
+  std::vector<double> micro, step;
+  for (const StageChoice& s : ev.stages) {
+    micro.push_back(s.micro_s);
+    step.push_back(s.option.step_s);
+  }
+  const Totals t = pipeline_totals(micro, step, ev.microbatches);
+  ev.sum = t.busy;
+  ev.bubble = t.bubble;
+  ev.tail = t.tail;
+  ev.total = t.total;
   ev.found = true;
 }
 
@@ -376,10 +395,8 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
       }
     }
   }
-  double slowest = 0;
-  for (const StageChoice& sc : ev.stages) slowest = std::max(slowest, sc.micro_s);
-  pl.busy_time_s = slowest * static_cast<double>(ev.microbatches);
-  pl.bubble_time_s = std::max(0.0, ev.total - ev.tail - pl.busy_time_s);
+  pl.busy_time_s = ev.sum;
+  pl.bubble_time_s = ev.bubble;
   pl.step_tail_s = ev.tail;
   p.pipeline = std::move(pl);
   for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) p.estimate.communication_bytes[kind] = 0;
@@ -565,7 +582,7 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
     } else if (&ev != &tried[best]) {
       const Evaluated& b = tried[best];
       char buf[160];
-      std::snprintf(buf, sizeof buf, "%.1f%% slower: stages %.3gs, bubble %.3gs, step tail %.3gs (best: %.3gs, %.3gs, %.3gs)",
+      std::snprintf(buf, sizeof buf, "%.1f%% slower: busy %.3gs, bubble %.3gs, step tail %.3gs (best: %.3gs, %.3gs, %.3gs)",
                     100 * (ev.total / b.total - 1), ev.sum, ev.bubble, ev.tail, b.sum, b.bubble, b.tail);
       c.why = buf;
     }
@@ -584,6 +601,216 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
   result.found = true;
   result.search_time_s = seconds_since(cx.start);
   return result;
+}
+
+PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
+                                const Profile* profile, const std::string& profile_text) {
+  ALPA_CHECK(plan.pipeline.has_value(), "cost_pipeline_plan of a single-stage plan");
+  const PlanPipeline& pl = *plan.pipeline;
+  const std::string fp = graph_fingerprint(forward, plan.global_batch);
+  if (fp != plan.graph_fingerprint) {
+    throw UserError(src, "graph_fingerprint", "the plan was made for another model or batch (plan " + plan.graph_fingerprint +
+                    ", the model as imported " + fp + "; a different --batch changes it)");
+  }
+  const std::string cfp = cluster_fingerprint(cl, profile_text);
+  if (cfp != plan.cluster_fingerprint) {
+    throw UserError(src, "cluster_fingerprint", "the plan was made for another cluster or profile (plan " +
+                    plan.cluster_fingerprint + ", this cluster " + cfp + ")");
+  }
+  if (plan.mesh_hosts != cl.hosts || plan.mesh_devices_per_host != cl.devices_per_host) {
+    throw UserError(src, "mesh", "does not match the cluster's " + std::to_string(cl.hosts) + " x " + std::to_string(cl.devices_per_host));
+  }
+  OptimizerConfig opt;
+  if (plan.optimizer == "adam") opt.kind = OptimizerKind::kAdam;
+  else if (plan.optimizer == "adamw") opt.kind = OptimizerKind::kAdamW;
+  PrecisionConfig prec;
+  if (plan.precision == "fp16") prec.compute = DType::kFloat16;
+  else if (plan.precision == "bf16") prec.compute = DType::kBFloat16;
+  if (plan.microbatches < 1 || plan.global_batch % plan.microbatches != 0) {
+    throw UserError(src, "microbatches", std::to_string(plan.microbatches) + " does not divide the global batch " + std::to_string(plan.global_batch));
+  }
+  const TrainingGraph tg = make_training(forward, plan.global_batch, plan.microbatches, opt, prec);
+  const Graph& g = tg.graph;
+  const int64_t nf = static_cast<int64_t>(tg.num_forward_nodes);
+  // Layers: contiguous forward-node ranges named by their first and last node.
+  std::vector<int64_t> ends;
+  int64_t next = 0;
+  for (size_t l = 0; l < pl.layers.size(); ++l) {
+    const std::string where = "/pipeline/layers/" + std::to_string(l);
+    const NodeId a = g.find_node(pl.layers[l].first_node), b = g.find_node(pl.layers[l].last_node);
+    if (a == kNoId || static_cast<int64_t>(a) >= nf) throw UserError(src, where + "/first", "no forward node \"" + pl.layers[l].first_node + "\"");
+    if (b == kNoId || static_cast<int64_t>(b) >= nf) throw UserError(src, where + "/last", "no forward node \"" + pl.layers[l].last_node + "\"");
+    if (static_cast<int64_t>(a) != next) {
+      throw UserError(src, where + "/first", "\"" + pl.layers[l].first_node + "\" does not follow the previous layer's last node (" +
+                      (next < nf ? "expected \"" + g.node(static_cast<NodeId>(next)).name + "\"" : std::string("no nodes are left")) + ")");
+    }
+    if (b < a) throw UserError(src, where + "/last", "comes before the layer's first node");
+    next = static_cast<int64_t>(b) + 1;
+    ends.push_back(next);
+  }
+  if (next != nf) {
+    throw UserError(src, "/pipeline/layers", "the layers end at node " + std::to_string(next) + " of " + std::to_string(nf) +
+                    " (\"" + g.node(static_cast<NodeId>(next)).name + "\" and after are in no layer)");
+  }
+  const Layers layers = layers_from_ends(g, tg.num_forward_nodes, ends);
+  const int64_t B = plan.microbatches;
+  const Schedule schedule = pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B;
+  const int S = static_cast<int>(pl.stages.size());
+  const int64_t budget = plan.memory_budget_bytes > 0 ? plan.memory_budget_bytes : cl.device.usable_memory_bytes();
+  PipelineCost out;
+  out.pipeline = pl;
+  std::vector<double> micros, steps;
+  double busiest = -1;
+  for (int k = 0; k < S; ++k) {
+    const PlanStage& st = pl.stages[k];
+    const std::string where = "/pipeline/stages/" + std::to_string(k);
+    const MeshShape mesh{st.mesh_hosts, st.mesh_devices_per_host};
+    bool valid_shape = false;
+    for (const MeshShape& m : submesh_shapes(cl)) valid_shape = valid_shape || m == mesh;
+    if (!valid_shape) {
+      throw UserError(src, where + "/mesh", std::to_string(mesh.hosts) + " x " + std::to_string(mesh.devices_per_host) +
+                      " is not a submesh of the cluster ((1, 2^k) inside a host, or whole hosts)");
+    }
+    std::set<int64_t> hosts;
+    for (int64_t d : st.device_ids) hosts.insert(d / cl.devices_per_host);
+    if (static_cast<int64_t>(hosts.size()) != mesh.hosts) {
+      throw UserError(src, where + "/device_ids", "spread over " + std::to_string(hosts.size()) + " hosts; a " +
+                      std::to_string(mesh.hosts) + " x " + std::to_string(mesh.devices_per_host) + " mesh needs " + std::to_string(mesh.hosts));
+    }
+    Method method;
+    try {
+      method = parse_method(st.method);
+    } catch (const UserError&) {
+      throw UserError(src, where + "/method", "unknown method \"" + st.method + "\"");
+    }
+    const int64_t inflight = inflight_of(schedule, k, S, B);
+    if (st.inflight != inflight) {
+      throw UserError(src, where + "/inflight", std::to_string(st.inflight) + " differs from the " + std::to_string(inflight) +
+                      " microbatches stage " + std::to_string(k) + " of " + std::to_string(S) + " holds under " + pl.schedule);
+    }
+    StageCostRequest sr;
+    sr.training = &tg;
+    sr.layers = &layers;
+    sr.cluster = &cl;
+    sr.method = method;
+    sr.microbatches = B;
+    sr.profile = profile;
+    sr.budget_bytes = budget;
+    const LogicalMesh view{st.logical_d0, st.logical_d1};
+    StageSharding sh = stage_graph(sr, static_cast<int>(st.first_layer), static_cast<int>(st.end_layer), mesh, view);
+    const StrategyGraph& sg = *sh.graph;
+    std::map<std::string, std::string> strat, spec;
+    for (const auto& s : st.strategies) strat[s.node] = s.strategy;
+    for (const auto& t : st.tensors) spec[t.tensor] = t.spec;
+    const int64_t first = layers.first[st.first_layer], end = layers.end[st.end_layer - 1];
+    for (const auto& s : st.strategies) {
+      const NodeId id = g.find_node(s.node);
+      if (id == kNoId || static_cast<int64_t>(id) < first || static_cast<int64_t>(id) >= end) {
+        throw UserError(src, where + "/strategies/\"" + s.node + "\"", "is not a forward node of this stage's layers");
+      }
+    }
+    // Each group's strategy from the first of its members in this stage (parameters: their specs).
+    for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
+      if (!sh.in_stage[gi]) continue;
+      const Group& grp = sg.groups[gi];
+      int chosen = -1;
+      if (grp.is_parameter) {
+        const std::string& pname = g.tensor(grp.parameter).name;
+        auto ps = spec.find(pname);
+        if (ps == spec.end()) throw UserError(src, where + "/tensors", "parameter \"" + pname + "\" has no spec");
+        std::string want = ps->second;
+        for (const ParameterSlot& slot : tg.parameters) {
+          if (slot.param != grp.parameter) continue;
+          auto gs = spec.find(g.tensor(slot.grad).name);
+          if (gs != spec.end() && gs->second != ps->second) want += "/" + gs->second;
+        }
+        for (size_t s = 0; s < grp.num_strategies() && chosen < 0; ++s) {
+          if (grp.param_strategy[s].name == want) chosen = static_cast<int>(s);
+        }
+        if (chosen < 0) {
+          throw UserError(src, where + "/tensors/\"" + pname + "\"", "\"" + want + "\" is not a choice for this parameter on a " +
+                          std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
+        }
+      } else {
+        size_t m = 0;
+        while (m < grp.members.size() && (grp.members[m] < first || grp.members[m] >= end)) ++m;
+        if (m == grp.members.size()) continue;
+        const std::string& name = g.node(grp.members[m]).name;
+        auto it = strat.find(name);
+        if (it == strat.end()) throw UserError(src, where + "/strategies", "node \"" + name + "\" has no strategy");
+        for (size_t s = 0; s < grp.num_strategies() && chosen < 0; ++s) {
+          if (grp.member_strategy[s][m].name == it->second) chosen = static_cast<int>(s);
+        }
+        if (chosen < 0) {
+          throw UserError(src, where + "/strategies/\"" + name + "\"", "\"" + it->second + "\" is not a strategy of this node on a " +
+                          std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
+        }
+      }
+      sh.choice[gi] = chosen;
+    }
+    // Every node of the stage has the strategy the choice gives it.
+    const ChosenSpecs cs = chosen_specs(sg, sh.choice);
+    for (int64_t i = first; i < end; ++i) {
+      const Node& n = g.node(static_cast<NodeId>(i));
+      auto it = strat.find(n.name);
+      if (it == strat.end()) throw UserError(src, where + "/strategies", "node \"" + n.name + "\" has no strategy");
+      if (it->second != cs.node[i]->name) {
+        throw UserError(src, where + "/strategies/\"" + n.name + "\"", "\"" + it->second + "\" differs from \"" + cs.node[i]->name +
+                        "\", which its inputs' specs decide (the node follows \"" + sg.groups[sg.group_of_node[i]].name + "\"; edit that one)");
+      }
+    }
+    const StageEvaluation ev = evaluate_stage(sr, static_cast<int>(st.first_layer), static_cast<int>(st.end_layer), sh);
+    StageOption o = ev.option;
+    double micro = o.micro_s;
+    if (st.remat) {
+      o.remat = true;
+      micro += ev.forward_s;
+    }
+    if (st.end_layer < static_cast<int64_t>(layers.size())) micro += transfer_time(cl, layers.boundary_bytes[st.end_layer]);
+    PlanStage& rs = out.pipeline.stages[k];
+    rs.microbatch_time_s = micro;
+    rs.step_time_s = o.step_s;
+    rs.memory = PlanMemory{};
+    for (const ParameterSlot& ps : tg.parameters) {
+      const int gi = sg.group_of_param[ps.param];
+      if (gi < 0 || !sh.in_stage[gi]) continue;
+      const NodeStrategy& ns = *cs.param[ps.param];
+      rs.memory.parameter_bytes += ns.param_bytes;
+      rs.memory.gradient_bytes += ns.grad_bytes;
+      rs.memory.optimizer_state_bytes += ns.state_bytes;
+    }
+    rs.memory.activation_bytes = o.remat ? inflight * o.input_bytes + o.layer_act_bytes : inflight * o.act_bytes;
+    rs.memory.peak_bytes = o.memory(inflight);
+    if (rs.memory.peak_bytes > budget) {
+      throw UserError(src, where, "needs " + format_bytes(static_cast<double>(rs.memory.peak_bytes)) + " per device with " +
+                      std::to_string(inflight) + " microbatches in flight; the budget is " + format_bytes(static_cast<double>(budget)) +
+                      (o.remat ? "" : " (try \"remat\": true)"));
+    }
+    micros.push_back(micro);
+    steps.push_back(o.step_s);
+    double compute = 0;
+    for (int64_t i = first; i < end; ++i) compute += cs.node[i]->compute_s;
+    for (const ParameterSlot& ps : tg.parameters) {
+      const int gi = sg.group_of_param[ps.param];
+      if (gi >= 0 && sh.in_stage[gi]) compute += cs.param[ps.param]->compute_s;
+    }
+    const double step_total = micro * static_cast<double>(B) + o.step_s;
+    if (step_total > busiest) {
+      busiest = step_total;
+      out.estimate.compute_time_s = compute;
+      out.estimate.communication_time_s = std::max(0.0, step_total - compute);
+    }
+    if (rs.memory.peak_bytes > out.estimate.memory.peak_bytes) out.estimate.memory = rs.memory;
+  }
+  const Totals totals = pipeline_totals(micros, steps, B);
+  out.pipeline.busy_time_s = totals.busy;
+  out.pipeline.bubble_time_s = totals.bubble;
+  out.pipeline.step_tail_s = totals.tail;
+  out.estimate.iteration_time_s = totals.total;
+  out.estimate.throughput_samples_per_s = static_cast<double>(plan.global_batch) / out.estimate.iteration_time_s;
+  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) out.estimate.communication_bytes[kind] = 0;
+  for (PlanTransfer& t : out.pipeline.transfers) t.time_s = transfer_time(cl, t.bytes);
+  return out;
 }
 
 }  // namespace alpa

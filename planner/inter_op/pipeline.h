@@ -65,4 +65,16 @@ PipelineResult search_pipeline(const PipelineRequest& request);
 // first aligned free block of a host (so a (1,k) mesh never straddles two hosts).
 std::vector<std::vector<int64_t>> place_stages(const std::vector<MeshShape>& meshes, const Cluster& cluster);
 
+// `alpa-plan cost` of a hierarchical plan (possibly hand-edited: a stage boundary moved, a
+// submesh or logical view changed, a sharding edited): validates it against the model and the
+// cluster and re-costs every stage with the search's cost model. Throws UserError naming
+// `plan_source` and the element.
+struct PipelineCost {
+  PlanEstimate estimate;
+  PlanPipeline pipeline;  // the plan's pipeline with re-costed stage figures
+};
+PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                                const Cluster& cluster, const Profile* profile = nullptr,
+                                const std::string& profile_text = "");
+
 }  // namespace alpa

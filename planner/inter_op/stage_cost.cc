@@ -30,6 +30,21 @@ struct ViewGraph {
   std::shared_ptr<SolveCache> cache = make_solve_cache();
 };
 
+// The layer of every member and the edges of every group of a built strategy graph.
+void attach(const StageCostRequest& rq, ViewGraph& vg) {
+  const StrategyGraph& sg = *vg.sg;
+  const size_t ng = sg.groups.size();
+  vg.member_layer.assign(ng, {});
+  vg.user_layer.assign(ng, -1);
+  vg.out_edges.assign(ng, {});
+  for (size_t g = 0; g < ng; ++g) {
+    const Group& grp = sg.groups[g];
+    for (NodeId m : grp.members) vg.member_layer[g].push_back(rq.layers->layer_of_node[m]);
+    if (!grp.is_parameter) vg.user_layer[g] = rq.layers->layer_of_node[grp.leader];
+  }
+  for (size_t k = 0; k < sg.edges.size(); ++k) vg.out_edges[sg.edges[k].from].push_back(static_cast<int>(k));
+}
+
 ViewGraph build_view(const StageCostRequest& rq, const MeshShape& mesh, const LogicalMesh& view) {
   StrategyGraphOptions so;
   so.method = rq.method;
@@ -37,17 +52,7 @@ ViewGraph build_view(const StageCostRequest& rq, const MeshShape& mesh, const Lo
   so.profile = rq.profile;
   ViewGraph vg;
   vg.sg = std::make_unique<StrategyGraph>(build_strategy_graph(*rq.training, *rq.cluster, mesh, view, so));
-  const StrategyGraph& sg = *vg.sg;
-  const size_t ng = sg.groups.size();
-  vg.member_layer.resize(ng);
-  vg.user_layer.assign(ng, -1);
-  vg.out_edges.resize(ng);
-  for (size_t g = 0; g < ng; ++g) {
-    const Group& grp = sg.groups[g];
-    for (NodeId m : grp.members) vg.member_layer[g].push_back(rq.layers->layer_of_node[m]);
-    if (!grp.is_parameter) vg.user_layer[g] = rq.layers->layer_of_node[grp.leader];
-  }
-  for (size_t k = 0; k < sg.edges.size(); ++k) vg.out_edges[sg.edges[k].from].push_back(static_cast<int>(k));
+  attach(rq, vg);
   return vg;
 }
 
@@ -137,24 +142,19 @@ struct LiteSolve {
   double forward_s = 0;   // the stage's forward compute, one microbatch (recomputation)
 };
 
-LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std::vector<bool>& in, int i, int j,
-                     int64_t act_weight, int64_t budget) {
-  std::vector<int> index_of;
-  const StrategyGraph lite = lite_graph(vg, in, i, j, act_weight, &index_of);
-  SolveOptions so;
-  so.threads = 1;
-  so.cache = vg.cache;
-  so.memory_budget_bytes = budget;
-  LiteSolve out;
-  out.res = solve_strategy_graph(lite, so);
-  if (!out.res.feasible) return out;
-  StageOption& o = out.option;
+// The stage figures of a choice on the stage's part of the graph: per-microbatch and per-step
+// time (the objective less its once-per-step part, over the microbatches), memory parts, the
+// recomputation time.
+void fill_option(const StageCostRequest& rq, const ViewGraph& vg, const std::vector<bool>& in, int i, int j,
+                 const StrategyGraph& lite, const std::vector<int>& index_of, const std::vector<int>& choice,
+                 double objective, LiteSolve* out) {
+  StageOption& o = out->option;
   double step = 0, forward = 0;
   int64_t temp = 0;
   std::vector<int64_t> layer_act(static_cast<size_t>(j - i), 0);
   for (size_t g = 0; g < in.size(); ++g) {
     if (!in[g]) continue;
-    const int s = out.res.choice[index_of[g]];
+    const int s = choice[index_of[g]];
     const Group& grp = lite.groups[index_of[g]];
     step += grp.step_cost[s];
     if (grp.is_parameter) o.static_bytes += grp.memory[s];
@@ -169,20 +169,35 @@ LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std:
     }
   }
   for (int64_t a : layer_act) o.act_bytes += a;
-  o.solve_act_weight = act_weight;
-  o.solve_budget = budget;
   o.layer_act_bytes = *std::max_element(layer_act.begin(), layer_act.end());
   for (int l = i; l < j; ++l) {
     o.input_bytes += rq.layers->boundary_bytes[l] / std::max<int64_t>(1, vg.sg->mesh.size());
   }
   for (const GroupEdge& e : lite.edges) {
-    if (!e.step_cost.empty()) step += e.step_cost[out.res.choice[e.from]][out.res.choice[e.to]];
+    if (!e.step_cost.empty()) step += e.step_cost[choice[e.from]][choice[e.to]];
   }
   const double K = static_cast<double>(rq.microbatches);
   o.step_s = step;
-  o.micro_s = std::max(0.0, out.res.objective - step) / K;
+  o.micro_s = std::max(0.0, objective - step) / K;
   o.temp_bytes = 2 * temp;
-  out.forward_s = forward;
+  out->forward_s = forward;
+}
+
+LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std::vector<bool>& in, int i, int j,
+                     int64_t act_weight, int64_t budget) {
+  std::vector<int> index_of;
+  const StrategyGraph lite = lite_graph(vg, in, i, j, act_weight, &index_of);
+  SolveOptions so;
+  so.threads = 1;
+  so.cache = vg.cache;
+  so.memory_budget_bytes = budget;
+  so.exact_knapsack = false;
+  LiteSolve out;
+  out.res = solve_strategy_graph(lite, so);
+  if (!out.res.feasible) return out;
+  fill_option(rq, vg, in, i, j, lite, index_of, out.res.choice, out.res.objective, &out);
+  out.option.solve_act_weight = act_weight;
+  out.option.solve_budget = budget;
   return out;
 }
 
@@ -413,6 +428,35 @@ StageSharding solve_stage(const StageCostRequest& rq, int i, int j, const MeshSh
     for (size_t g = 0; g < in.size(); ++g) if (in[g]) out.choice[g] = ls.res.choice[index_of[g]];
   }
   out.graph = std::move(vg.sg);
+  return out;
+}
+
+StageSharding stage_graph(const StageCostRequest& rq, int i, int j, const MeshShape& mesh, const LogicalMesh& view) {
+  ViewGraph vg = build_view(rq, mesh, view);
+  StageSharding out;
+  out.in_stage = stage_groups(vg, i, j);
+  out.choice.assign(out.in_stage.size(), 0);
+  out.graph = std::move(vg.sg);
+  return out;
+}
+
+StageEvaluation evaluate_stage(const StageCostRequest& rq, int i, int j, StageSharding& sh) {
+  ViewGraph vg;
+  vg.sg = std::move(sh.graph);
+  attach(rq, vg);
+  std::vector<int> index_of;
+  const StrategyGraph lite = lite_graph(vg, sh.in_stage, i, j, 1, &index_of);
+  std::vector<int> local(lite.groups.size(), 0);
+  for (size_t g = 0; g < sh.in_stage.size(); ++g) if (sh.in_stage[g]) local[index_of[g]] = sh.choice[g];
+  double objective = 0;
+  for (size_t g = 0; g < lite.groups.size(); ++g) objective += lite.groups[g].cost[local[g]];
+  for (const GroupEdge& e : lite.edges) objective += e.cost[local[e.from]][local[e.to]];
+  LiteSolve ls;
+  fill_option(rq, vg, sh.in_stage, i, j, lite, index_of, local, objective, &ls);
+  sh.graph = std::move(vg.sg);
+  StageEvaluation out;
+  out.option = ls.option;
+  out.forward_s = ls.forward_s;
   return out;
 }
 

@@ -98,4 +98,15 @@ struct StageSharding {
 StageSharding solve_stage(const StageCostRequest& request, int first_layer, int end_layer,
                           const MeshShape& mesh, const LogicalMesh& view, const StageOption& option);
 
+// Re-costing a given sharding (`alpa-plan cost`): the stage's strategy graph with nothing
+// chosen yet, and the stage figures of a choice made on it (plain, without recomputation;
+// `forward_s` is what recomputation adds).
+StageSharding stage_graph(const StageCostRequest& request, int first_layer, int end_layer, const MeshShape& mesh,
+                          const LogicalMesh& view);
+struct StageEvaluation {
+  StageOption option;
+  double forward_s = 0;
+};
+StageEvaluation evaluate_stage(const StageCostRequest& request, int first_layer, int end_layer, StageSharding& sharding);
+
 }  // namespace alpa

@@ -783,9 +783,19 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     }
     knap.max_nodes = std::min<int64_t>(options.max_nodes, 5000);
     knap.safety_time_limit_s = options.time_limit_s;
-    const ilp::MipResult kr = ilp::solve(knap);
-    note(static_cast<int64_t>(knap.vars.size()), static_cast<int64_t>(knap.rows.size()));
-    all_proven = all_proven && (kr.proven_optimal || kr.status == ilp::MipStatus::kInfeasible);
+    ilp::MipResult kr;
+    if (!options.exact_knapsack) {
+      // The greedy point (stage costing of the inter-op pass: thousands of these, near-optimal
+      // is enough); no greedy point: nothing fits this assignment.
+      if (knap.initial_solution.empty()) continue;
+      kr.status = ilp::MipStatus::kFeasible;
+      kr.values = knap.initial_solution;
+      all_proven = false;
+    } else {
+      kr = ilp::solve(knap);
+      note(static_cast<int64_t>(knap.vars.size()), static_cast<int64_t>(knap.rows.size()));
+      all_proven = all_proven && (kr.proven_optimal || kr.status == ilp::MipStatus::kInfeasible);
+    }
     if (kr.status != ilp::MipStatus::kOptimal && kr.status != ilp::MipStatus::kFeasible) continue;
     // Hand the counted points out to the components in order (cheapest points first).
     std::vector<size_t> pick(components.size(), 0);

@@ -23,6 +23,10 @@ struct SolveOptions {
   bool decompose = true;            // false: the whole graph as one ILP (the baseline)
   size_t hub_degree = 6;            // groups with this many neighbours are enumerated (hubs)
   std::shared_ptr<SolveCache> cache;  // optional: reuse results of earlier calls on this graph
+  // Under a binding budget, the knapsack over the components' fronts is solved exactly (CBC);
+  // false takes its greedy point (feasible, near-optimal, much faster): the inter-op pass's
+  // thousands of stage solves.
+  bool exact_knapsack = true;
 };
 
 struct SolveResult {

@@ -20,15 +20,15 @@ run() {  # name cluster baseline_view
   echo "== GPT-3 $name on $cluster"
   local start end
   start=$(date +%s.%N)
-  "$PLAN" search "$file" --cluster "$cluster" --microbatches 128 --optimizer adam --precision fp16 \
+  "$PLAN" search "$file" --cluster "$cluster" --method shard --microbatches 128 --optimizer adam --precision fp16 \
       --threads 2 --ilp-stats -o "$OUT/plan_$name.json" > "$OUT/search_$name.txt"
   end=$(date +%s.%N)
   sed -n '2,$p' "$OUT/search_$name.txt" | grep -E '^  (mesh|[0-9]+x[0-9]+ )|before merging|^best' || true
   printf "whole command (import, every view, plan written): %.2f s\n" "$(awk "BEGIN{print $end - $start}")"
   local dec_s base_s
-  "$PLAN" search "$file" --cluster "$cluster" --microbatches 128 --optimizer adam --precision fp16 \
+  "$PLAN" search "$file" --cluster "$cluster" --method shard --microbatches 128 --optimizer adam --precision fp16 \
       --threads 2 --logical-mesh "$view" --time-limit 30 > "$OUT/search_${name}_view.txt"
-  "$PLAN" search "$file" --cluster "$cluster" --microbatches 128 --optimizer adam --precision fp16 \
+  "$PLAN" search "$file" --cluster "$cluster" --method shard --microbatches 128 --optimizer adam --precision fp16 \
       --threads 2 --logical-mesh "$view" --time-limit 30 --no-decompose > "$OUT/search_${name}_mono.txt" || true
   echo "-- view $view: decomposed vs one ILP (baseline)"
   grep -E "^  $view " "$OUT/search_${name}_view.txt" | sed 's/^/  decomposed: /'

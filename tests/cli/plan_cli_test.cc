@@ -64,8 +64,10 @@ constexpr const char* kP3 = "builtin:p3.16xlarge:1";  // 8 GPUs
 
 Result search(const std::string& name, int batch, const std::string& cluster, const std::string& out,
               const std::string& extra = "") {
+  // These tests are about single-stage plans unless they name a method (auto is the default).
+  const std::string method = extra.find("--method") == std::string::npos ? " --method shard" : "";
   return run("search " + model(name) + " --batch " + std::to_string(batch) + " --cluster " + cluster + " " +
-             extra + " -o " + out);
+             extra + method + " -o " + out);
 }
 
 Result cost(const std::string& plan, const std::string& name, const std::string& extra = "") {
@@ -527,6 +529,101 @@ TEST(PlanCliProfile, MeasuredTimingsReplaceDatasheetAndBindThePlan) {
   // A profile measured on another kind of device is refused, naming the profile.
   expect_error(search("gpt_test", 32, "builtin:dgx-a100:1", dir() + "/a100.json", "--profile " + profile),
                profile, "device_kind", "measured on another device");
+}
+
+// ---- hierarchical plans (--method auto, megatron) --------------------------------------------
+
+class PipelineCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    path_ = dir() + "/pipeline_auto.json";
+    auto_ = search("gpt_test", 8, kP3, path_, "--method auto --layers 4 --memory-budget 6291456 --threads 2 --explain 3");
+    mega_path_ = dir() + "/pipeline_megatron.json";
+    mega_ = search("gpt_test", 8, kP3, mega_path_, "--method megatron --tp 2 --pp 2 --dp 2 --layers 4 --microbatches 2");
+  }
+  static std::string path_, mega_path_;
+  static Result auto_, mega_;
+};
+std::string PipelineCli::path_, PipelineCli::mega_path_;
+Result PipelineCli::auto_, PipelineCli::mega_;
+
+TEST_F(PipelineCli, AutoSearchWritesAValidHierarchicalPlan) {
+  ASSERT_EQ(auto_.exit_code, 0) << auto_.err;
+  EXPECT_NE(auto_.out.find("method auto"), std::string::npos) << auto_.out;
+  EXPECT_NE(auto_.out.find("stage  layers"), std::string::npos) << auto_.out;
+  EXPECT_NE(auto_.out.find("alternatives (best 3):"), std::string::npos) << auto_.out;
+  ASSERT_TRUE(schema_valid(path_));
+  const Json j = Json::parse(read_text(path_));
+  ASSERT_TRUE(j.contains("pipeline"));
+  EXPECT_FALSE(j.contains("strategies"));
+  EXPECT_EQ(j["pipeline"]["layers"].size(), 4u);
+  int64_t devices = 0;
+  for (const auto& st : j["pipeline"]["stages"]) {
+    devices += static_cast<int64_t>(st["device_ids"].size());
+    EXPECT_LE(st["memory"]["peak_bytes"].get<int64_t>(), 6291456);
+  }
+  EXPECT_EQ(devices, 8);
+}
+
+TEST_F(PipelineCli, CostOfUnmodifiedPlansEqualsTheirEstimate) {
+  ASSERT_EQ(auto_.exit_code, 0) << auto_.err;
+  ASSERT_EQ(mega_.exit_code, 0) << mega_.err;
+  for (const std::string& p : {path_, mega_path_}) {
+    const Result r = cost(p, "gpt_test");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("(equals the estimate in the plan)"), std::string::npos) << r.out;
+    const Result js = cost(p, "gpt_test", "--json");
+    ASSERT_EQ(js.exit_code, 0) << js.err;
+    EXPECT_EQ(js.out, read_text(p));
+  }
+}
+
+TEST_F(PipelineCli, MegatronPlanHasItsShape) {
+  ASSERT_EQ(mega_.exit_code, 0) << mega_.err;
+  const Json j = Json::parse(read_text(mega_path_));
+  EXPECT_EQ(j["method"], "megatron");
+  ASSERT_EQ(j["pipeline"]["stages"].size(), 2u);
+  for (const auto& st : j["pipeline"]["stages"]) {
+    EXPECT_EQ(st["logical_mesh"], Json::parse("[2, 2]"));
+    EXPECT_EQ(st["method"], "megatron");
+  }
+}
+
+TEST_F(PipelineCli, HandEditedRematIsRecosted) {
+  ASSERT_EQ(mega_.exit_code, 0) << mega_.err;
+  const Json j = Json::parse(read_text(mega_path_));
+  const bool had = j["pipeline"]["stages"][0]["remat"];
+  const std::string p = edited(mega_path_, "remat_flipped", [&](Json& x) { x["pipeline"]["stages"][0]["remat"] = !had; });
+  const Result r = cost(p, "gpt_test", "--json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json after = Json::parse(r.out);
+  const double t0 = j["pipeline"]["stages"][0]["microbatch_time_s"], t1 = after["pipeline"]["stages"][0]["microbatch_time_s"];
+  if (had) EXPECT_LT(t1, t0); else EXPECT_GT(t1, t0);  // recomputation costs a forward
+}
+
+TEST_F(PipelineCli, BadEditsNameTheElement) {
+  ASSERT_EQ(mega_.exit_code, 0) << mega_.err;
+  const std::string gap = edited(mega_path_, "gap", [](Json& x) { x["pipeline"]["stages"][1]["layers"][0] = 3; });
+  expect_error(cost(gap, "gpt_test"), gap, "/pipeline/stages/1/layers/0", "previous stage ends at 2");
+  const std::string inflight = edited(mega_path_, "inflight", [](Json& x) { x["pipeline"]["stages"][0]["inflight"] = 1; });
+  expect_error(cost(inflight, "gpt_test"), inflight, "/pipeline/stages/0/inflight", "microbatches stage 0 of 2 holds");
+  const std::string view = edited(mega_path_, "view", [](Json& x) { x["pipeline"]["stages"][0]["logical_mesh"] = Json::parse("[1, 4]"); });
+  const Result rv = cost(view, "gpt_test");
+  EXPECT_EQ(rv.exit_code, 2) << rv.err;
+  EXPECT_NE(rv.err.find("/pipeline/stages/0/"), std::string::npos) << rv.err;
+  const std::string twice = edited(mega_path_, "twice", [](Json& x) { x["pipeline"]["stages"][1]["device_ids"][0] = 0; });
+  expect_error(cost(twice, "gpt_test"), twice, "/pipeline/stages/1/device_ids/0", "used by two stages");
+  const std::string layer = edited(mega_path_, "layer", [](Json& x) { x["pipeline"]["layers"][1]["first"] = "nope"; });
+  expect_error(cost(layer, "gpt_test"), layer, "/pipeline/layers/1/first", "no forward node");
+}
+
+TEST(PipelineCliFlags, BadFlagsAreUserErrors) {
+  const std::string out = dir() + "/pipeline_bad.json";
+  expect_error(search("gpt_test", 8, kP3, out, "--method megatron --tp 2 --pp 2 --dp 3"), "--tp/--pp/--dp", "2x2x3", "multiply to");
+  expect_error(search("gpt_test", 8, kP3, out, "--method auto --remat sometimes"), "--remat", "sometimes", "unknown value");
+  expect_error(search("gpt_test", 8, kP3, out, "--method auto --schedule zigzag"), "--schedule", "zigzag", "unknown schedule");
+  expect_error(search("gpt_test", 8, kP3, out, "--method auto --logical-mesh 2x4"), "--logical-mesh", "2x4", "single-stage methods");
+  expect_error(search("gpt_test", 8, kP3, out, "--method auto --layers 999"), "--layers", "999", "possible layers");
 }
 
 }  // namespace alpa_profile_tests
