@@ -276,7 +276,7 @@ TEST(PlanIoErrors, WrongTypesAndRanges) {
   EXPECT_EQ(error_of(edited("\"strategies\": {", "\"strategies\": [], \"x\": {")),
             "plan.json: /x: unknown key (expected one of: format, model, cluster, graph_fingerprint, "
             "cluster_fingerprint, global_batch, microbatches, optimizer, precision, method, "
-            "memory_budget_bytes, mesh, logical_mesh, device_ids, strategies, tensors, overrides, "
+            "memory_budget_bytes, mesh, pipeline, logical_mesh, device_ids, strategies, tensors, overrides, "
             "estimate, solver)");
   EXPECT_EQ(error_of(edited("\"global_batch\": 8", "\"global_batch\": 8.5")),
             "plan.json: /global_batch: expected an integer");
@@ -304,7 +304,7 @@ TEST(PlanIoErrors, WrongTypesAndRanges) {
   EXPECT_EQ(error_of(edited("\"optimizer\": \"adam\"", "\"optimizer\": \"adma\"")),
             "plan.json: /optimizer: unknown value \"adma\" (expected one of: sgd, adam, adamw)");
   EXPECT_EQ(error_of(edited("\"method\": \"shard\"", "\"method\": \"pipeline\"")),
-            "plan.json: /method: unknown value \"pipeline\" (expected one of: shard, data, zero2, zero3)");
+            "plan.json: /method: unknown value \"pipeline\" (expected one of: shard, data, zero2, zero3, auto, megatron, pp-dp)");
 }
 
 TEST(PlanIoErrors, MeshAndDevices) {
