@@ -285,7 +285,7 @@ int64_t block_layers(const TrainingGraph& tg) {
 std::vector<int64_t> microbatch_candidates(const PipelineRequest& rq) {
   if (rq.microbatches > 0) return {rq.microbatches};
   std::vector<int64_t> out;
-  for (int64_t b = 1; b <= std::min<int64_t>(rq.global_batch, 256); b *= 2) {
+  for (int64_t b = 1; b <= rq.global_batch; b *= 2) {
     if (rq.global_batch % b == 0) out.push_back(b);
   }
   return out;
