@@ -1,8 +1,5 @@
 #include "planner/inter_op/stage_cost.h"
 
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,13 +8,14 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "planner/common/error.h"
+#include "planner/intra_op/parallel.h"
 
 namespace alpa {
 namespace {
 
-constexpr double kNoSolve = std::numeric_limits<double>::infinity();
 
 // A view's full strategy graph and what stage solves need from it. Groups may span layers (the
 // residual stream's element-wise ops follow one another); a stage counts the members in its
@@ -201,17 +199,6 @@ LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std:
   return out;
 }
 
-template <typename F>
-void parallel(int threads, size_t n, F&& body) {
-  if (n == 0) return;
-  if (threads <= 1 || n == 1) {
-    for (size_t i = 0; i < n; ++i) body(i);
-    return;
-  }
-  tbb::task_arena arena(threads);
-  arena.execute([&] { tbb::parallel_for(size_t{0}, n, [&](size_t i) { body(i); }, tbb::simple_partitioner()); });
-}
-
 std::vector<LogicalMesh> views_for(const StageCostRequest& rq, const MeshShape& m) {
   return rq.views_of ? rq.views_of(m) : logical_views(m);
 }
@@ -291,8 +278,9 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
     }
   };
   // Phase 1: every distinct range on every view, without a memory limit.
-  std::vector<std::vector<double>> plain_micro(tasks.size(), std::vector<double>(reps.size(), kNoSolve));
-  parallel(rq.threads, tasks.size(), [&](size_t t) {
+  std::vector<std::vector<std::optional<StageOption>>> unconstrained(tasks.size(),
+                                                                     std::vector<std::optional<StageOption>>(reps.size()));
+  parallel_for_index(rq.threads, tasks.size(), [&](size_t t) {
     const MeshShape& mesh = rq.meshes[tasks[t].mesh];
     const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
     const auto t_build = std::chrono::steady_clock::now();
@@ -309,7 +297,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
       const LiteSolve u = solve_lite(rq, vg, stage_groups(vg, i, j), i, j, 1, -1);
       ++solves[t];
       if (!u.res.feasible) continue;
-      plain_micro[t][k] = u.option.micro_s;
+      unconstrained[t][k] = u.option;
       add(found[t][k], u, tasks[t].view, allow_plain, allow_remat);
     }
     const size_t d = ++done;
@@ -328,10 +316,10 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
     for (size_t k = 0; k < reps.size(); ++k) {
       size_t best_t = tasks.size();
       for (size_t t = 0; t < tasks.size(); ++t) {
-        if (tasks[t].mesh != static_cast<int>(m) || plain_micro[t][k] == kNoSolve) continue;
-        if (best_t == tasks.size() || plain_micro[t][k] < plain_micro[best_t][k]) best_t = t;
+        if (tasks[t].mesh != static_cast<int>(m) || !unconstrained[t][k]) continue;
+        if (best_t == tasks.size() || unconstrained[t][k]->micro_s < unconstrained[best_t][k]->micro_s) best_t = t;
       }
-      if (best_t == tasks.size() || plain_micro[best_t][k] >= rq.prune_micro_s) continue;
+      if (best_t == tasks.size() || unconstrained[best_t][k]->micro_s >= rq.prune_micro_s) continue;
       std::vector<int64_t> counts = {1};
       if (cap[k] > 1) counts.push_back(cap[k]);
       for (int64_t c : counts) {
@@ -344,7 +332,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
       }
     }
   }
-  parallel(rq.threads, tasks.size(), [&](size_t t) {
+  parallel_for_index(rq.threads, tasks.size(), [&](size_t t) {
     if (!items[t].empty()) {
       const MeshShape& mesh = rq.meshes[tasks[t].mesh];
       const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
@@ -359,33 +347,30 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
           return false;
         };
         if (fits()) continue;
-        const LiteSolve u = solve_lite(rq, vg, in, i, j, 1, -1);  // (cached sub-problems)
+        const StageOption& u = *unconstrained[t][k];  // this view's sharding without a limit
         const auto tc = std::chrono::steady_clock::now();
-        if (allow_plain) {
-          // Activations weighted by the in-flight count.
-          int64_t lin = rq.budget_bytes - u.option.temp_bytes;
+        // Solves with activations weighted by `weight` within `lin` bytes, tightened by the
+        // overflow up to three times, until the stage's memory with `s` in flight fits.
+        auto bounded = [&](int64_t weight, int64_t lin, bool remat) {
           for (int attempt = 0; attempt < 3 && lin > 0; ++attempt) {
-            const LiteSolve c = solve_lite(rq, vg, in, i, j, s, lin);
+            const LiteSolve c = solve_lite(rq, vg, in, i, j, weight, lin);
             ++solves[t];
-            if (!c.res.feasible) break;
-            const int64_t over = c.option.memory(s) - rq.budget_bytes;
-            if (over <= 0) { add(found[t][k], c, tasks[t].view, true, allow_remat); break; }
+            if (!c.res.feasible) return;
+            StageOption o = c.option;
+            o.remat = remat;
+            const int64_t over = o.memory(s) - rq.budget_bytes;
+            if (over <= 0) {
+              add(found[t][k], c, tasks[t].view, !remat, remat || allow_remat);
+              return;
+            }
             lin -= over;
           }
-        }
+        };
+        // Without recomputation: activations of `s` microbatches count.
+        if (allow_plain) bounded(s, rq.budget_bytes - u.temp_bytes, false);
+        // Recomputation keeps layer inputs only: parameters and state within what is left.
         if (allow_remat && !fits()) {
-          // Recomputation keeps layer inputs only: parameters and state within what is left.
-          int64_t lin = rq.budget_bytes - u.option.temp_bytes - s * u.option.input_bytes - u.option.layer_act_bytes;
-          for (int attempt = 0; attempt < 3 && lin > 0; ++attempt) {
-            const LiteSolve c = solve_lite(rq, vg, in, i, j, 0, lin);
-            ++solves[t];
-            if (!c.res.feasible) break;
-            StageOption cr = c.option;
-            cr.remat = true;
-            const int64_t over = cr.memory(s) - rq.budget_bytes;
-            if (over <= 0) { add(found[t][k], c, tasks[t].view, false, true); break; }
-            lin -= over;
-          }
+          bounded(0, rq.budget_bytes - u.temp_bytes - s * u.input_bytes - u.layer_act_bytes, true);
         }
         if (debug) {
           std::fprintf(stderr, "[stages]   memory-bound [%d,%d) x%lld on %lldx%lld: %.3f s\n", i, j, (long long)s,

@@ -1,8 +1,5 @@
 #include "planner/intra_op/solve.h"
 
-#include <tbb/parallel_for.h>
-#include <tbb/task_arena.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +14,7 @@
 #include <unordered_map>
 
 #include "planner/common/error.h"
+#include "planner/intra_op/parallel.h"
 #include "planner/ilp/mip.h"
 
 namespace alpa {
@@ -417,19 +415,6 @@ Signature signature(const Prepared& p, const std::vector<int>& subset, const std
   return {h1, h2};
 }
 
-template <typename F>
-void parallel(int threads, size_t n, F&& body) {
-  if (n == 0) return;
-  if (threads == 1 || n == 1) {
-    for (size_t i = 0; i < n; ++i) body(i);
-    return;
-  }
-  tbb::task_arena arena(threads > 0 ? threads : tbb::task_arena::automatic);
-  arena.execute([&] {
-    tbb::parallel_for(size_t{0}, n, [&](size_t i) { body(i); }, tbb::simple_partitioner());
-  });
-}
-
 constexpr int64_t kMaxHubAssignments = 512;
 
 bool is_lite(const StrategyGraph& sg) {
@@ -597,7 +582,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
       else todo.push_back(t);
     }
   }
-  parallel(options.threads, todo.size(), [&](size_t q) {
+  parallel_for_index(options.threads, todo.size(), [&](size_t q) {
     const auto [a, c] = task[todo[q]];
     cheapest[todo[q]] = solve_subset(p, components[c], fixed_of[a], -1, options);
   });
@@ -660,7 +645,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     }
     std::sort(need.begin(), need.end());
     need.erase(std::unique(need.begin(), need.end()), need.end());
-    parallel(options.threads, need.size(), [&](size_t q) {
+    parallel_for_index(options.threads, need.size(), [&](size_t q) {
       const auto [a0, c0] = task[need[q]];
       fronts[need[q]] = pareto_front(p, components[c0], fixed_of[a0], -1, cheapest[need[q]], options);
     });
