@@ -607,29 +607,8 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
                                 const Profile* profile, const std::string& profile_text) {
   ALPA_CHECK(plan.pipeline.has_value(), "cost_pipeline_plan of a single-stage plan");
   const PlanPipeline& pl = *plan.pipeline;
-  const std::string fp = graph_fingerprint(forward, plan.global_batch);
-  if (fp != plan.graph_fingerprint) {
-    throw UserError(src, "graph_fingerprint", "the plan was made for another model or batch (plan " + plan.graph_fingerprint +
-                    ", the model as imported " + fp + "; a different --batch changes it)");
-  }
-  const std::string cfp = cluster_fingerprint(cl, profile_text);
-  if (cfp != plan.cluster_fingerprint) {
-    throw UserError(src, "cluster_fingerprint", "the plan was made for another cluster or profile (plan " +
-                    plan.cluster_fingerprint + ", this cluster " + cfp + ")");
-  }
-  if (plan.mesh_hosts != cl.hosts || plan.mesh_devices_per_host != cl.devices_per_host) {
-    throw UserError(src, "mesh", "does not match the cluster's " + std::to_string(cl.hosts) + " x " + std::to_string(cl.devices_per_host));
-  }
-  OptimizerConfig opt;
-  if (plan.optimizer == "adam") opt.kind = OptimizerKind::kAdam;
-  else if (plan.optimizer == "adamw") opt.kind = OptimizerKind::kAdamW;
-  PrecisionConfig prec;
-  if (plan.precision == "fp16") prec.compute = DType::kFloat16;
-  else if (plan.precision == "bf16") prec.compute = DType::kBFloat16;
-  if (plan.microbatches < 1 || plan.global_batch % plan.microbatches != 0) {
-    throw UserError(src, "microbatches", std::to_string(plan.microbatches) + " does not divide the global batch " + std::to_string(plan.global_batch));
-  }
-  const TrainingGraph tg = make_training(forward, plan.global_batch, plan.microbatches, opt, prec);
+  check_plan_bindings(plan, src, forward, cl, profile_text);
+  const TrainingGraph tg = plan_training_graph(plan, src, forward);
   const Graph& g = tg.graph;
   const int64_t nf = static_cast<int64_t>(tg.num_forward_nodes);
   // Layers: contiguous forward-node ranges named by their first and last node.

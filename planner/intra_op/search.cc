@@ -427,8 +427,8 @@ SearchResult search_shard_parallel(const SearchRequest& rq) {
   return result;
 }
 
-CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
-                     const Profile* profile, const std::string& profile_text) {
+void check_plan_bindings(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
+                         const std::string& profile_text) {
   const std::string fp = graph_fingerprint(forward, plan.global_batch);
   if (fp != plan.graph_fingerprint) {
     throw UserError(src, "graph_fingerprint", "the plan was made for another model or batch (plan " +
@@ -442,10 +442,9 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
   if (plan.mesh_hosts != cl.hosts || plan.mesh_devices_per_host != cl.devices_per_host) {
     throw UserError(src, "mesh", "does not match the cluster's " + std::to_string(cl.hosts) + " x " + std::to_string(cl.devices_per_host));
   }
-  if (plan.logical_d0 * plan.logical_d1 != cl.num_devices()) {
-    throw UserError(src, "logical_mesh", "covers " + std::to_string(plan.logical_d0 * plan.logical_d1) +
-                    " devices; the cluster has " + std::to_string(cl.num_devices()));
-  }
+}
+
+TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, const Graph& forward) {
   OptimizerConfig opt;
   if (plan.optimizer == "sgd") opt.kind = OptimizerKind::kSgd;
   else if (plan.optimizer == "adam") opt.kind = OptimizerKind::kAdam;
@@ -455,16 +454,26 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
   if (plan.precision == "fp16") prec.compute = DType::kFloat16;
   else if (plan.precision == "bf16") prec.compute = DType::kBFloat16;
   else if (plan.precision != "fp32") throw UserError(src, "precision", "unknown precision \"" + plan.precision + "\" (fp32, fp16 or bf16)");
+  if (plan.microbatches < 1 || plan.global_batch % plan.microbatches != 0) {
+    throw UserError(src, "microbatches", std::to_string(plan.microbatches) + " does not divide the global batch " + std::to_string(plan.global_batch));
+  }
+  return make_training(forward, plan.global_batch, plan.microbatches, opt, prec);
+}
+
+CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
+                     const Profile* profile, const std::string& profile_text) {
+  check_plan_bindings(plan, src, forward, cl, profile_text);
+  if (plan.logical_d0 * plan.logical_d1 != cl.num_devices()) {
+    throw UserError(src, "logical_mesh", "covers " + std::to_string(plan.logical_d0 * plan.logical_d1) +
+                    " devices; the cluster has " + std::to_string(cl.num_devices()));
+  }
   Method method;
   try {
     method = parse_method(plan.method);
   } catch (const UserError&) {
     throw UserError(src, "method", "unknown method \"" + plan.method + "\" (shard, data, zero2 or zero3)");
   }
-  if (plan.microbatches < 1 || plan.global_batch % plan.microbatches != 0) {
-    throw UserError(src, "microbatches", std::to_string(plan.microbatches) + " does not divide the global batch " + std::to_string(plan.global_batch));
-  }
-  const TrainingGraph tg = make_training(forward, plan.global_batch, plan.microbatches, opt, prec);
+  const TrainingGraph tg = plan_training_graph(plan, src, forward);
   StrategyGraphOptions so;
   so.method = method;
   so.microbatches = plan.microbatches;

@@ -75,6 +75,13 @@ std::string graph_fingerprint(const Graph& forward, int64_t global_batch);
 // Binds the cluster and, when one is used, the profile's text.
 std::string cluster_fingerprint(const Cluster& cluster, const std::string& profile_text = "");
 
+// What `cost` checks first, for every kind of plan: the graph and cluster fingerprints and
+// the cluster's mesh (UserError naming `plan_source` and the key).
+void check_plan_bindings(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                         const Cluster& cluster, const std::string& profile_text);
+// The training graph a plan was made for: its optimizer, precision and microbatches (checked).
+TrainingGraph plan_training_graph(const Plan& plan, const std::string& plan_source, const Graph& forward);
+
 // `alpa-plan cost`: validates `plan` against the model and cluster (fingerprints, names, specs,
 // strategies) and re-costs it. Throws UserError naming `plan_source` and the element.
 struct CostResult {
