@@ -291,6 +291,43 @@ std::vector<int64_t> microbatch_candidates(const PipelineRequest& rq) {
   return out;
 }
 
+// A stage's memory per device (with `inflight` microbatches alive) and its compute per step,
+// from the chosen specs of its nodes and parameters; the plan's estimate takes the busiest
+// stage's compute and communication and the most loaded stage's memory.
+struct StageFigures {
+  PlanMemory memory;
+  double compute_s = 0;
+};
+
+StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, const ChosenSpecs& cs,
+                           const std::vector<bool>& in_stage, int64_t first, int64_t end, const StageOption& o,
+                           int64_t inflight) {
+  StageFigures f;
+  for (int64_t i = first; i < end; ++i) f.compute_s += cs.node[i]->compute_s;
+  for (const ParameterSlot& ps : tg.parameters) {
+    const int gi = sg.group_of_param[ps.param];
+    if (gi < 0 || !in_stage[gi]) continue;
+    const NodeStrategy& ns = *cs.param[ps.param];
+    f.memory.parameter_bytes += ns.param_bytes;
+    f.memory.gradient_bytes += ns.grad_bytes;
+    f.memory.optimizer_state_bytes += ns.state_bytes;
+    f.compute_s += ns.compute_s;
+  }
+  f.memory.activation_bytes = o.activation_bytes(inflight);
+  f.memory.peak_bytes = o.memory(inflight);
+  return f;
+}
+
+void account_stage(PlanEstimate& e, double& busiest, const StageFigures& f, double micro_s, int64_t B, double step_s) {
+  const double step_total = micro_s * static_cast<double>(B) + step_s;
+  if (step_total > busiest) {
+    busiest = step_total;
+    e.compute_time_s = f.compute_s;
+    e.communication_time_s = std::max(0.0, step_total - f.compute_s);
+  }
+  if (f.memory.peak_bytes > e.memory.peak_bytes) e.memory = f.memory;
+}
+
 Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& method) {
   const PipelineRequest& rq = cx.rq;
   const Cluster& cl = *rq.cluster;
@@ -341,37 +378,23 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     st.inflight = sc.inflight;
     st.microbatch_time_s = sc.micro_s;
     st.step_time_s = sc.option.step_s;
-    double compute = 0;
-    for (int64_t i = layers.first[sc.first]; i < layers.end[sc.end - 1]; ++i) {
+    const int64_t first = layers.first[sc.first], end = layers.end[sc.end - 1];
+    for (int64_t i = first; i < end; ++i) {
       const Node& n = g.node(static_cast<NodeId>(i));
       st.strategies.push_back({n.name, cs.node[i]->name});
-      compute += cs.node[i]->compute_s;
       for (size_t q = 0; q < n.outputs.size(); ++q) st.tensors.push_back({g.tensor(n.outputs[q]).name, cs.node[i]->out[q].to_string()});
     }
     for (const ParameterSlot& ps : tg.parameters) {
       const int gi = sh.graph->group_of_param[ps.param];
       if (gi < 0 || !sh.in_stage[gi]) continue;
       const NodeStrategy& ns = *cs.param[ps.param];
-      st.memory.parameter_bytes += ns.param_bytes;
-      st.memory.gradient_bytes += ns.grad_bytes;
-      st.memory.optimizer_state_bytes += ns.state_bytes;
-      compute += ns.compute_s;
       st.tensors.push_back({g.tensor(ps.param).name, ns.out[0].to_string()});
       st.tensors.push_back({g.tensor(ps.grad).name, ns.state.to_string()});
       for (TensorId s : ps.state) st.tensors.push_back({g.tensor(s).name, ns.state.to_string()});
     }
-    st.memory.activation_bytes = sc.option.remat ? sc.inflight * sc.option.input_bytes + sc.option.layer_act_bytes
-                                                 : sc.inflight * sc.option.act_bytes;
-    st.memory.peak_bytes = sc.option.memory(sc.inflight);
-    // The busiest stage's per-step figures stand for the plan's per-device compute and
-    // communication.
-    const double step_total = sc.micro_s * static_cast<double>(ev.microbatches) + sc.option.step_s;
-    if (step_total > busiest) {
-      busiest = step_total;
-      p.estimate.compute_time_s = compute;
-      p.estimate.communication_time_s = std::max(0.0, step_total - compute);
-    }
-    if (st.memory.peak_bytes > p.estimate.memory.peak_bytes) p.estimate.memory = st.memory;
+    const StageFigures f = stage_figures(tg, *sh.graph, cs, sh.in_stage, first, end, sc.option, sc.inflight);
+    st.memory = f.memory;
+    account_stage(p.estimate, busiest, f, sc.micro_s, ev.microbatches, sc.option.step_s);
     pl.stages.push_back(std::move(st));
   }
   // Transfers: every forward tensor read by a later stage than the one producing it.
@@ -749,17 +772,8 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     PlanStage& rs = out.pipeline.stages[k];
     rs.microbatch_time_s = micro;
     rs.step_time_s = o.step_s;
-    rs.memory = PlanMemory{};
-    for (const ParameterSlot& ps : tg.parameters) {
-      const int gi = sg.group_of_param[ps.param];
-      if (gi < 0 || !sh.in_stage[gi]) continue;
-      const NodeStrategy& ns = *cs.param[ps.param];
-      rs.memory.parameter_bytes += ns.param_bytes;
-      rs.memory.gradient_bytes += ns.grad_bytes;
-      rs.memory.optimizer_state_bytes += ns.state_bytes;
-    }
-    rs.memory.activation_bytes = o.remat ? inflight * o.input_bytes + o.layer_act_bytes : inflight * o.act_bytes;
-    rs.memory.peak_bytes = o.memory(inflight);
+    const StageFigures f = stage_figures(tg, sg, cs, sh.in_stage, first, end, o, inflight);
+    rs.memory = f.memory;
     if (rs.memory.peak_bytes > budget) {
       throw UserError(src, where, "needs " + format_bytes(static_cast<double>(rs.memory.peak_bytes)) + " per device with " +
                       std::to_string(inflight) + " microbatches in flight; the budget is " + format_bytes(static_cast<double>(budget)) +
@@ -767,19 +781,7 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     }
     micros.push_back(micro);
     steps.push_back(o.step_s);
-    double compute = 0;
-    for (int64_t i = first; i < end; ++i) compute += cs.node[i]->compute_s;
-    for (const ParameterSlot& ps : tg.parameters) {
-      const int gi = sg.group_of_param[ps.param];
-      if (gi >= 0 && sh.in_stage[gi]) compute += cs.param[ps.param]->compute_s;
-    }
-    const double step_total = micro * static_cast<double>(B) + o.step_s;
-    if (step_total > busiest) {
-      busiest = step_total;
-      out.estimate.compute_time_s = compute;
-      out.estimate.communication_time_s = std::max(0.0, step_total - compute);
-    }
-    if (rs.memory.peak_bytes > out.estimate.memory.peak_bytes) out.estimate.memory = rs.memory;
+    account_stage(out.estimate, busiest, f, micro, B, o.step_s);
   }
   const Totals totals = pipeline_totals(micros, steps, B);
   out.pipeline.busy_time_s = totals.busy;

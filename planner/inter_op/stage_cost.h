@@ -41,11 +41,11 @@ struct StageOption {
   int64_t input_bytes = 0;      // the inputs of the stage's layers, one microbatch, per device
   int64_t layer_act_bytes = 0;  // the largest layer's saved activations, one microbatch
   int64_t temp_bytes = 0;    // working set of the largest node (twice, as the intra-op bound)
-  // Peak bytes with `inflight` microbatches' activations alive.
-  int64_t memory(int64_t inflight_count) const {
-    return static_bytes + temp_bytes +
-           (remat ? inflight_count * input_bytes + layer_act_bytes : inflight_count * act_bytes);
+  // Activation bytes kept with `inflight` microbatches alive, and the peak with them.
+  int64_t activation_bytes(int64_t inflight_count) const {
+    return remat ? inflight_count * input_bytes + layer_act_bytes : inflight_count * act_bytes;
   }
+  int64_t memory(int64_t inflight_count) const { return static_bytes + temp_bytes + activation_bytes(inflight_count); }
 };
 
 struct StageCostRequest {
