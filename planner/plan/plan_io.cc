@@ -114,8 +114,9 @@ std::string number(const std::string& key, double value) {
   return format_number(value);
 }
 
-// A name -> string section in vector order; a repeated name is a bug in whoever built the plan.
-std::string name_map(const std::string& section, const std::vector<Entry>& entries) {
+// A name -> string section in vector order, its closing brace at column `indent`; a repeated
+// name is a bug in whoever built the plan.
+std::string name_map(const std::string& section, const std::vector<Entry>& entries, int indent = 2) {
   std::set<std::string> seen;
   std::vector<Entry> quoted;
   quoted.reserve(entries.size());
@@ -123,7 +124,7 @@ std::string name_map(const std::string& section, const std::vector<Entry>& entri
     ALPA_CHECK(seen.insert(e.key).second, "plan " + section + " lists \"" + e.key + "\" twice");
     quoted.push_back({e.key, quote(e.value)});
   }
-  return block(quoted, 2);
+  return block(quoted, indent);
 }
 
 std::vector<Entry> tensor_entries(const std::vector<PlanTensorSpec>& tensors) {
@@ -133,17 +134,19 @@ std::vector<Entry> tensor_entries(const std::vector<PlanTensorSpec>& tensors) {
   return out;
 }
 
+std::string memory_json(const PlanMemory& m, int indent) {
+  return block({{"parameter_bytes", integer(m.parameter_bytes)},
+                {"gradient_bytes", integer(m.gradient_bytes)},
+                {"optimizer_state_bytes", integer(m.optimizer_state_bytes)},
+                {"activation_bytes", integer(m.activation_bytes)},
+                {"peak_bytes", integer(m.peak_bytes)}},
+               indent);
+}
+
 std::string estimate_json(const PlanEstimate& e) {
   std::vector<Entry> comm;
   for (const auto& [kind, bytes] : e.communication_bytes)  // std::map: sorted by kind
     comm.push_back({kind, number("estimate.communication_bytes." + kind, bytes)});
-  const PlanMemory& m = e.memory;
-  const std::string memory = block({{"parameter_bytes", integer(m.parameter_bytes)},
-                                    {"gradient_bytes", integer(m.gradient_bytes)},
-                                    {"optimizer_state_bytes", integer(m.optimizer_state_bytes)},
-                                    {"activation_bytes", integer(m.activation_bytes)},
-                                    {"peak_bytes", integer(m.peak_bytes)}},
-                                   4);
   return block({{"iteration_time_s", number("estimate.iteration_time_s", e.iteration_time_s)},
                 {"throughput_samples_per_s",
                  number("estimate.throughput_samples_per_s", e.throughput_samples_per_s)},
@@ -151,7 +154,7 @@ std::string estimate_json(const PlanEstimate& e) {
                 {"communication_time_s",
                  number("estimate.communication_time_s", e.communication_time_s)},
                 {"communication_bytes", block(comm, 4)},
-                {"memory", memory}},
+                {"memory", memory_json(e.memory, 4)}},
                2);
 }
 
@@ -418,6 +421,17 @@ std::vector<PlanTensorSpec> read_tensors(const Node& section) {
   return out;
 }
 
+PlanMemory read_memory(const Node& m) {
+  m.expect_keys({"parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "activation_bytes", "peak_bytes"});
+  PlanMemory out;
+  out.parameter_bytes = m["parameter_bytes"].integer(0);
+  out.gradient_bytes = m["gradient_bytes"].integer(0);
+  out.optimizer_state_bytes = m["optimizer_state_bytes"].integer(0);
+  out.activation_bytes = m["activation_bytes"].integer(0);
+  out.peak_bytes = m["peak_bytes"].integer(0);
+  return out;
+}
+
 PlanEstimate read_estimate(const Node& node) {
   node.expect_keys({"iteration_time_s", "throughput_samples_per_s", "compute_time_s",
                     "communication_time_s", "communication_bytes", "memory"});
@@ -428,26 +442,8 @@ PlanEstimate read_estimate(const Node& node) {
   e.communication_time_s = node["communication_time_s"].number();
   for (const auto& [kind, bytes] : node["communication_bytes"].entries())
     e.communication_bytes[kind] = bytes.number();
-  const Node m = node["memory"];
-  m.expect_keys({"parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "activation_bytes",
-                 "peak_bytes"});
-  e.memory.parameter_bytes = m["parameter_bytes"].integer(0);
-  e.memory.gradient_bytes = m["gradient_bytes"].integer(0);
-  e.memory.optimizer_state_bytes = m["optimizer_state_bytes"].integer(0);
-  e.memory.activation_bytes = m["activation_bytes"].integer(0);
-  e.memory.peak_bytes = m["peak_bytes"].integer(0);
+  e.memory = read_memory(node["memory"]);
   return e;
-}
-
-PlanMemory read_memory(const Node& m) {
-  m.expect_keys({"parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "activation_bytes", "peak_bytes"});
-  PlanMemory out;
-  out.parameter_bytes = m["parameter_bytes"].integer(0);
-  out.gradient_bytes = m["gradient_bytes"].integer(0);
-  out.optimizer_state_bytes = m["optimizer_state_bytes"].integer(0);
-  out.activation_bytes = m["activation_bytes"].integer(0);
-  out.peak_bytes = m["peak_bytes"].integer(0);
-  return out;
 }
 
 PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
@@ -564,26 +560,6 @@ std::string format_number(double value) {
 
 namespace {
 
-std::string memory_json(const PlanMemory& m, int indent) {
-  return block({{"parameter_bytes", integer(m.parameter_bytes)},
-                {"gradient_bytes", integer(m.gradient_bytes)},
-                {"optimizer_state_bytes", integer(m.optimizer_state_bytes)},
-                {"activation_bytes", integer(m.activation_bytes)},
-                {"peak_bytes", integer(m.peak_bytes)}},
-               indent);
-}
-
-// Name sections nested `indent` deep (one entry per line).
-std::string nested_map(const std::string& section, const std::vector<Entry>& entries, int indent) {
-  std::set<std::string> seen;
-  std::vector<Entry> quoted;
-  for (const Entry& e : entries) {
-    ALPA_CHECK(seen.insert(e.key).second, "plan " + section + " lists \"" + e.key + "\" twice");
-    quoted.push_back({e.key, quote(e.value)});
-  }
-  return block(quoted, indent);
-}
-
 std::string pipeline_json(const PlanPipeline& pl) {
   std::string layers = "[";
   for (size_t i = 0; i < pl.layers.size(); ++i) {
@@ -609,8 +585,8 @@ std::string pipeline_json(const PlanPipeline& pl) {
                      {"microbatch_time_s", number(path + ".microbatch_time_s", st.microbatch_time_s)},
                      {"step_time_s", number(path + ".step_time_s", st.step_time_s)},
                      {"memory", memory_json(st.memory, 8)},
-                     {"strategies", nested_map(path + ".strategies", strategies, 8)},
-                     {"tensors", nested_map(path + ".tensors", tensor_entries(st.tensors), 8)}},
+                     {"strategies", name_map(path + ".strategies", strategies, 8)},
+                     {"tensors", name_map(path + ".tensors", tensor_entries(st.tensors), 8)}},
                     6);
   }
   stages += pl.stages.empty() ? "]" : "\n    ]";
