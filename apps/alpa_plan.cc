@@ -155,6 +155,17 @@ std::string estimate_text(const alpa::PlanEstimate& e) {
   return out;
 }
 
+// The model's file name, as plans record it.
+std::string file_name(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// "NAME:HOSTS" for built-ins and cluster files, "local:N" for local ranks (what `cost` reloads).
+std::string cluster_label(const alpa::Cluster& cluster, const std::string& spec) {
+  return cluster.name + ":" + std::to_string(spec.rfind("local:", 0) == 0 ? cluster.num_devices() : cluster.hosts);
+}
+
 bool is_pipeline_method(const std::string& m) {
   return m == "auto" || m == "megatron" || m == "megatron-grid" || m == "pp-dp";
 }
@@ -186,8 +197,7 @@ int run_pipeline_search(const SearchFlags& f) {
   else throw alpa::UserError("--schedule", f.schedule, "unknown schedule (1f1b or gpipe)");
   const alpa::ImportedModel model = load(f.model);
   rq.forward = &model.graph;
-  const auto slash = model.path.find_last_of('/');
-  rq.model_name = slash == std::string::npos ? model.path : model.path.substr(slash + 1);
+  rq.model_name = file_name(model.path);
   rq.global_batch = model.batch;
   rq.microbatches = f.microbatches;
   if (rq.microbatches > 0 && rq.global_batch % rq.microbatches != 0) {
@@ -199,7 +209,7 @@ int run_pipeline_search(const SearchFlags& f) {
   rq.pp = f.pp;
   rq.dp = f.dp;
   rq.cluster = &cluster;
-  rq.cluster_label = cluster.name + ":" + std::to_string(f.cluster.rfind("local:", 0) == 0 ? cluster.num_devices() : cluster.hosts);
+  rq.cluster_label = cluster_label(cluster, f.cluster);
   rq.memory_budget_bytes = f.memory_budget;
   rq.layers = f.layers;
   rq.threads = f.threads > 0 ? f.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -272,15 +282,14 @@ int run_search(const SearchFlags& f) {
   const alpa::ImportedModel model = load(f.model);
   alpa::SearchRequest rq;
   rq.forward = &model.graph;
-  const auto slash = model.path.find_last_of('/');
-  rq.model_name = slash == std::string::npos ? model.path : model.path.substr(slash + 1);
+  rq.model_name = file_name(model.path);
   rq.global_batch = model.batch;
   rq.microbatches = f.microbatches > 0 ? f.microbatches : 1;
   rq.optimizer = parse_optimizer(f.optimizer);
   rq.precision = parse_precision(f.precision, cluster);
   rq.method = alpa::parse_method(f.method);
   rq.cluster = &cluster;
-  rq.cluster_label = cluster.name + ":" + std::to_string(f.cluster.rfind("local:", 0) == 0 ? cluster.num_devices() : cluster.hosts);
+  rq.cluster_label = cluster_label(cluster, f.cluster);
   if (!f.logical_mesh.empty()) {
     rq.logical = alpa::parse_logical_mesh(f.logical_mesh);
     if (!rq.logical) throw alpa::UserError("--logical-mesh", f.logical_mesh, "expected D0xD1, e.g. 2x4");

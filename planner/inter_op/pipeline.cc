@@ -434,7 +434,7 @@ std::string diagnose(const Context& cx, const std::vector<Evaluated>& tried) {
   // The leanest way to run the whole model: every layer on every device, one microbatch alive.
   for (auto it = tried.rbegin(); it != tried.rend(); ++it) {
     if (!it->training) continue;
-    Evaluated ev = *it;
+    const Evaluated& ev = *it;
     StageCostRequest sr = base_request(cx, ev);
     const Cluster& cl = *cx.rq.cluster;
     const MeshShape whole{cl.hosts, cl.devices_per_host};
