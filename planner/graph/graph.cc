@@ -148,4 +148,42 @@ uint64_t node_signature(const Graph& g, const Node& node) {
   return std::hash<std::string>{}(key);
 }
 
+std::optional<RepeatedRun> longest_repeated_run(const std::vector<uint64_t>& sig, const std::vector<bool>& heavy) {
+  const int64_t n = static_cast<int64_t>(sig.size());
+  std::vector<int64_t> heavy_prefix(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) heavy_prefix[i + 1] = heavy_prefix[i] + (heavy[i] ? 1 : 0);
+  RepeatedRun best;
+  int64_t best_cover = 0;
+  for (int64_t p = 2; p <= n / 2; ++p) {
+    int64_t j = 0;
+    while (j + p < n) {
+      if (sig[j] != sig[j + p]) {
+        ++j;
+        continue;
+      }
+      const int64_t a = j;
+      while (j + p < n && sig[j] == sig[j + p]) ++j;
+      const int64_t repeats = (j - a + p) / p;  // s[a, j + p) has period p
+      const int64_t cover = repeats * p;
+      // Strictly greater: ties keep the smaller period and the earlier start.
+      if (repeats >= 2 && cover > best_cover && heavy_prefix[a + p] - heavy_prefix[a] > 0) {
+        best_cover = cover;
+        best = {a, p, repeats};
+      }
+    }
+  }
+  if (best_cover == 0) return std::nullopt;
+  return best;
+}
+
+std::optional<RepeatedRun> longest_repeated_run(const Graph& g, size_t num_nodes) {
+  std::vector<uint64_t> sig(num_nodes);
+  std::vector<bool> heavy(num_nodes);
+  for (size_t i = 0; i < num_nodes; ++i) {
+    sig[i] = node_signature(g, g.node(static_cast<NodeId>(i)));
+    heavy[i] = is_heavy_op(g.node(static_cast<NodeId>(i)).kind);
+  }
+  return longest_repeated_run(sig, heavy);
+}
+
 }  // namespace alpa

@@ -108,4 +108,13 @@ class Graph {
 // excluded): equal for the same node in two repetitions of a layer.
 uint64_t node_signature(const Graph& g, const Node& node);
 
+// The longest run of identical consecutive node sequences (a transformer's blocks), each
+// repetition holding a heavy op; ties keep the shorter period and the earlier start.
+struct RepeatedRun {
+  int64_t start = 0, period = 0, repeats = 0;
+};
+// Over per-node signatures and heavy flags; over the first `num_nodes` nodes of a graph.
+std::optional<RepeatedRun> longest_repeated_run(const std::vector<uint64_t>& signature, const std::vector<bool>& heavy);
+std::optional<RepeatedRun> longest_repeated_run(const Graph& g, size_t num_nodes);
+
 }  // namespace alpa

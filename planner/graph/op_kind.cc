@@ -122,4 +122,9 @@ std::optional<OpKind> op_kind_from_onnx(std::string_view op_type) {
   return std::nullopt;
 }
 
+bool is_heavy_op(OpKind kind) {
+  const OpFamily f = op_info(kind).family;
+  return f == OpFamily::kContraction || f == OpFamily::kConv;
+}
+
 }  // namespace alpa

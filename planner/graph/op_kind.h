@@ -139,6 +139,8 @@ std::string_view op_name(OpKind kind);
 // Only ONNX operators map; internal ops ("alpa.*") never do.
 std::optional<OpKind> op_kind_from_onnx(std::string_view op_type);
 bool is_internal(OpKind kind);
+// Contractions (MatMul, Gemm, Einsum) and convolutions: the ops that carry a model's FLOPs.
+bool is_heavy_op(OpKind kind);
 
 inline bool mask_has(uint32_t mask, size_t index) {
   return index < 32 && ((mask >> index) & 1u) != 0;

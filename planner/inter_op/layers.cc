@@ -2,39 +2,13 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include "planner/common/error.h"
 #include "planner/graph/op_cost.h"
 
 namespace alpa {
 namespace {
-
-bool is_heavy(OpKind kind) {
-  const OpFamily f = op_info(kind).family;
-  return f == OpFamily::kContraction || f == OpFamily::kConv;
-}
-
-// Repetitions of the longest run of identical consecutive node sequences (0 when none).
-int64_t repeated_blocks(const std::vector<uint64_t>& sig, const std::vector<bool>& heavy) {
-  const int64_t n = static_cast<int64_t>(sig.size());
-  int64_t best_cover = 0, best_repeats = 0;
-  for (int64_t p = 2; p <= n / 2; ++p) {
-    int64_t j = 0;
-    while (j + p < n) {
-      if (sig[j] != sig[j + p]) { ++j; continue; }
-      const int64_t a = j;
-      while (j + p < n && sig[j] == sig[j + p]) ++j;
-      const int64_t repeats = (j - a + p) / p;
-      bool has_heavy = false;
-      for (int64_t k = a; k < a + p && !has_heavy; ++k) has_heavy = heavy[k];
-      if (repeats >= 2 && repeats * p > best_cover && has_heavy) {
-        best_cover = repeats * p;
-        best_repeats = repeats;
-      }
-    }
-  }
-  return best_repeats;
-}
 
 // cut[p]: activation bytes live between forward node p-1 and node p.
 std::vector<int64_t> cut_bytes(const Graph& g, size_t nf) {
@@ -86,7 +60,7 @@ Layers build_layers(const Graph& g, size_t nf, const LayerOptions& options) {
   for (int64_t i = 0; i < n; ++i) {
     const Node& node = g.node(static_cast<NodeId>(i));
     flops[i] = count_node(g, node).flops;
-    heavy[i] = is_heavy(node.kind);
+    heavy[i] = is_heavy_op(node.kind);
     sig[i] = node_signature(g, node);
   }
   const std::vector<int64_t> cut = cut_bytes(g, nf);
@@ -109,7 +83,8 @@ Layers build_layers(const Graph& g, size_t nf, const LayerOptions& options) {
                     "the model has only " + std::to_string(max_layers) + " possible layers (one per heavy op)");
   }
   if (L <= 0) {
-    const int64_t repeats = repeated_blocks(sig, heavy);
+    const std::optional<RepeatedRun> run = longest_repeated_run(sig, heavy);
+    const int64_t repeats = run ? run->repeats : 0;
     if (repeats >= 2) {
       L = 1;
       for (int64_t d = 1; d <= std::min<int64_t>(repeats, 16); ++d) if (repeats % d == 0) L = d;
@@ -205,13 +180,8 @@ Layers layers_from_ends(const Graph& g, size_t nf, const std::vector<int64_t>& c
 }
 
 int64_t repeated_block_count(const Graph& g, size_t nf) {
-  std::vector<uint64_t> sig(nf);
-  std::vector<bool> heavy(nf);
-  for (size_t i = 0; i < nf; ++i) {
-    sig[i] = node_signature(g, g.node(static_cast<NodeId>(i)));
-    heavy[i] = is_heavy(g.node(static_cast<NodeId>(i)).kind);
-  }
-  return repeated_blocks(sig, heavy);
+  const std::optional<RepeatedRun> run = longest_repeated_run(g, nf);
+  return run ? run->repeats : 0;
 }
 
 }  // namespace alpa

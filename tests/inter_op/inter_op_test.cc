@@ -169,11 +169,6 @@ TEST(Schedule, UnequalStagesStayWithinTheDpFormula) {
 
 // ---- layers ----------------------------------------------------------------------------------
 
-bool heavy(OpKind k) {
-  const OpFamily f = op_info(k).family;
-  return f == OpFamily::kContraction || f == OpFamily::kConv;
-}
-
 TEST(Layers, ContiguousWithAHeavyOpEachAndResidualCuts) {
   const TrainingGraph tg = build_training_graph(model("gpt_test", 8), {});
   for (int L : {1, 2, 3, 4}) {
@@ -188,7 +183,7 @@ TEST(Layers, ContiguousWithAHeavyOpEachAndResidualCuts) {
       bool has_heavy = false;
       for (int64_t i = layers.first[l]; i < layers.end[l]; ++i) {
         EXPECT_EQ(layers.layer_of_node[i], l);
-        has_heavy = has_heavy || heavy(tg.graph.node(static_cast<NodeId>(i)).kind);
+        has_heavy = has_heavy || is_heavy_op(tg.graph.node(static_cast<NodeId>(i)).kind);
       }
       EXPECT_TRUE(has_heavy) << "layer " << l << " of " << L;
     }
