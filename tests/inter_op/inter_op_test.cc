@@ -20,22 +20,14 @@
 #include "planner/intra_op/search.h"
 #include "planner/onnx/import.h"
 #include "planner/plan/plan.h"
+#include "tests/common/test_models.h"
 
 namespace alpa {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-const Graph& model(const std::string& name, int64_t batch) {
-  static std::map<std::string, std::unique_ptr<ImportedModel>> cache;
-  auto& slot = cache[name + "@" + std::to_string(batch)];
-  if (!slot) {
-    ImportOptions io;
-    io.batch = batch;
-    slot = std::make_unique<ImportedModel>(import_onnx_file(std::string(ALPA_TEST_MODELS_DIR) + "/" + name + ".onnx", io));
-  }
-  return slot->graph;
-}
+const Graph& model(const std::string& name, int64_t batch) { return testing::test_model(name, batch); }
 
 // ---- stage DP against enumeration ------------------------------------------------------------
 

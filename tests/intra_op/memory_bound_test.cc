@@ -32,6 +32,7 @@
 #include "planner/intra_op/solve.h"
 #include "planner/intra_op/strategy_graph.h"
 #include "planner/onnx/import.h"
+#include "tests/common/test_models.h"
 #include "tests/intra_op/test_graphs.h"
 
 namespace alpa {
@@ -43,18 +44,7 @@ constexpr uint64_t kSeed = 20240601;
 // ---------------------------------------------------------------------------------------------
 // Shared inputs: imported models, training graphs and clusters, built once per process.
 
-const Graph& model(const std::string& name, int64_t batch) {
-  static std::map<std::string, std::unique_ptr<ImportedModel>> cache;
-  const std::string key = name + "@" + std::to_string(batch);
-  auto& slot = cache[key];
-  if (!slot) {
-    ImportOptions io;
-    io.batch = batch;
-    slot = std::make_unique<ImportedModel>(
-        import_onnx_file(std::string(ALPA_TEST_MODELS_DIR) + "/" + name + ".onnx", io));
-  }
-  return slot->graph;
-}
+const Graph& model(const std::string& name, int64_t batch) { return testing::test_model(name, batch); }
 
 const TrainingGraph& training(const std::string& name, int64_t batch, DType compute,
                               OptimizerKind opt) {
