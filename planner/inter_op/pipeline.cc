@@ -48,7 +48,7 @@ struct Evaluated {
   bool found = false;
   int64_t microbatches = 1;
   Method intra = Method::kShard;
-  double total = kInf, sum = 0 /* busy */, bubble = 0, tail = 0;
+  double total = kInf, busy = 0, bubble = 0, tail = 0;  // as PlanPipeline reports them
   std::vector<StageChoice> stages;
   std::shared_ptr<TrainingGraph> training;
   std::shared_ptr<Layers> layers;
@@ -108,7 +108,7 @@ void finish_totals(Evaluated& ev) {
     step.push_back(s.option.step_s);
   }
   const Totals t = pipeline_totals(micro, step, ev.microbatches);
-  ev.sum = t.busy;
+  ev.busy = t.busy;
   ev.bubble = t.bubble;
   ev.tail = t.tail;
   ev.total = t.total;
@@ -418,7 +418,7 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
       }
     }
   }
-  pl.busy_time_s = ev.sum;
+  pl.busy_time_s = ev.busy;
   pl.bubble_time_s = ev.bubble;
   pl.step_tail_s = ev.tail;
   p.pipeline = std::move(pl);
@@ -606,7 +606,7 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
       const Evaluated& b = tried[best];
       char buf[160];
       std::snprintf(buf, sizeof buf, "%.1f%% slower: busy %.3gs, bubble %.3gs, step tail %.3gs (best: %.3gs, %.3gs, %.3gs)",
-                    100 * (ev.total / b.total - 1), ev.sum, ev.bubble, ev.tail, b.sum, b.bubble, b.tail);
+                    100 * (ev.total / b.total - 1), ev.busy, ev.bubble, ev.tail, b.busy, b.bubble, b.tail);
       c.why = buf;
     }
     result.candidates.push_back(c);
