@@ -2,13 +2,12 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <unistd.h>
 
+#include "executor/comm/planned_run.h"
 #include "executor/runtime/data.h"
-#include "executor/runtime/npy.h"
 #include "executor/runtime/trainer.h"
 #include "planner/autodiff/training_graph.h"
 #include "planner/common/error.h"
@@ -18,37 +17,14 @@
 
 namespace {
 
-struct Flags {
-  std::string model, plan, data = "synthetic", optimizer = "sgd", metrics, save_params, precision = "fp32";
-  int64_t steps = 10, batch = 0, microbatches = 1;
-  double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
-  uint64_t seed = 0;
+// The options a planned run takes are the single-device run's too; these are the rest.
+struct Flags : alpa::exec::PlannedRunOptions {
+  Flags() { optimizer = "sgd"; }
+  std::string precision = "fp32";
+  int64_t microbatches = 1;
 };
 
-std::string file_name_for(const std::string& tensor) {
-  std::string out = tensor;
-  for (char& c : out) {
-    if (c == '/' || c == '\\' || c == ':') c = '_';
-  }
-  return out + ".npy";
-}
-
-void save_params(const std::string& dir, const alpa::exec::Trainer& trainer) {
-  std::filesystem::create_directories(dir);
-  const alpa::Graph& g = trainer.training_graph().graph;
-  for (size_t t = 0; t < g.num_tensors(); ++t) {
-    const alpa::Tensor& tensor = g.tensor(static_cast<alpa::TensorId>(t));
-    if (tensor.role != alpa::TensorRole::kParameter && tensor.role != alpa::TensorRole::kBuffer) continue;
-    alpa::exec::write_npy((std::filesystem::path(dir) / file_name_for(tensor.name)).string(), tensor.dtype,
-                          tensor.shape, trainer.value(static_cast<alpa::TensorId>(t)));
-  }
-}
-
 int run(const Flags& f) {
-  if (!f.plan.empty()) {
-    throw alpa::UserError(f.plan, "--plan", "distributed plans are not supported by this build yet; "
-                                            "run without --plan for single-device training");
-  }
   if (f.precision != "fp32") {
     throw alpa::UserError("--precision", f.precision,
                           f.precision == "fp16" || f.precision == "bf16"
@@ -88,6 +64,9 @@ int run(const Flags& f) {
                             : alpa::exec::open_data_directory(f.data, model.graph);
   auto kernels = alpa::exec::make_cpu_kernels();
   alpa::exec::Trainer trainer(tg, *kernels, f.seed);
+  if (k > 1) {  // dropout masks keyed by global element index, as in the whole-batch step
+    trainer.set_batch_dims(alpa::exec::training_batch_dims(tg, model.graph, model.batch), model.batch / k);
+  }
 
   std::ofstream metrics;
   if (!f.metrics.empty()) {
@@ -123,17 +102,20 @@ int run(const Flags& f) {
                  tty ? "" : "\n");
   }
   if (tty) std::fprintf(stderr, "\n");
-  if (!f.save_params.empty()) save_params(f.save_params, trainer);
+  if (!f.save_params.empty()) alpa::exec::save_parameters(f.save_params, trainer);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"alpa-run: train a model on one device (plans and MPI ranks come with the planner)"};
+  CLI::App app{"alpa-run: train a model on one device, or with --plan under mpirun on one rank per device of the plan"};
   Flags f;
   app.add_option("--model", f.model, "ONNX model (as written by torch.onnx.export)")->required();
-  app.add_option("--plan", f.plan, "execution plan from alpa-plan (not yet supported)");
+  app.add_option("--plan", f.plan, "execution plan from alpa-plan: run under mpirun -np <devices of the plan>");
+  app.add_flag("--allow-cluster-mismatch", f.allow_cluster_mismatch,
+               "--plan: run a plan made for another cluster on these CPU ranks (only the devices' speed differs)");
+  app.add_option("--profile", f.profile, "--plan: the profile the plan was searched with, if any");
   app.add_option("--steps", f.steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--data", f.data, "DIR with <input-name>.npy per model input, or 'synthetic'");
   app.add_option("--optimizer", f.optimizer, "sgd | adam | adamw");
@@ -154,6 +136,20 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return 2;
+  }
+  if (!f.plan.empty()) {
+    if (app.count("--microbatches") > 0 || f.precision != "fp32") {
+      std::fprintf(stderr, "alpa-run: error: --microbatches and --precision come from the plan with --plan\n");
+      return 2;
+    }
+    alpa::exec::PlannedRunOptions o = f;
+    if (app.count("--optimizer") == 0) o.optimizer.clear();  // the plan's
+    try {
+      return alpa::exec::run_planned(o, &argc, &argv);
+    } catch (const std::exception& e) {  // MPI itself failed to start
+      std::fprintf(stderr, "alpa-run: %s\n", e.what());
+      return 3;
+    }
   }
   try {
     return run(f);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -32,6 +33,22 @@ struct StepContext {
   // > 0: mean-reduced losses divide by this global count of counted labels (the whole step's
   // batch, across microbatches and ranks) instead of the count in the kernel's own input.
   double loss_normalizer = 0;
+
+  // Where this call's samples sit in the step's whole batch, so dropout masks are keyed by the
+  // global element index (the same masks on one device, in microbatches or on many ranks).
+  // Without `batch_dim` every tensor is the whole batch.
+  const std::vector<int>* batch_dim = nullptr;  // per tensor: its batch dim, -1 for none
+  int64_t local_samples = 0;   // samples in this call's tensors
+  int64_t global_samples = 0;  // samples in the step's whole batch
+  int64_t sample_offset = 0;   // global index of this call's first sample
+
+  // The batch split across ranks: sums `count` elements over the ranks that share this
+  // microbatch (synchronised BatchNorm statistics); `batch_ways` ranks in all. Null on one rank.
+  std::function<void(void* data, int64_t count, DType dtype)> sum_over_batch;
+  int64_t batch_ways = 1;
+  // Per-channel statistics a BatchNorm forward saves for its backward, keyed by the input
+  // buffer (live from the forward to the backward of one microbatch): mean, then variance.
+  std::map<const void*, std::vector<double>>* saved_stats = nullptr;
 };
 
 struct KernelCall {

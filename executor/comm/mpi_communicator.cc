@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cmath>
 #include <string>
 
@@ -70,6 +71,11 @@ void init_mpi(int* argc, char*** argv) {
 }
 
 void finalize_mpi() { ALPA_MPI_CHECK(MPI_Finalize()); }
+
+void abort_mpi(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; if it did, do not run destructors mid-collective
+}
 
 MpiCommunicator::MpiCommunicator(std::unique_ptr<Handle> handle) : handle_(std::move(handle)) {
   ALPA_CHECK(handle_ && handle_->comm != MPI_COMM_NULL, "MpiCommunicator: null communicator");

@@ -23,6 +23,8 @@ namespace alpa::exec {
 // Failures throw alpa::InternalError.
 void init_mpi(int* argc, char*** argv);
 void finalize_mpi();
+// Ends every rank of the job (MPI_Abort on MPI_COMM_WORLD) with exit code `code`.
+[[noreturn]] void abort_mpi(int code);
 
 class MpiCommunicator : public Communicator {
  public:

@@ -50,8 +50,32 @@ void run_cast(const KernelCall& call) {
   });
 }
 
-// u = philox_uniform(seed, step, rng_key, i) for flat element i; keep iff u >= ratio (compared
-// in double); kept elements are divided by (1 - ratio) in T.
+// Global flat index of local element i: the batch dim of a tensor holding part of the step's
+// batch is widened to the whole batch and shifted to this call's first sample.
+struct GlobalIndex {
+  int64_t inner = 1, local = 1, global = 1, offset = 0;  // elements after the batch dim; batch dim sizes
+  bool identity = true;
+  GlobalIndex(const StepContext& ctx, TensorId t, const Shape& shape) {
+    if (!ctx.batch_dim || ctx.global_samples <= 0 || ctx.local_samples <= 0) return;
+    const int bd = (*ctx.batch_dim)[static_cast<size_t>(t)];
+    if (bd < 0 || ctx.local_samples == ctx.global_samples) return;
+    local = shape[static_cast<size_t>(bd)];
+    const int64_t per_sample = local / ctx.local_samples;  // the batch is the dim's major factor
+    global = ctx.global_samples * per_sample;
+    offset = ctx.sample_offset * per_sample;
+    for (size_t d = static_cast<size_t>(bd) + 1; d < shape.size(); ++d) inner *= shape[d];
+    identity = false;
+  }
+  uint64_t operator()(int64_t i) const {
+    if (identity) return static_cast<uint64_t>(i);
+    const int64_t outer = i / (local * inner), rest = i % (local * inner);
+    const int64_t b = rest / inner, j = rest % inner;
+    return static_cast<uint64_t>((outer * global + b + offset) * inner + j);
+  }
+};
+
+// u = philox_uniform(seed, step, rng_key, g) for global flat element g (GlobalIndex); keep iff
+// u >= ratio (compared in double); kept elements are divided by (1 - ratio) in T.
 void run_dropout(const KernelCall& call) {
   expect_inputs(call, 1, 1);
   const Node& node = *call.node;
@@ -61,6 +85,7 @@ void run_dropout(const KernelCall& call) {
   const TensorView& x = call.inputs[0];
   const int64_t n = x.numel();
   uint8_t* mask = has_output(call, 1) ? call.outputs[1].as<uint8_t>() : nullptr;
+  const GlobalIndex global_index(ctx, node.inputs[0], x.shape);
   dispatch_float(x.dtype, node, [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.as<T>();
@@ -69,7 +94,7 @@ void run_dropout(const KernelCall& call) {
     for (int64_t i = 0; i < n; ++i) {
       const bool keep = ratio < 1.0 &&
                         static_cast<double>(philox_uniform(ctx.seed, static_cast<uint64_t>(ctx.step), key,
-                                                             static_cast<uint64_t>(i))) >= ratio;
+                                                             global_index(i))) >= ratio;
       py[i] = keep ? px[i] / keep_div : T(0);
       if (mask) mask[i] = keep ? 1 : 0;
     }

@@ -6,6 +6,7 @@
 
 #include "executor/cpu/cpu_common.h"
 #include "executor/cpu/cpu_ops.h"
+#include "planner/common/error.h"
 #include "planner/graph/shape_inference.h"
 
 namespace alpa::exec::cpu {
@@ -146,6 +147,41 @@ void channel_stats(const T* x, const ChannelSplit& cs, int64_t c, double& mean, 
   var = cnt > 0 ? v / cnt : 0.0;
 }
 
+// Per-channel mean and variance over the samples of every rank sharing the microbatch: the
+// channel sums are all-reduced, then the sums of squared deviations from the global mean (two
+// all-reduces of C fp64 values, what the planner counts). Returns mean[c], var[c].
+template <typename T>
+std::vector<double> synced_channel_stats(const TensorView& x, const ChannelSplit& cs, const StepContext& ctx) {
+  const double cnt = static_cast<double>(cs.count()) * static_cast<double>(ctx.batch_ways);
+  std::vector<double> out(static_cast<size_t>(2 * cs.c), 0.0);
+  std::vector<double> buf(static_cast<size_t>(cs.c));
+  for (int64_t c = 0; c < cs.c; ++c) {
+    double s = 0;
+    for (int64_t n = 0; n < cs.n; ++n) {
+      const T* p = x.as<T>() + (n * cs.c + c) * cs.s;
+      for (int64_t i = 0; i < cs.s; ++i) s += p[i];
+    }
+    buf[static_cast<size_t>(c)] = s;
+  }
+  ctx.sum_over_batch(buf.data(), cs.c, DType::kFloat64);
+  for (int64_t c = 0; c < cs.c; ++c) out[static_cast<size_t>(c)] = cnt > 0 ? static_cast<double>(buf[static_cast<size_t>(c)]) / cnt : 0.0;
+  for (int64_t c = 0; c < cs.c; ++c) {
+    const double mean = out[static_cast<size_t>(c)];
+    double v = 0;
+    for (int64_t n = 0; n < cs.n; ++n) {
+      const T* p = x.as<T>() + (n * cs.c + c) * cs.s;
+      for (int64_t i = 0; i < cs.s; ++i) {
+        const double d = p[i] - mean;
+        v += d * d;
+      }
+    }
+    buf[static_cast<size_t>(c)] = v;
+  }
+  ctx.sum_over_batch(buf.data(), cs.c, DType::kFloat64);
+  for (int64_t c = 0; c < cs.c; ++c) out[static_cast<size_t>(cs.c + c)] = cnt > 0 ? static_cast<double>(buf[static_cast<size_t>(c)]) / cnt : 0.0;
+  return out;
+}
+
 template <typename T>
 void batch_norm(const KernelCall& call) {
   const Node& node = *call.node;
@@ -156,9 +192,24 @@ void batch_norm(const KernelCall& call) {
   const bool training = node.attrs.get_int("training_mode", 0) != 0;
   const TensorView &scale = call.inputs[1], &bias = call.inputs[2];
   const TensorView &in_mean = call.inputs[3], &in_var = call.inputs[4];
+  const StepContext* ctx = call.ctx;
+  const bool synced = training && ctx && ctx->sum_over_batch;
+  std::vector<double> stats;  // synchronised: mean[c] then var[c] over every rank's samples
+  if (synced) stats = synced_channel_stats<T>(x, cs, *ctx);
+  if (training && ctx && ctx->saved_stats) {
+    if (!synced) {
+      stats.assign(static_cast<size_t>(2 * cs.c), 0.0);
+      for (int64_t c = 0; c < cs.c; ++c) channel_stats(x.as<T>(), cs, c, stats[static_cast<size_t>(c)], stats[static_cast<size_t>(cs.c + c)]);
+    }
+    (*ctx->saved_stats)[x.data] = stats;
+  }
+  const double cnt = static_cast<double>(cs.count()) * (synced ? static_cast<double>(ctx->batch_ways) : 1.0);
   for (int64_t c = 0; c < cs.c; ++c) {
     double mean, var;
-    if (training) {
+    if (synced) {
+      mean = stats[static_cast<size_t>(c)];
+      var = stats[static_cast<size_t>(cs.c + c)];
+    } else if (training) {
       channel_stats(x.as<T>(), cs, c, mean, var);
     } else {
       mean = read_double(in_mean, c);
@@ -173,7 +224,6 @@ void batch_norm(const KernelCall& call) {
       for (int64_t i = 0; i < cs.s; ++i) yp[i] = xp[i] * a + b;
     }
     // Running statistics (PyTorch's rule: the running variance takes the unbiased estimate).
-    const double cnt = static_cast<double>(cs.count());
     const double unbiased = cnt > 1 ? var * cnt / (cnt - 1) : var;
     if (has_output(call, 1)) {
       const double m0 = read_double(in_mean, c);
@@ -194,31 +244,55 @@ void batch_norm_grad(const KernelCall& call) {
   const TensorView& scale = call.inputs[2];
   const ChannelSplit cs = channel_split(x.shape);
   const double eps = node.attrs.get_float("epsilon", 1e-5);
-  const double cnt = static_cast<double>(cs.count());
+  const StepContext* ctx = call.ctx;
+  const bool synced = ctx && ctx->sum_over_batch;
+  const double cnt = static_cast<double>(cs.count()) * (synced ? static_cast<double>(ctx->batch_ways) : 1.0);
+  // The forward's statistics (saved, or recomputed from x on one rank).
+  const std::vector<double>* saved = nullptr;
+  if (ctx && ctx->saved_stats) {
+    auto it = ctx->saved_stats->find(x.data);
+    if (it != ctx->saved_stats->end()) saved = &it->second;
+  }
+  ALPA_CHECK(!synced || saved, "BatchNormalization backward over a split batch needs its forward's statistics");
+  std::vector<double> mean(static_cast<size_t>(cs.c)), inv(static_cast<size_t>(cs.c));
+  std::vector<double> sums(static_cast<size_t>(2 * cs.c));  // sum_dy_xhat[c], then sum_dy[c]
   for (int64_t c = 0; c < cs.c; ++c) {
-    double mean, var;
-    channel_stats(x.as<T>(), cs, c, mean, var);
-    const double inv = 1.0 / std::sqrt(var + eps);
+    double m, var;
+    if (saved) {
+      m = (*saved)[static_cast<size_t>(c)];
+      var = (*saved)[static_cast<size_t>(cs.c + c)];
+    } else {
+      channel_stats(x.as<T>(), cs, c, m, var);
+    }
+    mean[static_cast<size_t>(c)] = m;
+    inv[static_cast<size_t>(c)] = 1.0 / std::sqrt(var + eps);
     double sum_dy = 0, sum_dy_xhat = 0;
     for (int64_t n = 0; n < cs.n; ++n) {
       const T* xp = x.as<T>() + (n * cs.c + c) * cs.s;
       const T* gp = dy.as<T>() + (n * cs.c + c) * cs.s;
       for (int64_t i = 0; i < cs.s; ++i) {
         sum_dy += gp[i];
-        sum_dy_xhat += static_cast<double>(gp[i]) * ((xp[i] - mean) * inv);
+        sum_dy_xhat += static_cast<double>(gp[i]) * ((xp[i] - m) * inv[static_cast<size_t>(c)]);
       }
     }
+    sums[static_cast<size_t>(c)] = sum_dy_xhat;
+    sums[static_cast<size_t>(cs.c + c)] = sum_dy;
+    // The scale and bias gradients are this rank's part; the gradient synchronisation sums them.
     if (has_output(call, 1)) call.outputs[1].as<T>()[c] = static_cast<T>(sum_dy_xhat);
     if (has_output(call, 2)) call.outputs[2].as<T>()[c] = static_cast<T>(sum_dy);
+  }
+  if (synced) ctx->sum_over_batch(sums.data(), 2 * cs.c, DType::kFloat64);  // one all-reduce of 2C fp64 values
+  for (int64_t c = 0; c < cs.c; ++c) {
     if (cnt == 0) continue;
-    const double k = read_double(scale, c) * inv / cnt;
-    const double mdy = sum_dy, mdx = sum_dy_xhat;
+    const double iv = inv[static_cast<size_t>(c)];
+    const double k = read_double(scale, c) * iv / cnt;
+    const double mdy = sums[static_cast<size_t>(cs.c + c)], mdx = sums[static_cast<size_t>(c)];
     for (int64_t n = 0; n < cs.n; ++n) {
       const T* xp = x.as<T>() + (n * cs.c + c) * cs.s;
       const T* gp = dy.as<T>() + (n * cs.c + c) * cs.s;
       T* dxp = call.outputs[0].as<T>() + (n * cs.c + c) * cs.s;
       for (int64_t i = 0; i < cs.s; ++i) {
-        const double xhat = (xp[i] - mean) * inv;
+        const double xhat = (xp[i] - mean[static_cast<size_t>(c)]) * iv;
         dxp[i] = static_cast<T>(k * (cnt * gp[i] - mdy - xhat * mdx));
       }
     }

@@ -137,6 +137,9 @@ std::unique_ptr<DataSource> synthetic_data(const Graph& graph, uint64_t seed) {
 
 namespace alpa::exec {
 
+// The labels input of a SoftmaxCrossEntropyLoss node and its ignore_index.
+SoftmaxCrossEntropyTarget labels_of(const Graph& g, const Node& sce_node, const std::string& context);
+
 SoftmaxCrossEntropyTarget loss_target(const Graph& g, int64_t microbatches) {
   SoftmaxCrossEntropyTarget target;
   if (microbatches <= 1) return target;
@@ -148,6 +151,30 @@ SoftmaxCrossEntropyTarget loss_target(const Graph& g, int64_t microbatches) {
                     "gradient accumulation needs the loss to be one mean SoftmaxCrossEntropyLoss "
                     "(other mean terms would not divide by the step's global count)");
   }
+  return labels_of(g, *sce, "--microbatches");
+}
+
+SoftmaxCrossEntropyTarget cross_entropy_target(const Graph& g, const std::string& context) {
+  const Node* sce = nullptr;
+  for (const Node& n : g.nodes()) {
+    if (n.kind != OpKind::kSoftmaxCrossEntropyLoss) continue;
+    if (sce || (n.attrs.has("reduction") && n.attrs.get_string("reduction") != "mean")) {
+      throw UserError(context, "node '" + n.name + "'",
+                      "a split batch needs exactly one SoftmaxCrossEntropyLoss, with mean reduction, whose mean can use "
+                      "the step's global label count");
+    }
+    sce = &n;
+  }
+  if (!sce) {
+    throw UserError(context, "loss '" + g.tensor(g.loss).name + "'",
+                    "a split batch needs a mean SoftmaxCrossEntropyLoss (its mean divides by the step's global label count)");
+  }
+  return labels_of(g, *sce, context);
+}
+
+SoftmaxCrossEntropyTarget labels_of(const Graph& g, const Node& sce_node, const std::string& context) {
+  const Node* sce = &sce_node;
+  SoftmaxCrossEntropyTarget target;
   TensorId labels = sce->inputs.at(1);
   while (g.tensor(labels).producer != kNoId) {  // back through reshapes to the graph input
     const Node& n = g.node(g.tensor(labels).producer);
@@ -157,14 +184,14 @@ SoftmaxCrossEntropyTarget loss_target(const Graph& g, int64_t microbatches) {
   for (size_t i = 0; i < g.inputs.size(); ++i) {
     if (g.inputs[i] != labels) continue;
     if (g.input_batch_axes[i] != 0) {
-      throw UserError("--microbatches", "input '" + g.tensor(labels).name + "'", "must carry the batch in dim 0");
+      throw UserError(context, "input '" + g.tensor(labels).name + "'", "must carry the batch in dim 0");
     }
     target.input_index = i;
     target.has_ignore_index = sce->attrs.has("ignore_index");
     target.ignore_index = sce->attrs.get_int("ignore_index", 0);
     return target;
   }
-  throw UserError("--microbatches", "node '" + sce->name + "'", "its labels are not a graph input");
+  throw UserError(context, "node '" + sce->name + "'", "its labels are not a graph input");
 }
 
 double count_labels(const SoftmaxCrossEntropyTarget& target, const Graph& g,

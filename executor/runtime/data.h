@@ -42,6 +42,10 @@ namespace alpa::exec {
 // are a graph input split along dim 0 (so its mean can use the step's global label count);
 // throws UserError naming what is not.
 SoftmaxCrossEntropyTarget loss_target(const Graph& graph, int64_t microbatches);
+// For a batch split across ranks: the one mean SoftmaxCrossEntropyLoss anywhere in the graph
+// (other loss terms are allowed: the lowering rescales means over the split batch); throws
+// UserError naming `context` when there is none or more than one.
+SoftmaxCrossEntropyTarget cross_entropy_target(const Graph& graph, const std::string& context);
 // Number of counted labels (not ignore_index) in a full-batch input set.
 double count_labels(const SoftmaxCrossEntropyTarget& target, const Graph& graph,
                     const std::vector<std::vector<uint8_t>>& batch);

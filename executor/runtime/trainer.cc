@@ -2,11 +2,37 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <map>
 
+#include "executor/runtime/npy.h"
 #include "planner/common/error.h"
 #include "planner/common/rng.h"
+#include "planner/graph/rebatch.h"
 
 namespace alpa::exec {
+
+std::vector<int> training_batch_dims(const TrainingGraph& tg, const Graph& forward, int64_t global_batch) {
+  const Graph& g = tg.graph;
+  const std::vector<int> global_dims = batch_dims(forward, global_batch);
+  std::vector<int> dims(g.num_tensors(), -1);
+  for (size_t t = 0; t < forward.num_tensors(); ++t) {
+    const TensorId id = g.find_tensor(forward.tensor(static_cast<TensorId>(t)).name);
+    if (id != kNoId) dims[static_cast<size_t>(id)] = global_dims[t];
+  }
+  std::map<int64_t, int> dropout_dim;  // rng_key → batch dim of the forward Dropout's input
+  for (size_t k = 0; k < tg.num_forward_nodes; ++k) {
+    const Node& n = g.node(static_cast<NodeId>(k));
+    if (n.kind == OpKind::kDropout) dropout_dim[n.attrs.get_int("rng_key", 0)] = dims[static_cast<size_t>(n.inputs[0])];
+  }
+  for (size_t k = tg.num_forward_nodes; k < g.num_nodes(); ++k) {
+    const Node& n = g.node(static_cast<NodeId>(k));
+    if (n.kind != OpKind::kDropout) continue;
+    auto it = dropout_dim.find(n.attrs.get_int("rng_key", 0));
+    if (it != dropout_dim.end()) dims[static_cast<size_t>(n.inputs[0])] = it->second;
+  }
+  return dims;
+}
 
 Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed)
     : tg_(tg), kernels_(kernels), seed_(seed) {
@@ -88,6 +114,13 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
   kernels_.run(call);
   for (void* p : scratch) pool_.release(p);
   scratch.clear();
+  if (parallel_.on_output) {
+    for (TensorId t : node.outputs) {
+      if (static_cast<size_t>(t) < parallel_.watch.size() && parallel_.watch[t]) {
+        parallel_.on_output(t, ptr_[t], microbatch_, microbatches_);
+      }
+    }
+  }
   // Free what no later node reads.
   auto maybe_free = [&](TensorId t) {
     if (!is_persistent(t) && !keep_to_end_[t] && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
@@ -143,8 +176,24 @@ StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>
   const bool accumulate = microbatches.size() > 1;
   std::vector<void*> acc(tg_.parameters.size(), nullptr);
   StepResult result;
+  // Where each microbatch's samples sit in the step's whole batch (dropout masks), and the
+  // statistics BatchNorm saves for its backward.
+  const int64_t local_samples = local_samples_;
+  std::map<const void*, std::vector<double>> saved_stats;
+  ctx.saved_stats = &saved_stats;
+  if (!batch_dim_.empty() && local_samples > 0) {
+    ctx.batch_dim = &batch_dim_;
+    ctx.local_samples = local_samples;
+    ctx.global_samples = local_samples * parallel_.batch_ways * static_cast<int64_t>(microbatches.size());
+  }
+  ctx.sum_over_batch = parallel_.sum_over_batch;
+  ctx.batch_ways = parallel_.batch_ways;
   for (size_t m = 0; m < microbatches.size(); ++m) {
     const auto& inputs = microbatches[m];
+    ctx.sample_offset = (static_cast<int64_t>(m) * parallel_.batch_ways + parallel_.batch_block) * local_samples;
+    microbatch_ = m;
+    microbatches_ = microbatches.size();
+    saved_stats.clear();
     ALPA_CHECK(inputs.size() == g.inputs.size(), "one buffer per graph input expected");
     for (size_t i = 0; i < g.inputs.size(); ++i) {
       const TensorId id = g.inputs[i];
@@ -153,7 +202,7 @@ StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>
     }
     for (size_t k = 0; k < g.num_nodes(); ++k) {
       const bool optimizer = op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer;
-      if (!optimizer || !accumulate) run_node(k, call, scratch);
+      if (!optimizer) run_node(k, call, scratch);
     }
     const Tensor& loss = g.tensor(g.loss);
     result.loss += loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
@@ -175,16 +224,31 @@ StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>
   }
   if (accumulate) {
     for (size_t p = 0; p < tg_.parameters.size(); ++p) ptr_[tg_.parameters[p].grad] = acc[p];
-    for (size_t k = 0; k < g.num_nodes(); ++k) {
-      if (op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer) run_node(k, call, scratch);
-    }
   } else {
     apply_updates(/*optimizer=*/false);
+  }
+  for (size_t k = 0; k < g.num_nodes(); ++k) {
+    if (op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer) run_node(k, call, scratch);
   }
   result.peak_bytes = pool_.peak_bytes();
   apply_updates(/*optimizer=*/true);
   release_step_tensors();
   return result;
+}
+
+void save_parameters(const std::string& dir, const Trainer& trainer) {
+  std::filesystem::create_directories(dir);
+  const Graph& g = trainer.training_graph().graph;
+  for (size_t t = 0; t < g.num_tensors(); ++t) {
+    const Tensor& tensor = g.tensor(static_cast<TensorId>(t));
+    if (tensor.role != TensorRole::kParameter && tensor.role != TensorRole::kBuffer) continue;
+    std::string file = tensor.name;
+    for (char& c : file) {
+      if (c == '/' || c == '\\' || c == ':') c = '_';
+    }
+    write_npy((std::filesystem::path(dir) / (file + ".npy")).string(), tensor.dtype, tensor.shape,
+              trainer.value(static_cast<TensorId>(t)));
+  }
 }
 
 }  // namespace alpa::exec

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "executor/backend/kernels.h"
@@ -17,6 +19,26 @@ struct StepResult {
   double loss = 0;
   int64_t peak_bytes = 0;  // the pool's high-water mark during the step
 };
+
+// A rank's part of a batch-parallel step, and the collectives it adds to the single-device
+// step. Without it (one device), a step's microbatches are consecutive blocks of its batch.
+struct BatchParallel {
+  // Global index of this rank's first sample in microbatch m: m·(samples per microbatch on all
+  // ranks) + block·(samples per microbatch on this rank).
+  int64_t batch_ways = 1;
+  int64_t batch_block = 0;
+  // Sums `count` elements over the ranks sharing a microbatch (BatchNorm statistics).
+  std::function<void(void* data, int64_t count, DType dtype)> sum_over_batch;
+  // Called right after a node produces a tensor marked in `watch` (per tensor), with its buffer,
+  // the microbatch and the step's microbatch count: the lowering's in-place gradient reductions.
+  std::vector<bool> watch;
+  std::function<void(TensorId tensor, void* data, size_t microbatch, size_t microbatches)> on_output;
+};
+
+// Each tensor's batch dim in a (local-batch) training graph, from the batch dims of the global
+// forward graph (by tensor name); the backward Dropout of a forward Dropout (same rng_key) reads
+// a gradient shaped like the forward's input and gets its batch dim. -1 elsewhere.
+std::vector<int> training_batch_dims(const TrainingGraph& tg, const Graph& global_forward, int64_t global_batch);
 
 class Trainer {
  public:
@@ -40,6 +62,13 @@ class Trainer {
   // Current value of a persistent tensor (parameter, buffer, optimizer state).
   const void* value(TensorId t) const { return ptr_.at(static_cast<size_t>(t)); }
   const TrainingGraph& training_graph() const { return tg_; }
+  // Dropout masks keyed by global element index need each tensor's batch dim (-1: none) and
+  // the samples of one microbatch on this rank.
+  void set_batch_dims(std::vector<int> batch_dim, int64_t samples_per_microbatch) {
+    batch_dim_ = std::move(batch_dim);
+    local_samples_ = samples_per_microbatch;
+  }
+  void set_batch_parallel(BatchParallel parallel) { parallel_ = std::move(parallel); }
   int64_t persistent_bytes() const { return persistent_bytes_; }
 
  private:
@@ -58,6 +87,14 @@ class Trainer {
   std::vector<bool> keep_to_end_;     // loss, state-update sources and parameter gradients
   std::vector<bool> from_optimizer_;  // tensors written by optimizer nodes
   int64_t persistent_bytes_ = 0;
+  std::vector<int> batch_dim_;
+  int64_t local_samples_ = 0;
+  BatchParallel parallel_;
+  size_t microbatch_ = 0, microbatches_ = 1;  // of the step being run
 };
+
+// Writes every parameter and buffer of `trainer` as DIR/<name>.npy ('/', '\' and ':' in names
+// become '_'), creating DIR.
+void save_parameters(const std::string& dir, const Trainer& trainer);
 
 }  // namespace alpa::exec

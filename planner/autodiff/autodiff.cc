@@ -243,7 +243,9 @@ TrainingGraph build_training_graph(const Graph& source, const OptimizerConfig& o
     if (!any_output) continue;
     apply_grad_rule(b);
     for (size_t i = 0; i < node.inputs.size(); ++i) {
-      if (b.gradients()[i] != kNoId) contributions[node.inputs[i]].push_back(b.gradients()[i]);
+      if (b.gradients()[i] == kNoId) continue;
+      contributions[node.inputs[i]].push_back(b.gradients()[i]);
+      tg.grad_edges.push_back({static_cast<NodeId>(k), i, b.gradients()[i]});
     }
   }
 

@@ -37,6 +37,15 @@ struct ParameterSlot {
   std::vector<TensorId> updated_state;
 };
 
+// One gradient contribution: what the backward of forward node `node` gives its input `input`
+// (before contributions to the same tensor are summed). The lowering reduces or reshards these
+// where the plan says.
+struct GradEdge {
+  NodeId node = kNoId;
+  size_t input = 0;
+  TensorId grad = kNoId;
+};
+
 struct TrainingGraph {
   Graph graph;
   OptimizerConfig optimizer;
@@ -45,6 +54,7 @@ struct TrainingGraph {
   // buffers (BatchNorm running statistics).
   std::vector<std::pair<TensorId, TensorId>> state_updates;
   size_t num_forward_nodes = 0;  // nodes [0, n) are the forward pass
+  std::vector<GradEdge> grad_edges;  // in backward order
   PrecisionConfig precision;
 };
 

@@ -460,26 +460,9 @@ TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, cons
   return make_training(forward, plan.global_batch, plan.microbatches, opt, prec);
 }
 
-CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
-                     const Profile* profile, const std::string& profile_text) {
-  check_plan_bindings(plan, src, forward, cl, profile_text);
-  if (plan.logical_d0 * plan.logical_d1 != cl.num_devices()) {
-    throw UserError(src, "logical_mesh", "covers " + std::to_string(plan.logical_d0 * plan.logical_d1) +
-                    " devices; the cluster has " + std::to_string(cl.num_devices()));
-  }
-  Method method;
-  try {
-    method = parse_method(plan.method);
-  } catch (const UserError&) {
-    throw UserError(src, "method", "unknown method \"" + plan.method + "\" (shard, data, zero2 or zero3)");
-  }
-  const TrainingGraph tg = plan_training_graph(plan, src, forward);
-  StrategyGraphOptions so;
-  so.method = method;
-  so.microbatches = plan.microbatches;
-  so.profile = profile;
-  const LogicalMesh view{plan.logical_d0, plan.logical_d1};
-  const StrategyGraph sg = build_strategy_graph(tg, cl, {cl.hosts, cl.devices_per_host}, view, so);
+std::vector<int> plan_choice(const Plan& plan, const std::string& src, const TrainingGraph& tg,
+                             const StrategyGraph& sg) {
+  const LogicalMesh view = sg.costs.view;
   const Graph& g = tg.graph;
   std::map<std::string, std::string, std::less<>> strat, spec;
   for (const auto& s : plan.strategies) {
@@ -597,9 +580,36 @@ CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forw
       throw UserError(src, "/overrides/\"" + o.tensor + "\"", "overriding a derived spec is not supported yet (derived: \"" + derived + "\")");
     }
   }
+  return choice;
+}
+
+StrategyGraph plan_strategy_graph(const Plan& plan, const std::string& src, const TrainingGraph& tg,
+                                  const Cluster& cl, const Profile* profile) {
+  if (plan.logical_d0 * plan.logical_d1 != cl.num_devices()) {
+    throw UserError(src, "logical_mesh", "covers " + std::to_string(plan.logical_d0 * plan.logical_d1) +
+                    " devices; the cluster has " + std::to_string(cl.num_devices()));
+  }
+  Method method;
+  try {
+    method = parse_method(plan.method);
+  } catch (const UserError&) {
+    throw UserError(src, "method", "unknown method \"" + plan.method + "\" (shard, data, zero2 or zero3)");
+  }
+  StrategyGraphOptions so;
+  so.method = method;
+  so.microbatches = plan.microbatches;
+  so.profile = profile;
+  return build_strategy_graph(tg, cl, {cl.hosts, cl.devices_per_host}, {plan.logical_d0, plan.logical_d1}, so);
+}
+
+CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
+                     const Profile* profile, const std::string& profile_text) {
+  check_plan_bindings(plan, src, forward, cl, profile_text);
+  const TrainingGraph tg = plan_training_graph(plan, src, forward);
+  const StrategyGraph sg = plan_strategy_graph(plan, src, tg, cl, profile);
   CostResult out;
-  out.choice = choice;
-  out.estimate = estimate_choice(sg, choice, plan.global_batch);
+  out.choice = plan_choice(plan, src, tg, sg);
+  out.estimate = estimate_choice(sg, out.choice, plan.global_batch);
   return out;
 }
 

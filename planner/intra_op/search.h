@@ -92,6 +92,17 @@ CostResult cost_plan(const Plan& plan, const std::string& plan_source, const Gra
                      const Cluster& cluster, const Profile* profile = nullptr,
                      const std::string& profile_text = "");
 
+// The strategy graph of a single-stage plan: its method and microbatches on its logical view of
+// the whole cluster (UserError naming `plan_source` for a bad view or method).
+StrategyGraph plan_strategy_graph(const Plan& plan, const std::string& plan_source, const TrainingGraph& tg,
+                                  const Cluster& cluster, const Profile* profile = nullptr);
+// The strategy choice (one index per group of `sg`) a single-stage plan's strategies and specs
+// name, checked: every follower, tensor spec, gradient and state spec must be what the choice
+// gives. `sg` is the plan's view of `tg` (plan_training_graph). Throws UserError naming
+// `plan_source` and the element. What `cost` and alpa-run's lowering both use.
+std::vector<int> plan_choice(const Plan& plan, const std::string& plan_source, const TrainingGraph& tg,
+                             const StrategyGraph& sg);
+
 // Parses "D0xD1".
 std::optional<LogicalMesh> parse_logical_mesh(const std::string& text);
 Method parse_method(const std::string& text);  // throws UserError

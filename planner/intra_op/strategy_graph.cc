@@ -192,6 +192,7 @@ std::optional<NodeStrategy> Builder::make_strategy(NodeId id, std::array<int, 2>
   if (n.kind == OpKind::kBatchNormalization) {
     for (size_t o = 1; o < out_partial.size(); ++o) out_partial[o] = 0;
   }
+  s.out_partial = out_partial;
   const int K = static_cast<int>(sg_.options.microbatches);
   for (size_t o = 0; o < n.outputs.size(); ++o) {
     if (!out_partial[o]) continue;
@@ -707,6 +708,41 @@ double evaluate_objective(const StrategyGraph& sg, const std::vector<int>& choic
   return total;
 }
 
+EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choice, const ChosenSpecs& cs,
+                           NodeId node, size_t input) {
+  const Graph& g = sg.training->graph;
+  const Node& n = g.node(node);
+  const NodeStrategy& c = *cs.node[static_cast<size_t>(node)];
+  const TensorId t = n.inputs[input];
+  const Tensor& ten = g.tensor(t);
+  EdgeReshards out;
+  int pg = -1;
+  if (sg.group_of_param[t] >= 0) pg = sg.group_of_param[t];
+  else if (ten.producer != kNoId && static_cast<size_t>(ten.producer) < sg.group_of_node.size()) pg = sg.group_of_node[ten.producer];
+  if (pg < 0) return out;
+  out.planned = true;
+  const Group& pgrp = sg.groups[static_cast<size_t>(pg)];
+  const ShardingSpec& produced = cs.tensor[t];
+  out.param_like = pgrp.is_parameter;
+  const ShardingSpec* grad_target = &produced;
+  if (sg.group_of_param[t] >= 0) {
+    grad_target = &pgrp.param_strategy[static_cast<size_t>(choice[static_cast<size_t>(pg)])].state;
+  } else if (out.param_like) {
+    const NodeStrategy& ps = *cs.node[static_cast<size_t>(ten.producer)];
+    const Node& pn = g.node(ten.producer);
+    for (size_t o = 0; o < pn.outputs.size(); ++o) {
+      if (pn.outputs[o] == t && o < ps.grad_out.size()) grad_target = &ps.grad_out[o];
+    }
+  }
+  out.forward = reshard(produced, 0, c.in[input], ten.shape, ten.dtype, sg.costs);
+  out.forward_again = out.param_like && mask_has(op_info(n.kind).saved_inputs, input);
+  if (sg.needs_grad[t]) {
+    out.has_backward = true;
+    out.backward = reshard(c.in[input], c.in_grad_partial[input], *grad_target, ten.shape, ten.dtype, sg.costs);
+  }
+  return out;
+}
+
 std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice) {
   const Graph& g = sg.training->graph;
   const ChosenSpecs cs = chosen_specs(sg, choice);
@@ -724,32 +760,10 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
     const NodeStrategy& c = *cs.node[i];
     add(n.outputs.empty() ? kNoId : n.outputs[0], n.name, c.comms, K);
     for (size_t k = 0; k < n.inputs.size(); ++k) {
-      const TensorId t = n.inputs[k];
-      const Tensor& ten = g.tensor(t);
-      int pg = -1;
-      if (sg.group_of_param[t] >= 0) pg = sg.group_of_param[t];
-      else if (ten.producer != kNoId && static_cast<size_t>(ten.producer) < sg.group_of_node.size()) pg = sg.group_of_node[ten.producer];
-      if (pg < 0) continue;
-      const Group& pgrp = sg.groups[pg];
-      const ShardingSpec& produced = cs.tensor[t];
-      const bool param_like = pgrp.is_parameter;
-      const ShardingSpec* grad_target = &produced;
-      if (sg.group_of_param[t] >= 0) {
-        grad_target = &pgrp.param_strategy[choice[pg]].state;
-      } else if (param_like) {
-        const NodeStrategy& ps = *cs.node[ten.producer];
-        const Node& pn = g.node(ten.producer);
-        for (size_t o = 0; o < pn.outputs.size(); ++o) {
-          if (pn.outputs[o] == t && o < ps.grad_out.size()) grad_target = &ps.grad_out[o];
-        }
-      }
-      const ReshardResult fwd = reshard(produced, 0, c.in[k], ten.shape, ten.dtype, sg.costs);
-      const bool again = param_like && mask_has(op_info(n.kind).saved_inputs, k);
-      add(t, "forward", fwd.steps, K * (again ? 2 : 1));
-      if (sg.needs_grad[t]) {
-        const ReshardResult bwd = reshard(c.in[k], c.in_grad_partial[k], *grad_target, ten.shape, ten.dtype, sg.costs);
-        add(t, "backward", bwd.steps, param_like ? 1.0 : K);
-      }
+      const EdgeReshards e = edge_reshards(sg, choice, cs, static_cast<NodeId>(i), k);
+      if (!e.planned) continue;
+      add(n.inputs[k], "forward", e.forward.steps, K * (e.forward_again ? 2 : 1));
+      if (e.has_backward) add(n.inputs[k], "backward", e.backward.steps, e.param_like ? 1.0 : K);
     }
   }
   return out;

@@ -48,7 +48,10 @@ struct NodeStrategy {
   std::vector<AxisMask> in_grad_partial;   // per input: axes the backward leaves partial
   double compute_s = 0;                    // forward + backward (+ optimizer), per step
   double comm_s = 0;                       // collectives inside the node, per step
-  std::vector<CollectiveStep> comms;       // those collectives (once per microbatch)
+  std::vector<CollectiveStep> comms;       // those collectives (once per microbatch): the
+                                           // reductions of partial outputs, output by output,
+                                           // then exchanged statistics
+  std::vector<AxisMask> out_partial;       // per output: axes its local result is a partial sum over
   int64_t memory_bytes = 0;                // saved-for-backward outputs (+ parameter state)
   int64_t temp_bytes = 0;                  // working set while it runs: forward inputs and
                                            // outputs, and its backward nodes' outputs
@@ -133,6 +136,22 @@ struct CommEvent {
   CollectiveStep step;
   double count = 1;
 };
+// The resharding on one forward edge (input `input` of forward node `node`): the forward
+// conversion of the produced spec to the one the node wants, and the backward conversion of the
+// gradient the node gives that input (its spec, partial over some axes) to the spec the producer
+// wants it in (a parameter's gradient: its optimizer-state spec). What the estimate counts and
+// the executor's lowering performs.
+struct EdgeReshards {
+  bool planned = false;        // the input has a producer group or is a parameter
+  bool param_like = false;     // a parameter or a tensor computed from parameters only: its
+                               // gradient is reduced once per step, after accumulation
+  bool forward_again = false;  // param-like and saved: the conversion repeats in the backward
+  bool has_backward = false;   // a gradient flows back over the edge
+  ReshardResult forward, backward;
+};
+EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choice, const ChosenSpecs& specs,
+                           NodeId node, size_t input);
+
 // Every collective a choice performs, recomputed tensor by tensor from the chosen specs (not
 // from the ILP's matrices): what the estimate reports and the checker sums.
 std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice);

@@ -288,9 +288,11 @@ IterationSpace iteration_space(const Graph& g, NodeId id, const std::vector<int>
         b.space().outputs[o].assign(b.out_rank(o), kNoLetter);
         if (b.out_rank(o) == 1) b.set_out(o, 0, ls[1]);
       }
-      // Synchronised statistics: mean and variance forward, two sums backward, per channel.
+      // Synchronised statistics: mean and variance forward, two sums backward, per channel,
+      // exchanged as fp64 sums (fp32 partial sums lose enough to change training noticeably
+      // within ten steps).
       b.space().stats_bytes.assign(b.space().letters.size(), 0);
-      const double c_bytes = 4.0 * static_cast<double>(b.in(0)[1]);
+      const double c_bytes = 8.0 * static_cast<double>(b.in(0)[1]);
       for (size_t d = 0; d < ls.size(); ++d) {
         if (d != 1) b.space().stats_bytes[ls[d]] = 4 * c_bytes;
       }

@@ -10,6 +10,8 @@ Good models (each with its OUT.json sidecar, see generate.py):
       WResNet has BatchNormalization in training mode.
   gpt_test_static.onnx
       the same GPT exported without dynamic axes: the attention Reshape targets bake in batch 4.
+  gpt_test_dropout.onnx
+      the same GPT with dropout 0.1 (the distributed runs' masks must equal one device's).
   gpt_test_shapeonly.onnx, bert_test_shapeonly.onnx, moe_test_shapeonly.onnx,
   wresnet_test_shapeonly.onnx
       the shape-only builders at test size (initializers with dims and no data).
@@ -185,6 +187,8 @@ def main(argv) -> int:
         generate(family, "test", os.path.join(outdir, f"{family}_test.onnx"), mode="torch")
     generate("gpt", "test", os.path.join(outdir, "gpt_test_static.onnx"), mode="torch",
              static_batch=True)
+    generate("gpt", "test", os.path.join(outdir, "gpt_test_dropout.onnx"), mode="torch",
+             overrides={"dropout": 0.1})
     for family in ("gpt", "bert", "moe", "wresnet"):
         generate(family, "test", os.path.join(outdir, f"{family}_test_shapeonly.onnx"),
                  mode="shape-only")

@@ -1,0 +1,268 @@
+#include "executor/comm/planned_run.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "executor/comm/rank_runtime.h"
+#include "executor/runtime/data.h"
+#include "planner/cluster/cluster.h"
+#include "planner/common/error.h"
+#include "planner/common/format.h"
+#include "planner/graph/rebatch.h"
+#include "planner/intra_op/search.h"
+#include "planner/onnx/import.h"
+#include "planner/plan/plan.h"
+
+namespace alpa::exec {
+namespace {
+
+std::string read_text(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UserError(path, what, "cannot be read");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Everything a rank needs for its steps, built before the first one.
+struct RankState {
+  Plan plan;
+  ImportedModel model;
+  Cluster cluster;
+  std::unique_ptr<TrainingGraph> plan_tg;  // the plan's graph (what the lowering reads)
+  std::unique_ptr<StrategyGraph> sg;
+  std::vector<int> choice;
+  RankLowering lowering;
+  std::unique_ptr<TrainingGraph> tg;  // this rank's graph: one microbatch of its block
+  SoftmaxCrossEntropyTarget loss_target;
+  std::unique_ptr<DataSource> data;
+  std::unique_ptr<Kernels> kernels;
+  std::unique_ptr<Trainer> trainer;
+  RankComms comms;
+};
+
+std::string cluster_spec_of(const Plan& plan) {
+  if (plan.cluster.rfind("local", 0) == 0) return "local:" + std::to_string(plan.device_ids.size());
+  return "builtin:" + plan.cluster;
+}
+
+std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int world) {
+  auto st = std::make_unique<RankState>();
+  const std::string& src = o.plan;
+  st->plan = parse_plan(read_text(o.plan, "--plan"), src);
+  const Plan& plan = st->plan;
+  if (plan.pipeline) {
+    throw UserError(src, "pipeline", "a pipeline plan (" + std::to_string(plan.pipeline->stages.size()) +
+                    " stages) is not executed by this version of alpa-run; search with --method shard or data");
+  }
+  const int64_t devices = static_cast<int64_t>(plan.device_ids.size());
+  if (devices != world) {
+    throw UserError(src, "device_ids", "the plan places its stage on " + std::to_string(devices) + " devices, but mpirun started " +
+                    std::to_string(world) + " rank" + (world == 1 ? "" : "s") + "; run mpirun -np " + std::to_string(devices));
+  }
+  if (plan.precision != "fp32") {
+    throw UserError(src, "precision", "\"" + plan.precision + "\": the CPU backend trains in fp32; search the plan with --precision fp32");
+  }
+  if (o.batch > 0 && o.batch != plan.global_batch) {
+    throw UserError("--batch", std::to_string(o.batch), "differs from the plan's global batch " + std::to_string(plan.global_batch));
+  }
+  if (!o.optimizer.empty() && o.optimizer != plan.optimizer) {
+    throw UserError("--optimizer", o.optimizer, "differs from the plan's optimizer \"" + plan.optimizer + "\" (its state and update are planned)");
+  }
+  ImportOptions io;
+  io.batch = plan.global_batch;
+  st->model = import_onnx_file(o.model, io);
+  const Graph& forward = st->model.graph;
+  // The cluster: these ranks are `world` local CPU devices; a plan made for another cluster runs
+  // only when asked to, lowered as planned for its own cluster.
+  const std::string profile_text = o.profile.empty() ? "" : read_text(o.profile, "--profile");
+  const Cluster here = load_cluster("local:" + std::to_string(world));
+  if (plan.cluster_fingerprint == cluster_fingerprint(here, profile_text)) {
+    st->cluster = here;
+  } else if (o.allow_cluster_mismatch) {
+    st->cluster = load_cluster(cluster_spec_of(plan));
+  } else {
+    throw UserError(src, "cluster", "the plan was made for \"" + plan.cluster + "\", not for these " + std::to_string(world) +
+                    " local CPU ranks; pass --allow-cluster-mismatch to run it here (only the devices' speed differs)");
+  }
+  check_plan_bindings(plan, src, forward, st->cluster, profile_text);
+
+  st->plan_tg = std::make_unique<TrainingGraph>(plan_training_graph(plan, src, forward));
+  st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(plan, src, *st->plan_tg, st->cluster));
+  st->choice = plan_choice(plan, src, *st->plan_tg, *st->sg);
+  st->lowering = lower_batch_parallel(plan, src, *st->sg, st->choice, rank);
+  const RankLowering& low = st->lowering;
+
+  OptimizerConfig opt;
+  opt.lr = o.lr;
+  opt.momentum = o.momentum;
+  opt.weight_decay = o.weight_decay;
+  opt.kind = st->plan_tg->optimizer.kind;
+  const int64_t splits = plan.microbatches * low.batch_ways;
+  if (splits > 1) st->loss_target = cross_entropy_target(forward, o.model);
+  for (size_t i = 0; splits > 1 && i < forward.inputs.size(); ++i) {
+    if (forward.input_batch_axes[i] != 0) {
+      throw UserError(o.model, "input '" + forward.tensor(forward.inputs[i]).name + "'",
+                      "a split batch is taken from dim 0; this input has no batch in dim 0");
+    }
+  }
+  st->tg = std::make_unique<TrainingGraph>(
+      build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt));
+  st->data = o.data == "synthetic" ? synthetic_data(forward, o.seed) : open_data_directory(o.data, forward);
+  st->kernels = make_cpu_kernels();
+  st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, o.seed);
+  st->trainer->set_batch_dims(training_batch_dims(*st->tg, forward, plan.global_batch), low.microbatch_samples);
+  return st;
+}
+
+std::string bytes_json(const std::map<std::string, int64_t>& bytes) {
+  std::string out = "{";
+  for (const auto& [kind, b] : bytes) {
+    out += (out.size() > 1 ? "," : "") + ("\"" + kind + "\":" + std::to_string(b));
+  }
+  return out + "}";
+}
+
+// The steps; exceptions propagate to the caller, which ends the job.
+void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
+  const Plan& plan = st.plan;
+  const RankLowering& low = st.lowering;
+  const Graph& forward = st.model.graph;
+  st.trainer->set_batch_parallel(batch_parallel_hooks(low, *st.tg, st.comms));
+  std::ofstream metrics;
+  if (rank == 0 && !o.metrics.empty()) {
+    metrics.open(o.metrics);
+    if (!metrics) throw UserError(o.metrics, "--metrics", "cannot be written");
+  }
+  const char* fail_rank = std::getenv("ALPA_TEST_FAIL_RANK");  // failure injection for tests
+  const char* fail_step = std::getenv("ALPA_TEST_FAIL_STEP");
+  const bool tty = rank == 0 && isatty(STDERR_FILENO) != 0;
+  const int64_t K = plan.microbatches, ls = low.microbatch_samples, B = plan.global_batch;
+  const bool split = K * low.batch_ways > 1;
+  std::map<std::string, int64_t> before = planned_traffic(st.comms), per_step;
+  std::vector<int64_t> peaks(static_cast<size_t>(world), 0);
+  for (int64_t step = 0; step < o.steps; ++step) {
+    if (fail_rank && fail_step && std::atoi(fail_rank) == rank && std::atoll(fail_step) == step + 1) {
+      throw UserError("ALPA_TEST_FAIL_RANK", std::to_string(rank), "injected failure at step " + std::to_string(step + 1));
+    }
+    const auto batch = st.data->batch(step);
+    std::vector<std::vector<const void*>> micro(static_cast<size_t>(K));
+    for (int64_t m = 0; m < K; ++m) {
+      const int64_t first = (m * low.batch_ways + low.batch_block) * ls;
+      for (const auto& b : batch) {
+        const size_t per_sample = b.size() / static_cast<size_t>(B);
+        micro[static_cast<size_t>(m)].push_back(b.data() + static_cast<size_t>(first) * per_sample);
+      }
+    }
+    const double normalizer = split ? count_labels(st.loss_target, forward, batch) : 0.0;
+    const auto start = std::chrono::steady_clock::now();
+    const StepResult r = st.trainer->step_microbatches(micro, step, normalizer);
+    const double loss = r.loss;  // the lowering all-reduces the loss: every rank has the whole
+    int64_t peak = r.peak_bytes;
+    st.comms.control->all_gather(&peak, peaks.data(), 1, DType::kInt64);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    const auto after = planned_traffic(st.comms);
+    for (const auto& [kind, b] : after) per_step[kind] = b - before[kind];
+    before = after;
+    if (rank != 0) continue;
+    int64_t max_peak = 0;
+    std::string peak_list;
+    for (int64_t p : peaks) {
+      max_peak = std::max(max_peak, p);
+      peak_list += (peak_list.empty() ? "" : ",") + std::to_string(p);
+    }
+    const double samples_per_s = static_cast<double>(B) / (ms / 1000.0);
+    if (metrics) {
+      char line[256];
+      std::snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld,",
+                    static_cast<long long>(step + 1), loss, ms, samples_per_s, static_cast<long long>(max_peak));
+      metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step) << "}\n"
+              << std::flush;
+    }
+    const int width = 30;
+    const int filled = static_cast<int>(width * (step + 1) / o.steps);
+    std::fprintf(stderr, "%sstep %lld/%lld [%s%s] loss %.6f  %.1f ms  %.1f samples/s  peak %s  sent %s%s", tty ? "\r" : "",
+                 static_cast<long long>(step + 1), static_cast<long long>(o.steps), std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), loss, ms, samples_per_s,
+                 format_bytes(static_cast<double>(max_peak)).c_str(),
+                 format_bytes(static_cast<double>(per_step["all_reduce"] + per_step["all_gather"] + per_step["reduce_scatter"] +
+                                                  per_step["all_to_all"])).c_str(),
+                 tty ? "" : "\n");
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  if (rank == 0) {
+    std::fprintf(stderr, "per step and device: sent");
+    for (const auto& [kind, b] : per_step) {
+      if (b > 0 || low.predicted_bytes.at(kind) > 0) {
+        std::fprintf(stderr, "  %s %lld B (plan %.0f B)", kind.c_str(), static_cast<long long>(b), low.predicted_bytes.at(kind));
+      }
+    }
+    std::fprintf(stderr, "\n");
+  }
+  if (rank == 0 && !o.save_params.empty()) save_parameters(o.save_params, *st.trainer);
+}
+
+}  // namespace
+
+int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
+  init_mpi(argc, argv);
+  std::unique_ptr<MpiCommunicator> startup = make_mpi_world_communicator();
+  const int rank = startup->rank(), world = startup->size();
+  std::unique_ptr<RankState> st;
+  std::string error;
+  int code = 0;
+  try {
+    st = set_up(o, rank, world);
+  } catch (const UserError& e) {
+    error = std::string("error: ") + e.what();
+    code = 2;
+  } catch (const InternalError& e) {
+    error = e.what();
+    code = 3;
+  } catch (const std::bad_alloc&) {
+    error = "error: out of memory";
+    code = 3;
+  }
+  // Every rank learns which ranks failed to set up, so none waits in a collective for them.
+  int64_t mine = code, worst = 0;
+  std::vector<int64_t> codes(static_cast<size_t>(world), 0);
+  startup->all_gather(&mine, codes.data(), 1, DType::kInt64);
+  std::string failed;
+  for (int r = 0; r < world; ++r) {
+    if (codes[static_cast<size_t>(r)] == 0) continue;
+    worst = std::max(worst, codes[static_cast<size_t>(r)]);
+    failed += (failed.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (worst != 0) {
+    if (code != 0) std::fprintf(stderr, "alpa-run: rank %d: %s\n", rank, error.c_str());
+    else std::fprintf(stderr, "alpa-run: rank %d: stopping: rank %s failed to start\n", rank, failed.c_str());
+    st.reset();
+    startup.reset();
+    finalize_mpi();
+    return static_cast<int>(worst);
+  }
+  try {
+    st->comms = make_rank_comms(st->lowering.view);
+    train(o, *st, rank, world);
+  } catch (const UserError& e) {
+    std::fprintf(stderr, "alpa-run: rank %d: error: %s (stopping every rank)\n", rank, e.what());
+    std::fflush(stderr);
+    abort_mpi(2);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "alpa-run: rank %d: %s (stopping every rank)\n", rank, e.what());
+    std::fflush(stderr);
+    abort_mpi(3);
+  }
+  st.reset();
+  startup.reset();
+  finalize_mpi();
+  return 0;
+}
+
+}  // namespace alpa::exec

@@ -1,0 +1,47 @@
+// One MPI rank of a single-stage plan: its communicators (one per logical mesh axis, plus a
+// control channel that carries no planned traffic), the collectives of the lowering performed
+// on local buffers, and the hooks that make a Trainer run this rank's part of each step.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "executor/comm/mpi_communicator.h"
+#include "executor/runtime/trainer.h"
+#include "planner/spmd/lowering.h"
+
+namespace alpa::exec {
+
+struct RankComms {
+  std::unique_ptr<MpiCommunicator> world;    // every rank; used only to split the others
+  std::unique_ptr<MpiCommunicator> control;  // loss reporting, metrics, error agreement
+  std::unique_ptr<MpiCommunicator> axis[2];  // the ranks that differ only in one mesh coordinate
+};
+
+// Collective over MPI_COMM_WORLD, whose size must be view.size(): rank r is logical device
+// (r / d1, r % d1).
+RankComms make_rank_comms(const LogicalMesh& view);
+
+// Performs a resharding's collectives on a local buffer of `numel` elements, in place. This
+// version performs all-reduces (what batch-parallel lowerings emit); other steps are an
+// InternalError.
+void run_reshard(const ReshardResult& reshard, void* data, int64_t numel, DType dtype, RankComms& comms);
+
+// Sums over the ranks of the lowering's batch axes (axis 1, then axis 0), in place.
+void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms);
+
+// The Trainer hooks of a batch-parallel lowering: synchronised BatchNorm statistics and
+// gradient synchronisation. `tg` is the rank's (local-batch) training graph; `comms` must outlive
+// the trainer.
+BatchParallel batch_parallel_hooks(const RankLowering& lowering, const TrainingGraph& tg, RankComms& comms);
+
+// Bytes this rank has sent on the planned communicators (the axes), per collective kind
+// ("all_reduce", ...), every kind present.
+std::map<std::string, int64_t> planned_traffic(const RankComms& comms);
+
+// Whether any rank passed true (an all-reduce on the control channel).
+bool any_rank(RankComms& comms, bool flag);
+
+}  // namespace alpa::exec

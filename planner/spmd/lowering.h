@@ -1,0 +1,74 @@
+// Lowering of a single-stage plan to what one rank runs: which block of the batch it takes, the
+// collectives that synchronise each parameter's gradient, and the statistics all-reduced inside
+// operators. The executor performs exactly these; the plan's estimate predicts them through the
+// same resharding function, so measured and predicted bytes agree by construction and a test
+// holds them to it.
+//
+// This version lowers batch-parallel plans: every forward node splits only batch letters
+// (data parallelism on one or both mesh axes), so each rank runs the whole training graph on its
+// block of samples. Parameters, gradients and optimizer state are replicated (method data, or
+// the ILP's choice when it picks pure data parallelism). Plans that split non-batch dims
+// (tensor parallelism, ZeRO) are refused with a UserError naming the first node or tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "planner/autodiff/training_graph.h"
+#include "planner/intra_op/strategy_graph.h"
+#include "planner/plan/plan.h"
+#include "planner/spmd/reshard.h"
+
+namespace alpa {
+
+struct RankLowering {
+  LogicalMesh view;
+  int64_t rank = 0;
+  int64_t coord[2] = {0, 0};     // logical (i0, i1): device rank = i0·d1 + i1
+  AxisMask batch_axes = 0;       // mesh axes the batch is split over (S0, S1 or S01)
+  int64_t batch_ways = 1;        // blocks the batch is cut into
+  int64_t batch_block = 0;       // this rank's block (S01: i0·d1 + i1)
+  int64_t microbatch_samples = 0;  // samples per rank per microbatch
+  // Gradient contributions that must be reduced (a node whose output carries the batch gives a
+  // batch-free input, such as a parameter, a partial sum per rank): the contribution tensor's
+  // name (the same in the plan's and the rank's training graph) and the collectives, performed
+  // in place right after the backward node that produces it. Param-like contributions are
+  // reduced once per step: accumulated over the microbatches and reduced with the last one.
+  struct GradReduction {
+    std::string tensor;
+    bool per_step = false;
+    ReshardResult reshard;
+    double scale = 1;  // then multiplied by this (the backward of a mean over the split batch)
+  };
+  std::vector<GradReduction> grad_reductions;
+  // Forward outputs that come out as partial sums (the loss, a mean over a split batch):
+  // reduced in place right after their node, every microbatch.
+  struct OutputReduction {
+    std::string tensor;
+    ReshardResult reshard;
+    // Then multiplied by this: a ReduceMean over the split batch divides by its local count,
+    // so the sum over ranks and microbatches is scaled back to the mean.
+    double scale = 1;
+  };
+  std::vector<OutputReduction> output_reductions;
+  // Per forward node: the statistics it all-reduces over the split batch (synchronised
+  // BatchNorm), every microbatch; empty for most nodes.
+  std::vector<std::vector<CollectiveStep>> stats;
+  // What the plan's estimate says each device sends per step, per collective kind.
+  std::map<std::string, double> predicted_bytes;
+  PlanMemory predicted_memory;  // the estimate's memory per device
+};
+
+// `tg` and `sg` are the plan's training graph and strategy graph (plan_training_graph,
+// plan_strategy_graph) and `choice` its checked choice (plan_choice). Throws UserError naming
+// `plan_source` and the element when the plan is not batch-parallel.
+RankLowering lower_batch_parallel(const Plan& plan, const std::string& plan_source, const StrategyGraph& sg,
+                                  const std::vector<int>& choice, int64_t rank);
+
+// The collectives a lowering performs per step, per collective kind and device (the sum the
+// executor's communicator measures), for `microbatches` microbatches per step.
+std::map<std::string, double> lowered_bytes(const RankLowering& lowering, int64_t microbatches);
+
+}  // namespace alpa
