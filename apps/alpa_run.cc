@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "executor/comm/planned_run.h"
+#include "executor/runtime/checkpoint.h"
 #include "executor/runtime/data.h"
 #include "executor/runtime/trainer.h"
 #include "planner/autodiff/training_graph.h"
@@ -59,11 +60,19 @@ int run(const Flags& f) {
   const alpa::TrainingGraph tg = alpa::build_training_graph(
       alpa::rebatch(model.graph, model.batch, model.batch / k), opt);
 
+  uint64_t seed = f.seed;
+  int64_t first_step = 0;
+  if (!f.resume.empty()) {
+    const auto info = alpa::exec::check_resume(f.resume, f.steps, model.batch, f.optimizer, f.seed_given ? &f.seed : nullptr);
+    seed = info.seed;
+    first_step = info.step;
+  }
   std::unique_ptr<alpa::exec::DataSource> data =
-      f.data == "synthetic" ? alpa::exec::synthetic_data(model.graph, f.seed)
+      f.data == "synthetic" ? alpa::exec::synthetic_data(model.graph, seed)
                             : alpa::exec::open_data_directory(f.data, model.graph);
   auto kernels = alpa::exec::make_cpu_kernels();
-  alpa::exec::Trainer trainer(tg, *kernels, f.seed);
+  alpa::exec::Trainer trainer(tg, *kernels, seed);
+  if (!f.resume.empty()) alpa::exec::load_checkpoint(f.resume, trainer, {});
   if (k > 1) {  // dropout masks keyed by global element index, as in the whole-batch step
     trainer.set_batch_dims(alpa::exec::training_batch_dims(tg, model.graph, model.batch), model.batch / k);
   }
@@ -74,7 +83,7 @@ int run(const Flags& f) {
     if (!metrics) throw alpa::UserError(f.metrics, "--metrics", "cannot be written");
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
-  for (int64_t step = 0; step < f.steps; ++step) {
+  for (int64_t step = first_step; step < f.steps; ++step) {
     const auto batch = data->batch(step);
     std::vector<std::vector<const void*>> micro(static_cast<size_t>(k));
     for (int64_t m = 0; m < k; ++m) {
@@ -103,6 +112,7 @@ int run(const Flags& f) {
   }
   if (tty) std::fprintf(stderr, "\n");
   if (!f.save_params.empty()) alpa::exec::save_parameters(f.save_params, trainer);
+  if (!f.save.empty()) alpa::exec::save_checkpoint(f.save, trainer, {f.steps, seed, f.optimizer, model.batch}, 0, {}, {});
   return 0;
 }
 
@@ -129,8 +139,11 @@ int main(int argc, char** argv) {
   app.add_option("--seed", f.seed, "seed for dropout masks, shape-only parameters, synthetic data");
   app.add_option("--metrics", f.metrics, "write JSON Lines metrics, one object per step");
   app.add_option("--save-params", f.save_params, "after the last step, write every parameter and buffer as DIR/<name>.npy");
+  app.add_option("--save", f.save, "after the last step, write a checkpoint to DIR (parameters, buffers, optimizer state, step)");
+  app.add_option("--resume", f.resume, "start from the checkpoint in DIR (written by --save under any plan) and train to --steps");
   try {
     app.parse(argc, argv);
+    f.seed_given = app.count("--seed") > 0;
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up, builds, exports a small GPT with PyTorch, inspects it and the paper's GPT-3 39B
 # (shape-only), then trains the small GPT on one CPU device with alpa-run and shows the loss
-# going down; finally plans GPT-3 2.6B on 8 V100s (shard-parallel, one stage) and re-costs the
-# plan. (Pipeline plans and multi-rank runs join the demo as they land.)
+# going down; plans the same GPT data-parallel for 4 local CPU ranks and trains it on 4 MPI ranks,
+# showing its loss next to the single device's; finally plans GPT-3 2.6B on 8 V100s
+# (shard-parallel, one stage) and re-costs the plan. (Sharded and pipeline plans join the
+# multi-rank part as alpa-run learns to execute them.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,6 +32,23 @@ build/apps/alpa-run --model "$OUT/gpt_test.onnx" --batch 8 --data "$OUT/data" --
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f"loss: step 1 {rows[0]['loss']:.4f} -> step {rows[-1]['step']} {rows[-1]['loss']:.4f}")
+PY
+echo "== the same training on 4 MPI ranks: a data-parallel plan for local:4"
+build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method data --optimizer adam \
+  --precision fp32 -o "$OUT/plan_local4.json"
+MPI_ROOT_FLAG=()
+if [ "$(id -u)" = 0 ]; then MPI_ROOT_FLAG=(--allow-run-as-root); fi
+OPENBLAS_NUM_THREADS=1 mpirun "${MPI_ROOT_FLAG[@]}" --oversubscribe --bind-to none -np 4 \
+  build/apps/alpa-run --plan "$OUT/plan_local4.json" --model "$OUT/gpt_test.onnx" --data "$OUT/data" --steps 20 \
+  --lr 0.003 --metrics "$OUT/metrics_4ranks.jsonl"
+/usr/bin/python3 - "$OUT/metrics.jsonl" "$OUT/metrics_4ranks.jsonl" <<'PY'
+import json, sys
+one = [json.loads(l) for l in open(sys.argv[1])]
+four = [json.loads(l) for l in open(sys.argv[2])]
+print("step  loss (1 device)  loss (4 ranks)  all-reduce bytes/step/rank (4 ranks)")
+for a, b in zip(one, four):
+    if a["step"] in (1, 2, 5, 10, 20):
+        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:14.6f}  {b['comm_bytes']['all_reduce']:>12d}")
 PY
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"

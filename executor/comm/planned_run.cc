@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "executor/comm/rank_runtime.h"
+#include "executor/runtime/checkpoint.h"
 #include "executor/runtime/data.h"
 #include "planner/cluster/cluster.h"
 #include "planner/common/error.h"
@@ -45,6 +46,9 @@ struct RankState {
   std::unique_ptr<Kernels> kernels;
   std::unique_ptr<Trainer> trainer;
   RankComms comms;
+  uint64_t seed = 0;
+  int64_t first_step = 0;  // a resumed run's first step
+  BlockOf block;           // the part of each persistent tensor this rank holds
 };
 
 std::string cluster_spec_of(const Plan& plan) {
@@ -114,9 +118,23 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   }
   st->tg = std::make_unique<TrainingGraph>(
       build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt));
-  st->data = o.data == "synthetic" ? synthetic_data(forward, o.seed) : open_data_directory(o.data, forward);
+  st->seed = o.seed;
+  if (!o.resume.empty()) {
+    const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
+    st->seed = info.seed;
+    st->first_step = info.step;
+  }
+  st->data = o.data == "synthetic" ? synthetic_data(forward, st->seed) : open_data_directory(o.data, forward);
   st->kernels = make_cpu_kernels();
-  st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, o.seed);
+  st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, st->seed);
+  // Batch-parallel ranks hold every persistent tensor whole; rank 0 writes them.
+  st->block = [&g = st->tg->graph, rank](TensorId t) {
+    HeldBlock b;
+    for (int64_t d : g.tensor(t).shape) b.ranges.emplace_back(0, d);
+    b.writer = rank == 0;
+    return b;
+  };
+  if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
   st->trainer->set_batch_dims(training_batch_dims(*st->tg, forward, plan.global_batch), low.microbatch_samples);
   return st;
 }
@@ -147,7 +165,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const bool split = K * low.batch_ways > 1;
   std::map<std::string, int64_t> before = planned_traffic(st.comms), per_step;
   std::vector<int64_t> peaks(static_cast<size_t>(world), 0);
-  for (int64_t step = 0; step < o.steps; ++step) {
+  for (int64_t step = st.first_step; step < o.steps; ++step) {
     if (fail_rank && fail_step && std::atoi(fail_rank) == rank && std::atoll(fail_step) == step + 1) {
       throw UserError("ALPA_TEST_FAIL_RANK", std::to_string(rank), "injected failure at step " + std::to_string(step + 1));
     }
@@ -186,7 +204,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
               << std::flush;
     }
     const int width = 30;
-    const int filled = static_cast<int>(width * (step + 1) / o.steps);
+    const int filled = static_cast<int>(width * (step + 1) / o.steps);  // of the steps to reach
     std::fprintf(stderr, "%sstep %lld/%lld [%s%s] loss %.6f  %.1f ms  %.1f samples/s  peak %s  sent %s%s", tty ? "\r" : "",
                  static_cast<long long>(step + 1), static_cast<long long>(o.steps), std::string(filled, '#').c_str(),
                  std::string(width - filled, '.').c_str(), loss, ms, samples_per_s,
@@ -206,6 +224,10 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     std::fprintf(stderr, "\n");
   }
   if (rank == 0 && !o.save_params.empty()) save_parameters(o.save_params, *st.trainer);
+  if (!o.save.empty()) {
+    const std::function<void()> barrier = [&st] { any_rank(st.comms, false); };
+    save_checkpoint(o.save, *st.trainer, {o.steps, st.seed, plan.optimizer, plan.global_batch}, rank, st.block, barrier);
+  }
 }
 
 }  // namespace

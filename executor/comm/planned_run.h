@@ -9,11 +9,14 @@ namespace alpa::exec {
 
 struct PlannedRunOptions {
   std::string plan, model, data = "synthetic", metrics, save_params, profile;
+  std::string save;    // write a checkpoint here after the last step
+  std::string resume;  // start from this checkpoint (its step, seed, parameters and optimizer state)
   std::string optimizer;  // empty: the plan's
-  int64_t steps = 10;
+  int64_t steps = 10;  // the step count to reach (a resumed run continues from its checkpoint's)
   int64_t batch = 0;      // 0: the plan's global batch (anything else must equal it)
   double lr = 0.01, momentum = 0.0, weight_decay = 0.0;
   uint64_t seed = 0;
+  bool seed_given = false;  // --seed was on the command line (a resumed run must not change it)
   bool allow_cluster_mismatch = false;  // run a plan made for another cluster on these ranks
 };
 

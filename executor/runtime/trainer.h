@@ -61,6 +61,7 @@ class Trainer {
 
   // Current value of a persistent tensor (parameter, buffer, optimizer state).
   const void* value(TensorId t) const { return ptr_.at(static_cast<size_t>(t)); }
+  void* mutable_value(TensorId t) { return ptr_.at(static_cast<size_t>(t)); }  // between steps (checkpoints)
   const TrainingGraph& training_graph() const { return tg_; }
   // Dropout masks keyed by global element index need each tensor's batch dim (-1: none) and
   // the samples of one microbatch on this rank.

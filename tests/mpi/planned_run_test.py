@@ -7,6 +7,7 @@ usage:
                       [--optimizer sgd] [--lr X] [--momentum M] [--steps 10]
                       [--hand-gpt] [--check-memory]
   planned_run_test.py errors --bin DIR --models DIR --workdir DIR
+  planned_run_test.py resume --bin DIR --model M.onnx --workdir DIR
 
 parity: plans the model with alpa-plan, trains it on one device (alpa-run, with the plan's
 microbatches) and on N MPI ranks (alpa-run --plan) from the same seed and synthetic data, and
@@ -23,6 +24,11 @@ checks that
 errors: wrong -np, a plan for another model, a plan for another cluster, a plan this version does
 not execute, a pipeline plan (all: exit code 2 and a message on every rank), a rank that fails
 during a step and a rank that is killed (every rank stops within 30 s, the failed rank named).
+resume: SGD with momentum, 10 steps on one device against 5 steps on 4 data-parallel ranks saved
+with --save and resumed for steps 6-10 on 2 ranks (another plan and rank count) and on one
+device: losses and final parameters within 1e-5; Adam on one device resumed bit-identically; a
+second save replaces the first and leaves nothing behind; a checkpoint of another optimizer, too
+few --steps and a damaged manifest are refused (exit 2).
 Exits 1 on any failure, printing every check.
 """
 import argparse
@@ -206,9 +212,67 @@ def errors(a):
         check(False, "a killed rank: mpirun still running after 30 s")
 
 
+def compare(ref_dir, ref_metrics, dir_, metrics_, what, first_step=1):
+    ref = {m["step"]: m["loss"] for m in metrics(ref_metrics)}
+    got = metrics(metrics_)
+    worst = max(abs(m["loss"] - ref[m["step"]]) / abs(ref[m["step"]]) for m in got)
+    check(got[0]["step"] == first_step and got[-1]["step"] == max(ref) and worst <= 1e-5,
+          f"{what}: losses of steps {got[0]['step']}-{got[-1]['step']} within {worst:.2e} of one device (tol 1e-5)")
+    worst_p = 0.0
+    for f in sorted(os.listdir(ref_dir)):
+        x, y = np.load(os.path.join(ref_dir, f)), np.load(os.path.join(dir_, f))
+        if x.dtype.kind == "f":
+            worst_p = max(worst_p, float(np.abs(x.astype(np.float64) - y).max()) / max(float(np.abs(x).max()), 1e-12))
+    check(worst_p <= 1e-5, f"{what}: final parameters within {worst_p:.2e} (tol 1e-5)")
+
+
+def resume(a):
+    os.makedirs(a.workdir, exist_ok=True)
+    w = lambda name: os.path.join(a.workdir, name)  # noqa: E731
+    alpa_run = os.path.join(a.bin, "alpa-run")
+    hyper = ["--lr", "0.05", "--momentum", "0.9"]  # SGD with momentum: optimizer state to carry over
+    one = ["--model", a.model, "--batch", "8", "--optimizer", "sgd", *hyper]
+    r = run([alpa_run, *one, "--seed", "3", "--steps", "10", "--metrics", w("one.jsonl"), "--save-params", w("one")])
+    check(r.returncode == 0, "one device, 10 steps")
+    plan(a.bin, a.model, w("dp4.json"), "local:4", "data", 8, ["--optimizer", "sgd"])
+    plan(a.bin, a.model, w("dp2.json"), "local:2", "data", 8, ["--optimizer", "sgd"])
+    ck = w("ck")
+    for attempt in (1, 2):  # the second save replaces the first
+        r = mpirun(4, a.bin, ["--plan", w("dp4.json"), "--model", a.model, *hyper, "--seed", "3", "--steps", "5",
+                              "--save", ck])
+        check(r.returncode == 0 and os.path.exists(os.path.join(ck, "manifest.json")),
+              f"4 ranks, steps 1-5, --save (attempt {attempt})")
+    left = [p for p in os.listdir(a.workdir) if p.startswith("ck.")]
+    check(not left, f"nothing left beside the checkpoint ({left})")
+    r = mpirun(2, a.bin, ["--plan", w("dp2.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck,
+                          "--metrics", w("two.jsonl"), "--save-params", w("two")])
+    if check(r.returncode == 0, "2 ranks resume at step 6"):
+        compare(w("one"), w("one.jsonl"), w("two"), w("two.jsonl"), "resumed on 2 ranks", 6)
+    r = run([alpa_run, *one, "--steps", "10", "--resume", ck, "--metrics", w("single.jsonl"), "--save-params", w("single")])
+    if check(r.returncode == 0, "one device resumes at step 6"):
+        compare(w("one"), w("one.jsonl"), w("single"), w("single.jsonl"), "resumed on one device", 6)
+    # Adam on one device: 5 steps, save, resume: bit-identical to 10 steps (its step count and
+    # moments travel in the checkpoint).
+    adam = ["--model", a.model, "--batch", "8", "--optimizer", "adam", "--lr", "0.001"]
+    run([alpa_run, *adam, "--steps", "10", "--save-params", w("adam10")])
+    run([alpa_run, *adam, "--steps", "5", "--save", w("ck_adam")])
+    r = run([alpa_run, *adam, "--steps", "10", "--resume", w("ck_adam"), "--save-params", w("adam_resumed")])
+    same = r.returncode == 0 and all(np.array_equal(np.load(os.path.join(w("adam10"), f)), np.load(os.path.join(w("adam_resumed"), f)))
+                                     for f in os.listdir(w("adam10")))
+    check(same, "Adam, one device: 5 steps + resume to 10 is bit-identical to 10 steps")
+    r = run([alpa_run, "--model", a.model, "--batch", "8", "--optimizer", "adam", "--steps", "10", "--resume", ck])
+    check(r.returncode == 2 and "optimizer" in r.stderr, "a checkpoint of another optimizer: exit 2, " + r.stderr.strip()[:160])
+    r = run([alpa_run, *one, "--steps", "5", "--resume", ck])
+    check(r.returncode == 2 and "--steps" in r.stderr, "--steps not beyond the checkpoint: exit 2, " + r.stderr.strip()[:160])
+    with open(os.path.join(ck, "manifest.json"), "w") as f:
+        f.write('{"format": "alpa-checkpoint/1", "step": 5, "tensors": ')
+    r = run([alpa_run, *one, "--steps", "10", "--resume", ck])
+    check(r.returncode == 2 and "manifest.json" in r.stderr, "a damaged manifest: exit 2, " + r.stderr.strip()[:160])
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["parity", "errors"])
+    ap.add_argument("mode", choices=["parity", "errors", "resume"])
     ap.add_argument("--bin", required=True, help="directory with alpa-plan and alpa-run")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--model")
@@ -226,7 +290,7 @@ def main():
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--check-memory", action="store_true")
     a = ap.parse_args()
-    parity(a) if a.mode == "parity" else errors(a)
+    {"parity": parity, "errors": errors, "resume": resume}[a.mode](a)
     if FAILED:
         print(f"{len(FAILED)} check(s) failed")
         return 1
