@@ -6,12 +6,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <filesystem>
 #include <memory>
 #include <sstream>
 
 #include "executor/comm/rank_runtime.h"
 #include "executor/runtime/checkpoint.h"
 #include "executor/runtime/data.h"
+#include "executor/runtime/npy.h"
 #include "planner/cluster/cluster.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
@@ -56,6 +58,35 @@ std::string cluster_spec_of(const Plan& plan) {
   return "builtin:" + plan.cluster;
 }
 
+// The block of persistent tensor `t` the rank at logical (c0, c1) holds (see RankState::block).
+HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, TensorId t, int64_t c0, int64_t c1) {
+  HeldBlock b;
+  const int64_t coord[2] = {c0, c1};
+  const Shape& global = pg.tensor(t).shape;
+  const ShardingSpec* spec =
+      static_cast<size_t>(t) < low.stored_spec.size() && !low.stored_spec[t].dims.empty() ? &low.stored_spec[t] : nullptr;
+  AxisMask used = 0;
+  for (size_t d = 0; d < global.size(); ++d) {
+    const DimSharding s = spec ? spec->dims[d] : DimSharding::kR;
+    int64_t block = 0;
+    for (int a : {0, 1}) {
+      const bool splits = s == DimSharding::kS01 || (a == 0 && s == DimSharding::kS0) || (a == 1 && s == DimSharding::kS1);
+      const int64_t size = a == 0 ? low.view.d0 : low.view.d1;
+      if (!splits || size == 1) continue;
+      block = block * size + coord[a];
+      used |= static_cast<AxisMask>(1u << a);
+    }
+    const int64_t rows = g.tensor(t).shape[d];
+    b.ranges.emplace_back(std::min(global[d], block * rows), std::min(global[d], (block + 1) * rows));
+  }
+  b.buffer = g.tensor(t).shape;
+  b.global = global;
+  for (int a : {0, 1}) {
+    if (!(used & (1u << a)) && coord[a] != 0) b.writer = false;
+  }
+  return b;
+}
+
 std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int world) {
   auto st = std::make_unique<RankState>();
   const std::string& src = o.plan;
@@ -97,17 +128,17 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   }
   check_plan_bindings(plan, src, forward, st->cluster, profile_text);
 
-  st->plan_tg = std::make_unique<TrainingGraph>(plan_training_graph(plan, src, forward));
-  st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(plan, src, *st->plan_tg, st->cluster));
-  st->choice = plan_choice(plan, src, *st->plan_tg, *st->sg);
-  st->lowering = lower_batch_parallel(plan, src, *st->sg, st->choice, rank);
-  const RankLowering& low = st->lowering;
-
-  OptimizerConfig opt;
+  OptimizerConfig opt;  // the plan's kind, the run's hyperparameters (momentum adds state)
   opt.lr = o.lr;
   opt.momentum = o.momentum;
   opt.weight_decay = o.weight_decay;
-  opt.kind = st->plan_tg->optimizer.kind;
+  st->plan_tg = std::make_unique<TrainingGraph>(plan_training_graph(plan, src, forward, &opt));
+  opt = st->plan_tg->optimizer;
+  st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(plan, src, *st->plan_tg, st->cluster));
+  st->choice = plan_choice(plan, src, *st->plan_tg, *st->sg);
+  st->lowering = lower_batch_parallel(plan, src, *st->sg, st->choice, rank);
+  RankLowering& low = st->lowering;
+
   const int64_t splits = plan.microbatches * low.batch_ways;
   if (splits > 1) st->loss_target = cross_entropy_target(forward, o.model);
   for (size_t i = 0; splits > 1 && i < forward.inputs.size(); ++i) {
@@ -116,8 +147,10 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
                       "a split batch is taken from dim 0; this input has no batch in dim 0");
     }
   }
-  st->tg = std::make_unique<TrainingGraph>(
-      build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt));
+  TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
+  std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
+  st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
+  dims.resize(st->tg->graph.num_tensors(), -1);  // the Reshard outputs carry no batch
   st->seed = o.seed;
   if (!o.resume.empty()) {
     const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
@@ -127,16 +160,55 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   st->data = o.data == "synthetic" ? synthetic_data(forward, st->seed) : open_data_directory(o.data, forward);
   st->kernels = make_cpu_kernels();
   st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, st->seed);
-  // Batch-parallel ranks hold every persistent tensor whole; rank 0 writes them.
-  st->block = [&g = st->tg->graph, rank](TensorId t) {
-    HeldBlock b;
-    for (int64_t d : g.tensor(t).shape) b.ranges.emplace_back(0, d);
-    b.writer = rank == 0;
-    return b;
+  // The part of each persistent tensor this rank holds: whole, or its shard of a sharded
+  // parameter or optimizer state; the lowest rank holding a block writes it.
+  st->block = [&low = st->lowering, &pg = st->plan_tg->graph, &g = st->tg->graph](TensorId t) {
+    return held_block(low, pg, g, t, low.coord[0], low.coord[1]);
   };
+  // Sharded parameters start from their block of the whole initial value.
+  for (size_t t = 0; t < low.stored_spec.size(); ++t) {
+    const Tensor& whole = st->plan_tg->graph.tensor(static_cast<TensorId>(t));
+    if (low.stored_spec[t].dims.empty() || whole.role != TensorRole::kParameter ||
+        st->tg->graph.tensor(static_cast<TensorId>(t)).shape == whole.shape) {
+      continue;
+    }
+    std::vector<uint8_t> value(static_cast<size_t>(whole.bytes()));
+    initial_value(whole, st->seed, value.data());
+    copy_block(value.data(), whole.shape, dtype_bytes(whole.dtype), st->block(static_cast<TensorId>(t)),
+               st->trainer->mutable_value(static_cast<TensorId>(t)));
+  }
   if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
-  st->trainer->set_batch_dims(training_batch_dims(*st->tg, forward, plan.global_batch), low.microbatch_samples);
+  st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
   return st;
+}
+
+// Every parameter and buffer, gathered whole on rank 0 and written as DIR/<name>.npy (sharded
+// ones through the control channel: not the plan's traffic).
+void save_whole_parameters(const std::string& dir, RankState& st, int rank, int world) {
+  const Graph& g = st.tg->graph;
+  const Graph& pg = st.plan_tg->graph;
+  if (rank == 0) std::filesystem::create_directories(dir);
+  for (size_t i = 0; i < pg.num_tensors(); ++i) {
+    const TensorId t = static_cast<TensorId>(i);
+    const Tensor& whole = pg.tensor(t);
+    if (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) continue;
+    const Tensor& local = g.tensor(t);
+    const std::string path = (std::filesystem::path(dir) / npy_file_name(whole.name)).string();
+    if (local.shape == whole.shape) {
+      if (rank == 0) write_npy(path, whole.dtype, whole.shape, st.trainer->value(t));
+      continue;
+    }
+    std::vector<uint8_t> all(static_cast<size_t>(world * local.bytes()));
+    st.comms.control->all_gather(st.trainer->value(t), all.data(), local.numel(), local.dtype);
+    if (rank != 0) continue;
+    std::vector<uint8_t> out(static_cast<size_t>(whole.bytes()));
+    for (int r = 0; r < world; ++r) {
+      const HeldBlock b = held_block(st.lowering, pg, g, t, r / st.lowering.view.d1, r % st.lowering.view.d1);
+      copy_into_whole(all.data() + static_cast<size_t>(r) * static_cast<size_t>(local.bytes()), b, whole.shape,
+                      dtype_bytes(whole.dtype), out.data());
+    }
+    write_npy(path, whole.dtype, whole.shape, out.data());
+  }
 }
 
 std::string bytes_json(const std::map<std::string, int64_t>& bytes) {
@@ -223,7 +295,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     }
     std::fprintf(stderr, "\n");
   }
-  if (rank == 0 && !o.save_params.empty()) save_parameters(o.save_params, *st.trainer);
+  if (!o.save_params.empty()) save_whole_parameters(o.save_params, st, rank, world);
   if (!o.save.empty()) {
     const std::function<void()> barrier = [&st] { any_rank(st.comms, false); };
     save_checkpoint(o.save, *st.trainer, {o.steps, st.seed, plan.optimizer, plan.global_batch}, rank, st.block, barrier);

@@ -1,6 +1,7 @@
 #include "executor/comm/rank_runtime.h"
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 #include "planner/common/error.h"
@@ -17,15 +18,6 @@ RankComms make_rank_comms(const LogicalMesh& view) {
   c.axis[0] = c.world->split(r % d1, r / d1);  // same i1, ordered by i0
   c.axis[1] = c.world->split(r / d1, r % d1);  // same i0, ordered by i1
   return c;
-}
-
-void run_reshard(const ReshardResult& reshard, void* data, int64_t numel, DType dtype, RankComms& comms) {
-  for (const CollectiveStep& step : reshard.steps) {
-    ALPA_CHECK(step.kind == Collective::kAllReduce,
-               "run_reshard: " + std::string(collective_name(step.kind)) + " is not performed by this version");
-    comms.axis[step.axis]->all_reduce_sum(data, numel, dtype);
-  }
-  ALPA_CHECK(!reshard.local_slice, "run_reshard: local slices are not performed by this version");
 }
 
 void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms) {
@@ -47,6 +39,142 @@ void scale_in_place(void* data, int64_t n, DType dtype, double factor) {
   }
 }
 
+std::vector<int> axes_of(DimSharding s) {
+  switch (s) {
+    case DimSharding::kR: return {};
+    case DimSharding::kS0: return {0};
+    case DimSharding::kS1: return {1};
+    case DimSharding::kS01: return {0, 1};
+  }
+  return {};
+}
+
+// A local buffer and its layout while a resharding's steps run (see planner/spmd/reshard.h).
+struct Local {
+  std::vector<uint8_t> data;
+  Shape shape;
+  std::vector<std::vector<int>> axes;  // per dim: the mesh axes splitting it, major first
+  int64_t elem = 4;
+
+  int64_t outer(size_t d) const { return product(shape, 0, d); }
+  int64_t inner(size_t d) const { return product(shape, d + 1, shape.size()) * elem; }  // bytes
+  static int64_t product(const Shape& s, size_t a, size_t b) {
+    int64_t p = 1;
+    for (size_t i = a; i < b; ++i) p *= s[i];
+    return p;
+  }
+  // Dim d resized to `size` rows: keeps the first min(old, size) rows, zero-pads the rest.
+  void resize_dim(size_t d, int64_t size) {
+    if (shape[d] == size) return;
+    const int64_t out = outer(d), in = inner(d), keep = std::min(shape[d], size);
+    std::vector<uint8_t> next(static_cast<size_t>(out * size * in), 0);
+    for (int64_t o = 0; o < out; ++o) {
+      std::memcpy(next.data() + o * size * in, data.data() + o * shape[d] * in, static_cast<size_t>(keep * in));
+    }
+    data.swap(next);
+    shape[d] = size;
+  }
+  // Keeps rows [first, first + count) of dim d.
+  void slice_dim(size_t d, int64_t first, int64_t count) {
+    const int64_t out = outer(d), in = inner(d);
+    std::vector<uint8_t> next(static_cast<size_t>(out * count * in));
+    for (int64_t o = 0; o < out; ++o) {
+      std::memcpy(next.data() + o * count * in, data.data() + (o * shape[d] + first) * in, static_cast<size_t>(count * in));
+    }
+    data.swap(next);
+    shape[d] = count;
+  }
+};
+
+// Padded size of dim d where dst first splits it (ceil(G / W) · W for dst's W ways).
+int64_t padded(const ShardingSpec& dst, size_t d, const Shape& global, const LogicalMesh& view) {
+  const int64_t w = dst.ways(d, view);
+  return (global[d] + w - 1) / w * w;
+}
+
+// Performs `step`'s collectives on `in` (the src spec's local shape), writing `out` (the dst
+// spec's local shape).
+void run_steps(const RankLowering::ReshardStep& step, const RankLowering& low, const void* in, void* out,
+               RankComms& comms) {
+  const LogicalMesh& view = low.view;
+  Local cur;
+  cur.elem = dtype_bytes(step.dtype);
+  cur.shape = step.src.local_shape(step.global, view);
+  cur.data.assign(static_cast<const uint8_t*>(in),
+                  static_cast<const uint8_t*>(in) + num_elements(cur.shape) * cur.elem);
+  for (size_t d = 0; d < cur.shape.size(); ++d) cur.axes.push_back(axes_of(step.src.dims[d]));
+  for (const CollectiveStep& s : step.reshard.steps) {
+    MpiCommunicator& comm = *comms.axis[s.axis];
+    const int64_t n = comm.size();
+    switch (s.kind) {
+      case Collective::kAllReduce:
+        comm.all_reduce_sum(cur.data.data(), num_elements(cur.shape), step.dtype);
+        break;
+      case Collective::kReduceScatter: {
+        const size_t d = static_cast<size_t>(s.dim);
+        if (cur.axes[d].empty()) cur.resize_dim(d, padded(step.dst, d, step.global, view));
+        const int64_t L = cur.shape[d];
+        ALPA_CHECK(L % n == 0, "reduce-scatter of a dim its axis does not divide");
+        const int64_t outr = cur.outer(d), inr = cur.inner(d), rows = L / n;
+        std::vector<uint8_t> send(cur.data.size());
+        for (int64_t j = 0; j < n; ++j) {  // rank-major blocks
+          for (int64_t o = 0; o < outr; ++o) {
+            std::memcpy(send.data() + (j * outr + o) * rows * inr, cur.data.data() + (o * L + j * rows) * inr,
+                        static_cast<size_t>(rows * inr));
+          }
+        }
+        std::vector<uint8_t> recv(cur.data.size() / static_cast<size_t>(n));
+        comm.reduce_scatter_sum(send.data(), recv.data(), num_elements(cur.shape) / n, step.dtype);
+        cur.data.swap(recv);
+        cur.shape[d] = rows;
+        cur.axes[d].push_back(s.axis);
+        break;
+      }
+      case Collective::kAllGather: {
+        const size_t d = static_cast<size_t>(s.dim);
+        ALPA_CHECK(!cur.axes[d].empty() && cur.axes[d].back() == s.axis, "all-gather of an axis that is not the dim's minor one");
+        const int64_t L = cur.shape[d], outr = cur.outer(d), inr = cur.inner(d);
+        std::vector<uint8_t> recv(cur.data.size() * static_cast<size_t>(n));
+        comm.all_gather(cur.data.data(), recv.data(), num_elements(cur.shape), step.dtype);
+        std::vector<uint8_t> next(recv.size());
+        for (int64_t j = 0; j < n; ++j) {
+          for (int64_t o = 0; o < outr; ++o) {
+            std::memcpy(next.data() + (o * L * n + j * L) * inr, recv.data() + (j * outr + o) * L * inr,
+                        static_cast<size_t>(L * inr));
+          }
+        }
+        cur.data.swap(next);
+        cur.shape[d] = L * n;
+        cur.axes[d].pop_back();
+        if (cur.axes[d].empty() && cur.shape[d] > step.global[d]) cur.resize_dim(d, step.global[d]);  // trim
+        break;
+      }
+      case Collective::kAllToAll:
+        ALPA_CHECK(false, "all-to-all resharding is not performed by this version");
+    }
+  }
+  // The local slice to dst: per dim, the block of the axes dst adds beyond the kept ones.
+  for (size_t d = 0; d < cur.shape.size(); ++d) {
+    const std::vector<int> want = axes_of(step.dst.dims[d]);
+    if (cur.axes[d] == want) continue;
+    ALPA_CHECK(cur.axes[d].size() < want.size() && std::equal(cur.axes[d].begin(), cur.axes[d].end(), want.begin()),
+               "resharding left a dim split in a way the destination does not extend");
+    if (cur.axes[d].empty()) cur.resize_dim(d, padded(step.dst, d, step.global, view));
+    int64_t block = 0, count = 1;
+    for (size_t k = cur.axes[d].size(); k < want.size(); ++k) {
+      const int a = want[k];
+      const int64_t size = a == 0 ? view.d0 : view.d1;
+      block = block * size + low.coord[a];
+      count *= size;
+    }
+    const int64_t rows = cur.shape[d] / count;
+    cur.slice_dim(d, block * rows, rows);
+    cur.axes[d] = want;
+  }
+  ALPA_CHECK(cur.shape == step.dst.local_shape(step.global, view), "resharding ended in another local shape");
+  std::memcpy(out, cur.data.data(), cur.data.size());
+}
+
 }  // namespace
 
 BatchParallel batch_parallel_hooks(const RankLowering& lowering, const TrainingGraph& tg, RankComms& comms) {
@@ -59,53 +187,57 @@ BatchParallel batch_parallel_hooks(const RankLowering& lowering, const TrainingG
       sum_over_axes(axes, data, count, dtype, comms);
     };
   }
-  // Partial outputs (the loss) and gradient contributions reduced in place where they are
-  // produced; param-like contributions accumulate over the microbatches (zero left behind) and
-  // are reduced with the last one.
-  struct Reduction {
-    const ReshardResult* reshard = nullptr;
-    bool per_step = false;
-    double scale = 1;
-    std::vector<double> acc;  // accumulated contributions (K > 1, per step), in double
-  };
-  auto reductions = std::make_shared<std::map<TensorId, Reduction>>();
   const Graph& g = tg.graph;
+  // Partial outputs (the loss, means over the split batch): all-reduced in place after their node.
+  auto outputs = std::make_shared<std::map<TensorId, const RankLowering::OutputReduction*>>();
   p.watch.assign(g.num_tensors(), false);
-  for (const RankLowering::GradReduction& r : lowering.grad_reductions) {
-    const TensorId id = g.find_tensor(r.tensor);
-    ALPA_CHECK(id != kNoId, "the rank's training graph has no gradient '" + r.tensor + "'");
-    p.watch[static_cast<size_t>(id)] = true;
-    (*reductions)[id] = Reduction{&r.reshard, r.per_step, r.scale, {}};
-  }
   for (const RankLowering::OutputReduction& r : lowering.output_reductions) {
     const TensorId id = g.find_tensor(r.tensor);
     ALPA_CHECK(id != kNoId, "the rank's training graph has no tensor '" + r.tensor + "'");
     p.watch[static_cast<size_t>(id)] = true;
-    (*reductions)[id] = Reduction{&r.reshard, false, r.scale, {}};
+    (*outputs)[id] = &r;
   }
-  p.on_output = [reductions, &g, &comms](TensorId t, void* data, size_t m, size_t K) {
-    Reduction& r = reductions->at(t);
+  p.on_output = [outputs, &g, &comms](TensorId t, void* data, size_t, size_t) {
+    const RankLowering::OutputReduction& r = *outputs->at(t);
     const Tensor& ten = g.tensor(t);
-    const int64_t n = ten.numel();
-    if (!r.per_step || K == 1) {
-      run_reshard(*r.reshard, data, n, ten.dtype, comms);
-      if (r.scale != 1.0) scale_in_place(data, n, ten.dtype, r.scale);
+    for (const CollectiveStep& s : r.reshard.steps) {
+      ALPA_CHECK(s.kind == Collective::kAllReduce, "a partial output reduced by other than an all-reduce");
+      comms.axis[s.axis]->all_reduce_sum(data, ten.numel(), ten.dtype);
+    }
+    if (r.scale != 1.0) scale_in_place(data, ten.numel(), ten.dtype, r.scale);
+  };
+  // Reshard nodes. A param-like gradient (per_step) accumulates over the microbatches in double,
+  // leaves zeros behind, and is reduced with the last microbatch.
+  auto acc = std::make_shared<std::map<int64_t, std::vector<double>>>();
+  p.reshard = [&lowering, &comms, acc](const Node& node, const void* in, void* out, size_t m, size_t K) {
+    const int64_t index = node.attrs.get_int("reshard");
+    const RankLowering::ReshardStep& step = lowering.reshards.at(static_cast<size_t>(index));
+    const int64_t n_in = num_elements(step.src.local_shape(step.global, lowering.view));
+    const int64_t n_out = num_elements(step.dst.local_shape(step.global, lowering.view));
+    if (!step.per_step || K == 1) {
+      run_steps(step, lowering, in, out, comms);
+      if (step.scale != 1.0) scale_in_place(out, n_out, step.dtype, step.scale);
       return;
     }
-    ALPA_CHECK(ten.dtype == DType::kFloat32 || ten.dtype == DType::kFloat64, "gradient '" + ten.name + "' is not floating");
-    if (r.acc.empty()) r.acc.assign(static_cast<size_t>(n), 0.0);
-    auto visit = [&](auto* v) {
+    ALPA_CHECK(step.dtype == DType::kFloat32 || step.dtype == DType::kFloat64, "gradient '" + step.tensor + "' is not floating");
+    std::vector<double>& a = (*acc)[index];
+    if (a.empty()) a.assign(static_cast<size_t>(n_in), 0.0);
+    auto visit = [&](auto tag) {
+      using T = decltype(tag);
+      const T* v = static_cast<const T*>(in);
       if (m + 1 < K) {
-        for (int64_t i = 0; i < n; ++i) r.acc[static_cast<size_t>(i)] += static_cast<double>(v[i]);
-        std::fill(v, v + n, 0);
-      } else {
-        for (int64_t i = 0; i < n; ++i) v[i] = static_cast<std::remove_pointer_t<decltype(v)>>(r.acc[static_cast<size_t>(i)] + v[i]);
-        r.acc.clear();
-        run_reshard(*r.reshard, data, n, ten.dtype, comms);
+        for (int64_t i = 0; i < n_in; ++i) a[static_cast<size_t>(i)] += static_cast<double>(v[i]);
+        std::fill(static_cast<T*>(out), static_cast<T*>(out) + n_out, T(0));
+        return;
       }
+      std::vector<T> total(static_cast<size_t>(n_in));
+      for (int64_t i = 0; i < n_in; ++i) total[static_cast<size_t>(i)] = static_cast<T>(a[static_cast<size_t>(i)] + v[i]);
+      a.clear();
+      run_steps(step, lowering, total.data(), out, comms);
+      if (step.scale != 1.0) scale_in_place(out, n_out, step.dtype, step.scale);
     };
-    if (ten.dtype == DType::kFloat32) visit(static_cast<float*>(data));
-    else visit(static_cast<double*>(data));
+    if (step.dtype == DType::kFloat32) visit(float{});
+    else visit(double{});
   };
   return p;
 }

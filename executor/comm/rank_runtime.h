@@ -24,17 +24,13 @@ struct RankComms {
 // (r / d1, r % d1).
 RankComms make_rank_comms(const LogicalMesh& view);
 
-// Performs a resharding's collectives on a local buffer of `numel` elements, in place. This
-// version performs all-reduces (what batch-parallel lowerings emit); other steps are an
-// InternalError.
-void run_reshard(const ReshardResult& reshard, void* data, int64_t numel, DType dtype, RankComms& comms);
-
 // Sums over the ranks of the lowering's batch axes (axis 1, then axis 0), in place.
 void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms);
 
-// The Trainer hooks of a batch-parallel lowering: synchronised BatchNorm statistics and
-// gradient synchronisation. `tg` is the rank's (local-batch) training graph; `comms` must outlive
-// the trainer.
+// The Trainer hooks of a batch-parallel lowering: synchronised BatchNorm statistics, partial
+// outputs reduced in place, and the Reshard nodes of the rank program (build_rank_program)
+// performed through the one resharding function's steps. `tg` is the rank program; `lowering`
+// and `comms` must outlive the trainer.
 BatchParallel batch_parallel_hooks(const RankLowering& lowering, const TrainingGraph& tg, RankComms& comms);
 
 // Bytes this rank has sent on the planned communicators (the axes), per collective kind

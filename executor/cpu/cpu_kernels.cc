@@ -49,6 +49,8 @@ Runner runner_for(OpKind kind) {
       return run_optimizer;
     case OpKind::kConstant: case OpKind::kConstantOfShape: case OpKind::kShape: case OpKind::kRange:
       return nullptr;  // folded at import
+    case OpKind::kReshard:
+      return nullptr;  // collectives: the rank runtime performs them, not a kernel
   }
   return nullptr;
 }

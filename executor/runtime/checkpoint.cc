@@ -72,6 +72,14 @@ int64_t copy_overlap(const uint8_t* src, const std::vector<std::pair<int64_t, in
   return copied;
 }
 
+// The index ranges a block's local buffer spans (its valid ranges, widened by any padding).
+std::vector<std::pair<int64_t, int64_t>> buffer_ranges(const HeldBlock& b) {
+  if (b.buffer.empty()) return b.ranges;
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (size_t d = 0; d < b.ranges.size(); ++d) out.emplace_back(b.ranges[d].first, b.ranges[d].first + b.buffer[d]);
+  return out;
+}
+
 json ranges_json(const std::vector<std::pair<int64_t, int64_t>>& ranges) {
   json out = json::array();
   for (const auto& [lo, hi] : ranges) out.push_back({lo, hi});
@@ -94,6 +102,20 @@ void write_text(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
+void copy_block(const void* whole, const Shape& global, int64_t elem, const HeldBlock& block, void* dst) {
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (int64_t d : global) all.emplace_back(0, d);
+  copy_overlap(static_cast<const uint8_t*>(whole), all, static_cast<uint8_t*>(dst), buffer_ranges(block), elem);
+}
+
+void copy_into_whole(const void* block_data, const HeldBlock& block, const Shape& global, int64_t elem, void* whole) {
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (int64_t d : global) all.emplace_back(0, d);
+  std::vector<uint8_t> valid(static_cast<size_t>(num_elements(extent(block.ranges)) * elem));
+  copy_overlap(static_cast<const uint8_t*>(block_data), buffer_ranges(block), valid.data(), block.ranges, elem);
+  copy_overlap(valid.data(), block.ranges, static_cast<uint8_t*>(whole), all, elem);
+}
+
 void save_checkpoint(const std::string& dir, const Trainer& trainer, const CheckpointInfo& info, int rank,
                      const BlockOf& block, const std::function<void()>& barrier) {
   const fs::path final_dir(dir), partial(dir + ".partial"), previous(dir + ".previous");
@@ -113,7 +135,14 @@ void save_checkpoint(const std::string& dir, const Trainer& trainer, const Check
     const HeldBlock b = block ? block(static_cast<TensorId>(t)) : whole(ten);
     if (!b.writer) continue;
     const std::string file = "shards/r" + std::to_string(rank) + "_" + std::to_string(t) + ".npy";
-    write_npy((partial / file).string(), ten.dtype, extent(b.ranges), trainer.value(static_cast<TensorId>(t)));
+    const void* data = trainer.value(static_cast<TensorId>(t));
+    std::vector<uint8_t> valid;
+    if (!b.buffer.empty() && b.buffer != extent(b.ranges)) {  // a padded shard: its valid rows only
+      valid.resize(static_cast<size_t>(num_elements(extent(b.ranges)) * dtype_bytes(ten.dtype)));
+      copy_overlap(static_cast<const uint8_t*>(data), buffer_ranges(b), valid.data(), b.ranges, dtype_bytes(ten.dtype));
+      data = valid.data();
+    }
+    write_npy((partial / file).string(), ten.dtype, extent(b.ranges), data);
     part.push_back({{"tensor", ten.name}, {"file", file}, {"ranges", ranges_json(b.ranges)}});
   }
   write_text(partial / ("rank" + std::to_string(rank) + ".json"), part.dump());
@@ -123,7 +152,9 @@ void save_checkpoint(const std::string& dir, const Trainer& trainer, const Check
     for (size_t t = 0; t < g.num_tensors(); ++t) {
       const Tensor& ten = g.tensor(static_cast<TensorId>(t));
       if (!checkpointed(ten)) continue;
-      tensors[ten.name] = {{"dtype", std::string(dtype_name(ten.dtype))}, {"shape", ten.shape}, {"shards", json::array()}};
+      const HeldBlock b = block ? block(static_cast<TensorId>(t)) : whole(ten);
+      const Shape& shape = b.global.empty() ? ten.shape : b.global;
+      tensors[ten.name] = {{"dtype", std::string(dtype_name(ten.dtype))}, {"shape", shape}, {"shards", json::array()}};
     }
     for (int r = 0;; ++r) {
       const fs::path p = partial / ("rank" + std::to_string(r) + ".json");
@@ -222,7 +253,7 @@ void load_checkpoint(const std::string& dir, Trainer& trainer, const BlockOf& bl
       throw UserError(mpath, "/tensors/\"" + ten.name + "\"", "dtype " + dtype + ", the model's is " + std::string(dtype_name(ten.dtype)));
     }
     const HeldBlock b = block ? block(static_cast<TensorId>(t)) : whole(ten);
-    if (global.size() != b.ranges.size()) {
+    if (global.size() != b.ranges.size() || (!b.global.empty() && global != b.global)) {
       throw UserError(mpath, "/tensors/\"" + ten.name + "\"", "shape " + format_dims(global) + " differs from the model's");
     }
     for (size_t d = 0; d < global.size(); ++d) {
@@ -241,7 +272,7 @@ void load_checkpoint(const std::string& dir, Trainer& trainer, const BlockOf& bl
       if (a.dtype != ten.dtype || a.shape != extent(ranges)) {
         throw UserError(dir + "/" + shard.at("file").get<std::string>(), ten.name, "shape or dtype differs from the manifest");
       }
-      filled += copy_overlap(a.data.data(), ranges, dst, b.ranges, elem);
+      filled += copy_overlap(a.data.data(), ranges, dst, buffer_ranges(b), elem);
     }
     if (filled < num_elements(extent(b.ranges))) {
       throw UserError(mpath, "/tensors/\"" + ten.name + "\"", "its shards do not cover the part this rank holds");

@@ -32,9 +32,18 @@ struct CheckpointInfo {
 struct HeldBlock {
   std::vector<std::pair<int64_t, int64_t>> ranges;
   bool writer = true;
+  // The local buffer's shape when it is larger than the ranges (a padded shard: the ranges are
+  // its rows inside the global tensor, the rest padding); empty when equal.
+  Shape buffer;
+  Shape global;  // the whole tensor's shape; empty: the trainer's tensor shape (unsharded)
 };
 // Per persistent tensor of the trainer's graph; default: the whole tensor, written.
 using BlockOf = std::function<HeldBlock(TensorId)>;
+
+// Copies block `block` of a whole tensor (`global` shape, `elem` bytes per element) into `dst`,
+// laid out as the block's buffer; and back (the block's valid part into the whole tensor).
+void copy_block(const void* whole, const Shape& global, int64_t elem, const HeldBlock& block, void* dst);
+void copy_into_whole(const void* block_data, const HeldBlock& block, const Shape& global, int64_t elem, void* whole);
 
 // Collective when `barrier` is set (every rank calls it; rank 0 merges and renames). Throws
 // UserError naming DIR when it cannot be written.

@@ -98,4 +98,12 @@ void write_npy(const std::string& path, DType dtype, const Shape& shape, const v
   if (!out) throw UserError(path, "file", "write failed");
 }
 
+std::string npy_file_name(const std::string& tensor) {
+  std::string out = tensor;
+  for (char& c : out) {
+    if (c == '/' || c == '\\' || c == ':') c = '_';
+  }
+  return out + ".npy";
+}
+
 }  // namespace alpa::exec

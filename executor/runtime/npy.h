@@ -20,5 +20,7 @@ struct NpyArray {
 // unsupported dtype, truncated data).
 NpyArray read_npy(const std::string& path);
 void write_npy(const std::string& path, DType dtype, const Shape& shape, const void* data);
+// "<tensor>.npy" with '/', '\\' and ':' replaced by '_' (what --save-params writes).
+std::string npy_file_name(const std::string& tensor);
 
 }  // namespace alpa::exec

@@ -34,6 +34,11 @@ std::vector<int> training_batch_dims(const TrainingGraph& tg, const Graph& forwa
   return dims;
 }
 
+bool in_optimizer_phase(const Node& node) {
+  if (op_info(node.kind).family == OpFamily::kOptimizer) return true;
+  return node.kind == OpKind::kReshard && node.attrs.get_int("optimizer_phase", 0) != 0;
+}
+
 Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed)
     : tg_(tg), kernels_(kernels), seed_(seed) {
   const Graph& g = tg.graph;
@@ -48,7 +53,7 @@ Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed)
   for (const ParameterSlot& slot : tg.parameters) keep_to_end_[slot.grad] = true;
   from_optimizer_.assign(g.num_tensors(), false);
   for (const Node& n : g.nodes()) {
-    if (op_info(n.kind).family == OpFamily::kOptimizer) {
+    if (in_optimizer_phase(n)) {
       for (TensorId t : n.outputs) from_optimizer_[t] = true;
     }
   }
@@ -69,15 +74,24 @@ bool Trainer::is_persistent(TensorId t) const {
 void Trainer::initialize(TensorId id, uint64_t seed) {
   const Tensor& t = tg_.graph.tensor(id);
   ptr_[id] = pool_.allocate(static_cast<size_t>(t.bytes()));
-  if (t.has_data()) {
-    std::memcpy(ptr_[id], t.data->data(), t.data->size());
+  if (t.has_data() && static_cast<int64_t>(t.data->size()) != t.bytes()) {
+    std::memset(ptr_[id], 0, static_cast<size_t>(t.bytes()));  // a shard: the rank program fills it
     return;
   }
+  initial_value(t, seed, ptr_[id]);
+}
+
+void initial_value(const Tensor& t, uint64_t seed, void* dst) {
+  if (t.has_data()) {
+    std::memcpy(dst, t.data->data(), t.data->size());
+    return;
+  }
+  std::memset(dst, 0, static_cast<size_t>(t.bytes()));
   if (t.role != TensorRole::kParameter && t.role != TensorRole::kBuffer) return;  // zeros
   if (t.dtype != DType::kFloat32) return;
   // Shape-only tensors (planning-size models): 1-D scales ("weight", running_var) start at one,
   // other 1-D tensors at zero, matrices uniform in ±1/sqrt(fan_in).
-  float* p = static_cast<float*>(ptr_[id]);
+  float* p = static_cast<float*>(dst);
   const int64_t n = t.numel();
   const bool ends_weight = t.name.size() >= 6 && (t.name.rfind("weight") == t.name.size() - 6 ||
                                                   t.name.rfind("running_var") == t.name.size() - 11);
@@ -111,7 +125,12 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
     ptr_[t] = pool_.allocate(static_cast<size_t>(g.tensor(t).bytes()));
     call.outputs.push_back(view(t));
   }
-  kernels_.run(call);
+  if (node.kind == OpKind::kReshard) {
+    ALPA_CHECK(parallel_.reshard != nullptr, "Reshard node '" + node.name + "' outside a rank program");
+    parallel_.reshard(node, ptr_[node.inputs[0]], ptr_[node.outputs[0]], microbatch_, microbatches_);
+  } else {
+    kernels_.run(call);
+  }
   for (void* p : scratch) pool_.release(p);
   scratch.clear();
   if (parallel_.on_output) {
@@ -201,8 +220,7 @@ StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>
       std::memcpy(ptr_[id], inputs[i], static_cast<size_t>(g.tensor(id).bytes()));
     }
     for (size_t k = 0; k < g.num_nodes(); ++k) {
-      const bool optimizer = op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer;
-      if (!optimizer) run_node(k, call, scratch);
+      if (!in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call, scratch);
     }
     const Tensor& loss = g.tensor(g.loss);
     result.loss += loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
@@ -228,7 +246,7 @@ StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>
     apply_updates(/*optimizer=*/false);
   }
   for (size_t k = 0; k < g.num_nodes(); ++k) {
-    if (op_info(g.node(static_cast<NodeId>(k)).kind).family == OpFamily::kOptimizer) run_node(k, call, scratch);
+    if (in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call, scratch);
   }
   result.peak_bytes = pool_.peak_bytes();
   apply_updates(/*optimizer=*/true);
@@ -242,11 +260,7 @@ void save_parameters(const std::string& dir, const Trainer& trainer) {
   for (size_t t = 0; t < g.num_tensors(); ++t) {
     const Tensor& tensor = g.tensor(static_cast<TensorId>(t));
     if (tensor.role != TensorRole::kParameter && tensor.role != TensorRole::kBuffer) continue;
-    std::string file = tensor.name;
-    for (char& c : file) {
-      if (c == '/' || c == '\\' || c == ':') c = '_';
-    }
-    write_npy((std::filesystem::path(dir) / (file + ".npy")).string(), tensor.dtype, tensor.shape,
+    write_npy((std::filesystem::path(dir) / npy_file_name(tensor.name)).string(), tensor.dtype, tensor.shape,
               trainer.value(static_cast<TensorId>(t)));
   }
 }

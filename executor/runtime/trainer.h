@@ -33,7 +33,13 @@ struct BatchParallel {
   // the microbatch and the step's microbatch count: the lowering's in-place gradient reductions.
   std::vector<bool> watch;
   std::function<void(TensorId tensor, void* data, size_t microbatch, size_t microbatches)> on_output;
+  // Runs a Reshard node (the lowering's collectives) from its input buffer into its output.
+  std::function<void(const Node& node, const void* in, void* out, size_t microbatch, size_t microbatches)> reshard;
 };
+
+// Whether a node runs once per step with the optimizer update (optimizer nodes, and Reshard
+// nodes of the lowering marked optimizer_phase) rather than once per microbatch.
+bool in_optimizer_phase(const Node& node);
 
 // Each tensor's batch dim in a (local-batch) training graph, from the batch dims of the global
 // forward graph (by tensor name); the backward Dropout of a forward Dropout (same rng_key) reads
@@ -93,6 +99,11 @@ class Trainer {
   BatchParallel parallel_;
   size_t microbatch_ = 0, microbatches_ = 1;  // of the step being run
 };
+
+// A persistent tensor's initial value at its (global) shape: the model's initializer, or for a
+// shape-only parameter or buffer the counter-based RNG keyed by `seed` and its name; zeros for
+// optimizer state.
+void initial_value(const Tensor& tensor, uint64_t seed, void* dst);
 
 // Writes every parameter and buffer of `trainer` as DIR/<name>.npy ('/', '\' and ':' in names
 // become '_'), creating DIR.

@@ -94,6 +94,8 @@ constexpr std::array<OpInfo, kNumOpKinds> kOps = {{
     {OpKind::kZeros, "alpa.Zeros", F::kGrad, kNone, kNone, kNone, kNone},
     {OpKind::kSgdUpdate, "alpa.SgdUpdate", F::kOptimizer, kNone, kNone, kNone, kNone},
     {OpKind::kAdamUpdate, "alpa.AdamUpdate", F::kOptimizer, kNone, kNone, kNone, kNone},
+    // A lowering's collective between two shardings of one tensor (rank programs only).
+    {OpKind::kReshard, "alpa.Reshard", F::kLayout, kNone, kNone, kNone, kNone},
 }};
 
 constexpr bool table_in_enum_order() {

@@ -88,7 +88,8 @@ namespace alpa {
   X(SoftmaxCrossEntropyLossGrad, "alpa.SoftmaxCrossEntropyLossGrad") \
   X(Zeros, "alpa.Zeros")                                         \
   X(SgdUpdate, "alpa.SgdUpdate")                                 \
-  X(AdamUpdate, "alpa.AdamUpdate")
+  X(AdamUpdate, "alpa.AdamUpdate")                               \
+  X(Reshard, "alpa.Reshard")
 
 enum class OpKind : uint8_t {
 #define ALPA_OP_ENUM(name, onnx) k##name,

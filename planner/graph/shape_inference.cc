@@ -346,6 +346,9 @@ Types infer_internal(const Node& node, const Types& in) {
       const Shape full = broadcast_shapes(in[1].shape, in[2].shape);
       return Types(node.outputs.size(), TensorType{dt, full});
     }
+    case OpKind::kReshard:  // the local shape after the collectives, chosen by the lowering
+      expect_inputs(in, 1, 1);
+      return {{in[0].dtype, node.attrs.get_ints("shape")}};
     case OpKind::kSgdUpdate: case OpKind::kAdamUpdate: {
       Types out = {{in[0].dtype, in[0].shape}};
       for (size_t i = 2; i < in.size(); ++i) out.push_back({in[i].dtype, in[i].shape});
@@ -585,6 +588,8 @@ std::vector<TensorType> infer_types(const Node& node, const std::vector<TensorTy
         case OpKind::kUnsqueeze: return infer_unsqueeze(node, in);
         case OpKind::kExpand:
           return {{in[0].dtype, broadcast_shapes(in[0].shape, node.attrs.get_ints("shape"))}};
+        case OpKind::kReshard:
+          return infer_internal(node, in);
         default:
           return outputs_like(node, in[0]);
       }

@@ -444,8 +444,9 @@ void check_plan_bindings(const Plan& plan, const std::string& src, const Graph& 
   }
 }
 
-TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, const Graph& forward) {
-  OptimizerConfig opt;
+TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, const Graph& forward,
+                                  const OptimizerConfig* hyper) {
+  OptimizerConfig opt = hyper ? *hyper : OptimizerConfig{};
   if (plan.optimizer == "sgd") opt.kind = OptimizerKind::kSgd;
   else if (plan.optimizer == "adam") opt.kind = OptimizerKind::kAdam;
   else if (plan.optimizer == "adamw") opt.kind = OptimizerKind::kAdamW;

@@ -80,7 +80,9 @@ std::string cluster_fingerprint(const Cluster& cluster, const std::string& profi
 void check_plan_bindings(const Plan& plan, const std::string& plan_source, const Graph& forward,
                          const Cluster& cluster, const std::string& profile_text);
 // The training graph a plan was made for: its optimizer, precision and microbatches (checked).
-TrainingGraph plan_training_graph(const Plan& plan, const std::string& plan_source, const Graph& forward);
+// `hyper`: the run's optimizer hyperparameters (momentum adds state), with the plan's kind.
+TrainingGraph plan_training_graph(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                                  const OptimizerConfig* hyper = nullptr);
 
 // `alpa-plan cost`: validates `plan` against the model and cluster (fingerprints, names, specs,
 // strategies) and re-costs it. Throws UserError naming `plan_source` and the element.

@@ -26,6 +26,21 @@ const char* method_name(Method m) {
   return "shard";
 }
 
+bool backward_reads(const Node& n, size_t input, const std::vector<bool>& needs_grad) {
+  if (!mask_has(op_info(n.kind).saved_inputs, input)) return false;
+  // A weight of a contraction, convolution, normalisation or product is read only for the other
+  // operands' gradients: not when none of them needs one (the first layer's).
+  const OpFamily family = op_info(n.kind).family;
+  if (family != OpFamily::kContraction && family != OpFamily::kConv && family != OpFamily::kNormalization &&
+      n.kind != OpKind::kMul) {
+    return true;
+  }
+  for (size_t j = 0; j < n.inputs.size(); ++j) {
+    if (j != input && n.inputs[j] != n.inputs[input] && needs_grad[static_cast<size_t>(n.inputs[j])]) return true;
+  }
+  return false;
+}
+
 namespace {
 
 bool is_leader_kind(OpKind k) {
@@ -305,8 +320,9 @@ double Builder::edge_cost(TensorId t, const ShardingSpec& produced, const Shardi
   double cost = 0;
   const ReshardResult& fwd = reshard_cached(produced, 0, c.in[i], t);
   if (fwd.time_s > 0) {
-    // A parameter gathered for the forward is gathered again for the backward (ZeRO-3 frees it).
-    const bool again = param_like && mask_has(op_info(g_.node(cn).kind).saved_inputs, i);
+    // A parameter gathered for the forward is gathered again for the backward when that reads
+    // it (ZeRO-3 frees it in between).
+    const bool again = param_like && backward_reads(g_.node(cn), i, sg_.needs_grad);
     cost += fwd.time_s * K * (again ? 2 : 1);
   }
   if (sg_.needs_grad[t]) {
@@ -735,7 +751,7 @@ EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choi
     }
   }
   out.forward = reshard(produced, 0, c.in[input], ten.shape, ten.dtype, sg.costs);
-  out.forward_again = out.param_like && mask_has(op_info(n.kind).saved_inputs, input);
+  out.forward_again = out.param_like && backward_reads(n, input, sg.needs_grad);
   if (sg.needs_grad[t]) {
     out.has_backward = true;
     out.backward = reshard(c.in[input], c.in_grad_partial[input], *grad_target, ten.shape, ten.dtype, sg.costs);

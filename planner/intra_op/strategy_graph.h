@@ -149,6 +149,9 @@ struct EdgeReshards {
   bool has_backward = false;   // a gradient flows back over the edge
   ReshardResult forward, backward;
 };
+// Whether the backward of forward node `n` reads its saved input `input` (so a gathered
+// parameter is gathered again for it).
+bool backward_reads(const Node& n, size_t input, const std::vector<bool>& needs_grad);
 EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choice, const ChosenSpecs& specs,
                            NodeId node, size_t input);
 

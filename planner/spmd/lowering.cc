@@ -2,21 +2,31 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "planner/common/error.h"
+#include "planner/graph/shape_inference.h"
 #include "planner/intra_op/search.h"
 
 namespace alpa {
 namespace {
 
 constexpr const char* kWhatRuns =
-    "alpa-run executes batch-parallel plans in this version (every tensor split only along its batch "
-    "dim, parameters and optimizer state replicated); plans that shard operators or optimizer state "
-    "are searched and costed but not executed yet";
+    "alpa-run executes batch-parallel plans in this version (every activation split only along its "
+    "batch dim; parameters and optimizer state replicated or sharded as ZeRO does); plans that "
+    "shard operators are searched and costed but not executed yet";
 
 std::string quoted_path(const char* section, const std::string& name) {
   return std::string("/") + section + "/\"" + name + "\"";
+}
+
+bool param_like_tensor(const StrategyGraph& sg, TensorId t) {
+  const Graph& g = sg.training->graph;
+  if (sg.group_of_param[static_cast<size_t>(t)] >= 0) return true;
+  const TensorId producer = g.tensor(t).producer;
+  return producer != kNoId && static_cast<size_t>(producer) < sg.training->num_forward_nodes &&
+         sg.groups[static_cast<size_t>(sg.group_of_node[static_cast<size_t>(producer)])].is_parameter;
 }
 
 }  // namespace
@@ -55,23 +65,10 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     out.batch_axes = axes;
     axes_known = true;
   }
-  // Parameters and their state stay replicated.
-  for (const ParameterSlot& slot : tg.parameters) {
-    const NodeStrategy* ps = cs.param[slot.param];
-    ALPA_CHECK(ps != nullptr, "parameter without a chosen strategy");
-    for (const ShardingSpec* spec : {&ps->out[0], &ps->state}) {
-      for (size_t d = 0; d < spec->dims.size(); ++d) {
-        if (spec->ways(d, out.view) > 1) {
-          const std::string& name = g.tensor(spec == &ps->state ? slot.grad : slot.param).name;
-          throw UserError(src, quoted_path("tensors", name), "spec \"" + spec->to_string() + "\" shards it; " + kWhatRuns);
-        }
-      }
-    }
-  }
-  // Communication: reductions of gradient contributions and statistics inside operators; no
-  // resharding of forward values and no optimizer-state collectives.
+  // Communication: partial outputs (the loss, means over the batch), statistics inside
+  // operators, parameter gathers and gradient reductions (build_rank_program); no resharding of
+  // activations.
   out.stats.assign(tg.num_forward_nodes, {});
-  std::map<std::pair<NodeId, size_t>, double> mean_scale;  // backward edges of means over the split batch
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
     const Node& n = g.node(static_cast<NodeId>(i));
     const NodeStrategy& st = *cs.node[i];
@@ -100,7 +97,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
           if (st.out_partial[o] & (1u << ax)) ways *= sg.costs.axis_size(ax);
         }
         scale = 1.0 / static_cast<double>(ways);
-        mean_scale[{static_cast<NodeId>(i), 0}] = scale;
+        out.mean_scale[{static_cast<NodeId>(i), 0}] = scale;
       }
       out.output_reductions.push_back({t.name, std::move(r), scale});
     }
@@ -114,40 +111,12 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     }
   }
   for (const CommEvent& ev : communication(sg, choice)) {
-    if (ev.where == "optimizer") {
-      throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name),
-                      "its optimizer update runs a " + std::string(collective_name(ev.step.kind)) + "; " + kWhatRuns);
-    }
-    if (ev.where == "forward") {
+    if (ev.where == "forward" && !param_like_tensor(sg, ev.tensor)) {
       throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name),
                       std::string("is resharded (") + std::string(collective_name(ev.step.kind)) + ") before a node reads it; " + kWhatRuns);
     }
-  }
-  // Which (node, input) edges have a gradient contribution in the training graph.
-  std::map<std::pair<NodeId, size_t>, TensorId> contribution;
-  for (const GradEdge& e : tg.grad_edges) contribution[{e.node, e.input}] = e.grad;
-  std::map<TensorId, size_t> reduced;  // contribution tensor → its entry
-  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
-    const Node& n = g.node(static_cast<NodeId>(i));
-    for (size_t k = 0; k < n.inputs.size(); ++k) {
-      const EdgeReshards e = edge_reshards(sg, choice, cs, static_cast<NodeId>(i), k);
-      auto ms = mean_scale.find({static_cast<NodeId>(i), k});
-      const double scale = ms == mean_scale.end() ? 1.0 : ms->second;
-      if ((!e.has_backward || e.backward.steps.empty()) && scale == 1.0) continue;
-      for (const CollectiveStep& step : e.backward.steps) {
-        if (step.kind != Collective::kAllReduce) {
-          throw UserError(src, quoted_path("tensors", g.tensor(n.inputs[k]).name),
-                          "its gradient is resharded with a " + std::string(collective_name(step.kind)) + "; " + kWhatRuns);
-        }
-      }
-      auto it = contribution.find({static_cast<NodeId>(i), k});
-      ALPA_CHECK(it != contribution.end(), "the plan reduces a gradient of '" + g.tensor(n.inputs[k]).name + "' from '" +
-                                               n.name + "' that the training graph does not compute");
-      ALPA_CHECK(reduced.count(it->second) == 0, "one gradient contribution '" + g.tensor(it->second).name +
-                                                     "' serves two edges");
-      reduced[it->second] = out.grad_reductions.size();
-      out.grad_reductions.push_back({g.tensor(it->second).name, e.param_like && !e.backward.steps.empty(),
-                                     e.has_backward ? e.backward : ReshardResult{}, scale});
+    if (ev.step.kind == Collective::kAllToAll) {
+      throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name), std::string("is resharded with an all-to-all; ") + kWhatRuns);
     }
   }
 
@@ -163,11 +132,193 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
                     std::to_string(out.batch_ways) + " ways");
   }
   out.microbatch_samples = per_microbatch / out.batch_ways;
-
+  out.microbatches = plan.microbatches;
   const PlanEstimate estimate = estimate_choice(sg, choice, plan.global_batch);
   out.predicted_bytes = estimate.communication_bytes;
   out.predicted_memory = estimate.memory;
   return out;
+}
+
+TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, const std::vector<int>& choice,
+                                 TrainingGraph local) {
+  const TrainingGraph& tg = *sg.training;
+  const Graph& pg = tg.graph;  // the plan's graph: ids and names as in `local`
+  Graph& g = local.graph;
+  ALPA_CHECK(g.num_tensors() == pg.num_tensors() && g.num_nodes() == pg.num_nodes(),
+             "the rank's training graph differs from the plan's");
+  const ChosenSpecs cs = chosen_specs(sg, choice);
+  const LogicalMesh& view = low.view;
+  std::set<TensorId> reshaped;  // tensors whose local shape the lowering changed
+
+  // Stored shapes: parameters as their spec, optimizer state as the state spec.
+  low.stored_spec.assign(pg.num_tensors(), ShardingSpec{});
+  for (const ParameterSlot& slot : tg.parameters) {
+    const NodeStrategy& ps = *cs.param[static_cast<size_t>(slot.param)];
+    low.stored_spec[static_cast<size_t>(slot.param)] = ps.out[0];
+    for (TensorId s : slot.state) low.stored_spec[static_cast<size_t>(s)] = ps.state;
+  }
+  for (size_t t = 0; t < pg.num_tensors(); ++t) {
+    const ShardingSpec& spec = low.stored_spec[t];
+    if (spec.dims.empty()) continue;
+    Tensor& ten = g.tensor(static_cast<TensorId>(t));
+    const Shape shape = spec.local_shape(pg.tensor(static_cast<TensorId>(t)).shape, view);
+    if (shape != ten.shape) {
+      ten.shape = shape;
+      reshaped.insert(static_cast<TensorId>(t));
+    }
+  }
+
+  // Inserts a Reshard node reading `from` (whose global shape and dtype are those of plan tensor
+  // `like`); returns its output.
+  auto add_reshard = [&](TensorId from, TensorId like, const ShardingSpec& src_spec, AxisMask partial,
+                         const ShardingSpec& dst_spec, const std::string& out_name, bool per_step, bool optimizer_phase,
+                         double scale) {
+    const Tensor& global = pg.tensor(like);
+    RankLowering::ReshardStep step;
+    step.tensor = g.tensor(from).name;
+    step.src = src_spec;
+    step.dst = dst_spec;
+    step.src_partial = partial;
+    step.global = global.shape;
+    step.dtype = global.dtype;
+    step.reshard = reshard(src_spec, partial, dst_spec, global.shape, global.dtype, sg.costs);
+    step.per_step = per_step;
+    step.optimizer_phase = optimizer_phase;
+    step.scale = scale;
+    Tensor t;
+    t.name = out_name;
+    t.dtype = global.dtype;
+    t.shape = dst_spec.local_shape(global.shape, view);
+    t.role = g.tensor(from).role == TensorRole::kGradient ? TensorRole::kGradient : TensorRole::kActivation;
+    const TensorId out = g.add_tensor(std::move(t));
+    Node n;
+    n.kind = OpKind::kReshard;
+    n.name = "reshard/" + std::to_string(low.reshards.size()) + "/" + out_name;
+    n.inputs = {from};
+    n.outputs = {out};
+    n.attrs.set("reshard", static_cast<int64_t>(low.reshards.size()));
+    n.attrs.set("shape", g.tensor(out).shape);
+    n.attrs.set("optimizer_phase", static_cast<int64_t>(optimizer_phase ? 1 : 0));
+    n.derived_from = step.tensor;
+    g.add_node(std::move(n));
+    low.reshards.push_back(std::move(step));
+    reshaped.insert(out);
+    return out;
+  };
+  auto rewire = [&](NodeId node, TensorId from, TensorId to) {
+    for (TensorId& in : g.node(node).inputs) {
+      if (in == from) in = to;
+    }
+  };
+
+  std::map<std::pair<NodeId, size_t>, TensorId> contribution;
+  for (const GradEdge& e : tg.grad_edges) contribution[{e.node, e.input}] = e.grad;
+  std::map<TensorId, TensorId> reduced;  // contribution → its reduced tensor
+  const size_t original_nodes = g.num_nodes();
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = pg.node(static_cast<NodeId>(i));
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const TensorId t = n.inputs[k];
+      const EdgeReshards e = edge_reshards(sg, choice, cs, static_cast<NodeId>(i), k);
+      if (!e.planned) continue;
+      const NodeStrategy& st = *cs.node[i];
+      const ShardingSpec& produced = cs.tensor[static_cast<size_t>(t)];
+      // Forward: a parameter (or a tensor computed from parameters) gathered for this node, and
+      // again for its backward when that reads it.
+      if (!e.forward.steps.empty() || e.forward.local_slice) {
+        ALPA_CHECK(param_like_tensor(sg, t), "forward resharding of an activation in a batch-parallel plan");
+        const std::string base = pg.tensor(t).name + "@" + n.name;
+        const TensorId fwd = add_reshard(t, t, produced, 0, st.in[k], base, false, false, 1.0);
+        rewire(static_cast<NodeId>(i), t, fwd);
+        bool backward_reads = false;
+        for (size_t b = tg.num_forward_nodes; b < original_nodes; ++b) {
+          const Node& bn = g.node(static_cast<NodeId>(b));
+          if (bn.derived_from != n.name) continue;
+          if (std::find(bn.inputs.begin(), bn.inputs.end(), t) != bn.inputs.end()) backward_reads = true;
+        }
+        if (backward_reads) {
+          ALPA_CHECK(e.forward_again, "the backward of '" + n.name + "' reads '" + pg.tensor(t).name +
+                                          "', which the plan does not gather again");
+          const TensorId bwd = add_reshard(t, t, produced, 0, st.in[k], base + "/backward", false, false, 1.0);
+          for (size_t b = tg.num_forward_nodes; b < original_nodes; ++b) {
+            if (g.node(static_cast<NodeId>(b)).derived_from == n.name) rewire(static_cast<NodeId>(b), t, bwd);
+          }
+        }
+      }
+      // Backward: the contribution this node gives input k, from its spec (partial where the
+      // node reduced over split letters) to the spec the producer wants.
+      auto ms = low.mean_scale.find({static_cast<NodeId>(i), k});
+      const double scale = ms == low.mean_scale.end() ? 1.0 : ms->second;
+      if (!e.has_backward) continue;
+      const ShardingSpec& target = sg.group_of_param[static_cast<size_t>(t)] >= 0
+                                       ? cs.param[static_cast<size_t>(t)]->state
+                                       : produced;
+      const bool changes = !e.backward.steps.empty() || e.backward.local_slice || !(st.in[k] == target) ||
+                           st.in_grad_partial[k] != 0;
+      if (!changes && scale == 1.0) continue;
+      auto it = contribution.find({static_cast<NodeId>(i), k});
+      ALPA_CHECK(it != contribution.end(), "the plan reduces a gradient of '" + pg.tensor(t).name + "' from '" + n.name +
+                                               "' that the training graph does not compute");
+      const TensorId c = it->second;
+      ALPA_CHECK(reduced.count(c) == 0, "one gradient contribution '" + pg.tensor(c).name + "' serves two edges");
+      const std::string name = g.tensor(c).name;
+      g.tensor(c).name = name + "/partial";
+      const TensorId r = add_reshard(c, c, st.in[k], st.in_grad_partial[k], target, name,
+                                     e.param_like && !e.backward.steps.empty() && low.microbatches > 1, false, scale);
+      reduced[c] = r;
+      for (size_t b = 0; b < original_nodes; ++b) rewire(static_cast<NodeId>(b), c, r);
+      for (ParameterSlot& slot : local.parameters) {
+        if (slot.grad == c) slot.grad = r;
+      }
+    }
+  }
+  // The optimizer updates the state's shard of each parameter: narrowed on the way in, the
+  // update gathered back to the parameter's spec (ZeRO-2).
+  for (size_t p = 0; p < local.parameters.size(); ++p) {
+    ParameterSlot& slot = local.parameters[p];
+    const NodeStrategy& ps = *cs.param[static_cast<size_t>(slot.param)];
+    if (ps.out[0] == ps.state) continue;
+    NodeId update = kNoId;
+    for (size_t b = 0; b < original_nodes; ++b) {
+      const Node& bn = g.node(static_cast<NodeId>(b));
+      if (op_info(bn.kind).family == OpFamily::kOptimizer && !bn.outputs.empty() && bn.outputs[0] == slot.updated_param) {
+        update = static_cast<NodeId>(b);
+      }
+    }
+    ALPA_CHECK(update != kNoId, "no optimizer update of '" + pg.tensor(slot.param).name + "'");
+    const TensorId shard = add_reshard(slot.param, slot.param, ps.out[0], 0, ps.state,
+                                       pg.tensor(slot.param).name + "@shard", false, true, 1.0);
+    g.node(update).inputs[0] = shard;
+    Tensor& upd = g.tensor(slot.updated_param);
+    upd.shape = ps.state.local_shape(pg.tensor(slot.param).shape, view);
+    reshaped.insert(slot.updated_param);
+    const TensorId gathered = add_reshard(slot.updated_param, slot.param, ps.state, 0, ps.out[0],
+                                          pg.tensor(slot.updated_param).name + "@gathered", false, true, 1.0);
+    for (auto& [dst, srcu] : local.state_updates) {
+      if (dst == slot.param && srcu == slot.updated_param) srcu = gathered;
+    }
+    slot.updated_param = gathered;
+  }
+  // Shapes downstream of what changed, in the original order (Reshard outputs are set).
+  g.finalize();
+  for (size_t b = 0; b < g.num_nodes(); ++b) {
+    Node& n = g.node(static_cast<NodeId>(b));
+    if (n.kind == OpKind::kReshard) continue;
+    bool touched = false;
+    for (TensorId in : n.inputs) touched = touched || reshaped.count(in) > 0;
+    if (!touched) continue;
+    std::vector<TensorType> in_types;
+    for (TensorId in : n.inputs) in_types.push_back({g.tensor(in).dtype, g.tensor(in).shape});
+    const std::vector<TensorType> out_types = infer_types(n, in_types);
+    for (size_t o = 0; o < n.outputs.size() && o < out_types.size(); ++o) {
+      Tensor& t = g.tensor(n.outputs[o]);
+      if (t.shape != out_types[o].shape) {
+        t.shape = out_types[o].shape;
+        reshaped.insert(n.outputs[o]);
+      }
+    }
+  }
+  return local;
 }
 
 std::map<std::string, double> lowered_bytes(const RankLowering& lowering, int64_t microbatches) {
@@ -178,8 +329,8 @@ std::map<std::string, double> lowered_bytes(const RankLowering& lowering, int64_
       out[std::string(collective_name(s.kind))] += s.bytes_per_device * static_cast<double>(microbatches);
     }
   }
-  for (const RankLowering::GradReduction& r : lowering.grad_reductions) {
-    const double count = r.per_step ? 1.0 : static_cast<double>(microbatches);
+  for (const RankLowering::ReshardStep& r : lowering.reshards) {
+    const double count = r.per_step || r.optimizer_phase ? 1.0 : static_cast<double>(microbatches);
     for (const CollectiveStep& s : r.reshard.steps) out[std::string(collective_name(s.kind))] += s.bytes_per_device * count;
   }
   for (const std::vector<CollectiveStep>& steps : lowering.stats) {

@@ -6,14 +6,16 @@
 //
 // This version lowers batch-parallel plans: every forward node splits only batch letters
 // (data parallelism on one or both mesh axes), so each rank runs the whole training graph on its
-// block of samples. Parameters, gradients and optimizer state are replicated (method data, or
-// the ILP's choice when it picks pure data parallelism). Plans that split non-batch dims
-// (tensor parallelism, ZeRO) are refused with a UserError naming the first node or tensor.
+// block of samples. Parameters and optimizer state may be sharded (ZeRO-2: gradients
+// reduce-scattered, each rank updates its shard, the parameter all-gathered; ZeRO-3: parameters
+// stored sharded and gathered where nodes read them). Plans that split non-batch dims of
+// activations (tensor parallelism) are refused with a UserError naming the first node or tensor.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "planner/autodiff/training_graph.h"
@@ -31,18 +33,28 @@ struct RankLowering {
   int64_t batch_ways = 1;        // blocks the batch is cut into
   int64_t batch_block = 0;       // this rank's block (S01: i0·d1 + i1)
   int64_t microbatch_samples = 0;  // samples per rank per microbatch
-  // Gradient contributions that must be reduced (a node whose output carries the batch gives a
-  // batch-free input, such as a parameter, a partial sum per rank): the contribution tensor's
-  // name (the same in the plan's and the rank's training graph) and the collectives, performed
-  // in place right after the backward node that produces it. Param-like contributions are
-  // reduced once per step: accumulated over the microbatches and reduced with the last one.
-  struct GradReduction {
-    std::string tensor;
+  int64_t microbatches = 1;
+  // The Reshard nodes of the rank program (build_rank_program; node attribute "reshard" is the
+  // index): a parameter gathered before a node reads it (ZeRO-3, again for the backward when the
+  // backward reads it), a gradient contribution reduced where the backward produces it (a
+  // partial sum over the batch axes, reduced or reduce-scattered to the spec its producer wants;
+  // param-like ones once per step: accumulated over the microbatches and reduced with the
+  // last one), and the optimizer's shard of a parameter and the gathered update (ZeRO-2).
+  struct ReshardStep {
+    std::string tensor;     // the tensor it reads (name in the rank program)
+    ShardingSpec src, dst;
+    AxisMask src_partial = 0;
+    Shape global;           // the tensor's global shape (one microbatch)
+    DType dtype = DType::kFloat32;
+    ReshardResult reshard;  // the collectives, as the plan costs them
     bool per_step = false;
-    ReshardResult reshard;
-    double scale = 1;  // then multiplied by this (the backward of a mean over the split batch)
+    bool optimizer_phase = false;  // runs once per step with the optimizer update
+    double scale = 1;       // then multiplied by this (the backward of a mean over the split batch)
   };
-  std::vector<GradReduction> grad_reductions;
+  std::vector<ReshardStep> reshards;
+  // Per tensor of the plan's training graph: the spec of its stored value where the lowering
+  // shards it (parameters and optimizer state), empty elsewhere.
+  std::vector<ShardingSpec> stored_spec;
   // Forward outputs that come out as partial sums (the loss, a mean over a split batch):
   // reduced in place right after their node, every microbatch.
   struct OutputReduction {
@@ -56,6 +68,8 @@ struct RankLowering {
   // Per forward node: the statistics it all-reduces over the split batch (synchronised
   // BatchNorm), every microbatch; empty for most nodes.
   std::vector<std::vector<CollectiveStep>> stats;
+  // Backward edges (node, input) of means over the split batch: their contribution is scaled.
+  std::map<std::pair<NodeId, size_t>, double> mean_scale;
   // What the plan's estimate says each device sends per step, per collective kind.
   std::map<std::string, double> predicted_bytes;
   PlanMemory predicted_memory;  // the estimate's memory per device
@@ -66,6 +80,13 @@ struct RankLowering {
 // `plan_source` and the element when the plan is not batch-parallel.
 RankLowering lower_batch_parallel(const Plan& plan, const std::string& plan_source, const StrategyGraph& sg,
                                   const std::vector<int>& choice, int64_t rank);
+
+// The rank's program: `local` (the training graph of one microbatch of this rank's block,
+// built from the same model) with the lowering's Reshard nodes inserted, parameters and
+// optimizer state in their stored (possibly sharded) local shapes, and every shape downstream
+// re-inferred. Fills lowering.reshards.
+TrainingGraph build_rank_program(RankLowering& lowering, const StrategyGraph& sg, const std::vector<int>& choice,
+                                 TrainingGraph local);
 
 // The collectives a lowering performs per step, per collective kind and device (the sum the
 // executor's communicator measures), for `microbatches` microbatches per step.

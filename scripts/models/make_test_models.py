@@ -12,6 +12,8 @@ Good models (each with its OUT.json sidecar, see generate.py):
       the same GPT exported without dynamic axes: the attention Reshape targets bake in batch 4.
   gpt_test_dropout.onnx
       the same GPT with dropout 0.1 (the distributed runs' masks must equal one device's).
+  gpt_test_vocab510.onnx
+      the same GPT with a vocabulary of 510 (not divisible by 4: uneven shards, padded).
   gpt_test_shapeonly.onnx, bert_test_shapeonly.onnx, moe_test_shapeonly.onnx,
   wresnet_test_shapeonly.onnx
       the shape-only builders at test size (initializers with dims and no data).
@@ -189,6 +191,8 @@ def main(argv) -> int:
              static_batch=True)
     generate("gpt", "test", os.path.join(outdir, "gpt_test_dropout.onnx"), mode="torch",
              overrides={"dropout": 0.1})
+    generate("gpt", "test", os.path.join(outdir, "gpt_test_vocab510.onnx"), mode="torch",
+             overrides={"vocab": 510})
     for family in ("gpt", "bert", "moe", "wresnet"):
         generate(family, "test", os.path.join(outdir, f"{family}_test_shapeonly.onnx"),
                  mode="shape-only")

@@ -24,9 +24,9 @@ checks that
 errors: wrong -np, a plan for another model, a plan for another cluster, a plan this version does
 not execute, a pipeline plan (all: exit code 2 and a message on every rank), a rank that fails
 during a step and a rank that is killed (every rank stops within 30 s, the failed rank named).
-resume: SGD with momentum, 10 steps on one device against 5 steps on 4 data-parallel ranks saved
-with --save and resumed for steps 6-10 on 2 ranks (another plan and rank count) and on one
-device: losses and final parameters within 1e-5; Adam on one device resumed bit-identically; a
+resume: SGD with momentum, 10 steps on one device against 5 steps on 4 ranks under a ZeRO-3 plan
+(parameters and momentum sharded) saved with --save and resumed for steps 6-10 on 2 data-parallel
+ranks (another plan and rank count) and on one device: losses and final parameters within 1e-5; Adam on one device resumed bit-identically; a
 second save replaces the first and leaves nothing behind; a checkpoint of another optimizer, too
 few --steps and a damaged manifest are refused (exit 2).
 Exits 1 on any failure, printing every check.
@@ -122,10 +122,14 @@ def parity(a):
             worst_p, name_p = err, f
     check(count > 0 and worst_p <= 1e-5, f"{count} parameters and buffers agree: worst {name_p} {worst_p:.2e} (tol 1e-5)")
     predicted = p["estimate"]["communication_bytes"]
+    # Exact for 2, 4 and 8 ranks; with 3 the ring factor 4/3 is rounded per collective call.
+    exact = a.np & (a.np - 1) == 0
     for kind in sorted(predicted):
         measured = [m["comm_bytes"][kind] for m in dist]
-        check(all(abs(b - predicted[kind]) < 1e-6 for b in measured),
-              f"{kind}: measured {measured[0]} B per step and device, plan {predicted[kind]:.0f} B")
+        tol = 1e-6 if exact else 1e-5 * predicted[kind] + 1
+        check(all(abs(b - predicted[kind]) <= tol for b in measured),
+              f"{kind}: measured {measured[0]} B per step and device, plan {predicted[kind]:.1f} B"
+              + ("" if exact else " (within rounding)"))
     if a.hand_gpt:
         with open(os.path.splitext(a.model)[0] + ".json") as f:
             side = json.load(f)
@@ -167,8 +171,8 @@ def errors(a):
     plan(a.bin, gpt, p3, "builtin:p3.16xlarge:1", "data", 8, ["--optimizer", "sgd"])
     expect_2(mpirun(8, a.bin, ["--plan", p3, *base]), "plan for another cluster", "--allow-cluster-mismatch", 8)
     shard = os.path.join(a.workdir, "shard.json")
-    plan(a.bin, gpt, shard, "local:4", "zero3", 8, ["--optimizer", "sgd"])
-    expect_2(mpirun(4, a.bin, ["--plan", shard, *base]), "a ZeRO-3 plan (not executed yet)", "batch-parallel plans", 4)
+    plan(a.bin, gpt, shard, "local:4", "shard", 8, ["--optimizer", "sgd"])
+    expect_2(mpirun(4, a.bin, ["--plan", shard, *base]), "a tensor-parallel plan (not executed yet)", "batch-parallel plans", 4)
     pipe = os.path.join(a.workdir, "pipe.json")
     plan(a.bin, gpt, pipe, "local:4", "megatron", 8, ["--optimizer", "sgd", "--tp", "1", "--pp", "2", "--dp", "2"])
     expect_2(mpirun(4, a.bin, ["--plan", pipe, *base]), "a pipeline plan", "pipeline plan", 4)
@@ -235,13 +239,15 @@ def resume(a):
     r = run([alpa_run, *one, "--seed", "3", "--steps", "10", "--metrics", w("one.jsonl"), "--save-params", w("one")])
     check(r.returncode == 0, "one device, 10 steps")
     plan(a.bin, a.model, w("dp4.json"), "local:4", "data", 8, ["--optimizer", "sgd"])
+    plan(a.bin, a.model, w("z3_4.json"), "local:4", "zero3", 8, ["--optimizer", "sgd"])
     plan(a.bin, a.model, w("dp2.json"), "local:2", "data", 8, ["--optimizer", "sgd"])
     ck = w("ck")
-    for attempt in (1, 2):  # the second save replaces the first
-        r = mpirun(4, a.bin, ["--plan", w("dp4.json"), "--model", a.model, *hyper, "--seed", "3", "--steps", "5",
-                              "--save", ck])
+    # Saved twice (the second save replaces the first): data-parallel, then ZeRO-3, whose
+    # parameters and momentum are sharded 4 ways.
+    for attempt, p in ((1, "dp4.json"), (2, "z3_4.json")):
+        r = mpirun(4, a.bin, ["--plan", w(p), "--model", a.model, *hyper, "--seed", "3", "--steps", "5", "--save", ck])
         check(r.returncode == 0 and os.path.exists(os.path.join(ck, "manifest.json")),
-              f"4 ranks, steps 1-5, --save (attempt {attempt})")
+              f"4 ranks ({p}), steps 1-5, --save (attempt {attempt})")
     left = [p for p in os.listdir(a.workdir) if p.startswith("ck.")]
     check(not left, f"nothing left beside the checkpoint ({left})")
     r = mpirun(2, a.bin, ["--plan", w("dp2.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck,
