@@ -53,6 +53,27 @@ struct RankState {
   BlockOf block;           // the part of each persistent tensor this rank holds
 };
 
+// A pipeline plan of one stage is a single-stage plan: the stage's mesh, method and shardings
+// over the whole model.
+Plan single_stage(const Plan& plan, const std::string& src) {
+  const PlanStage& st = plan.pipeline->stages[0];
+  if (st.remat) {
+    throw UserError(src, "/pipeline/stages/0/remat", "recomputation is not executed by this version of alpa-run; "
+                    "set it to false (alpa-plan cost re-costs the edit)");
+  }
+  Plan out = plan;
+  out.pipeline.reset();
+  out.method = st.method;
+  out.mesh_hosts = st.mesh_hosts;
+  out.mesh_devices_per_host = st.mesh_devices_per_host;
+  out.logical_d0 = st.logical_d0;
+  out.logical_d1 = st.logical_d1;
+  out.device_ids = st.device_ids;
+  out.strategies = st.strategies;
+  out.tensors = st.tensors;
+  return out;
+}
+
 std::string cluster_spec_of(const Plan& plan) {
   if (plan.cluster.rfind("local", 0) == 0) return "local:" + std::to_string(plan.device_ids.size());
   return "builtin:" + plan.cluster;
@@ -91,6 +112,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   auto st = std::make_unique<RankState>();
   const std::string& src = o.plan;
   st->plan = parse_plan(read_text(o.plan, "--plan"), src);
+  if (st->plan.pipeline && st->plan.pipeline->stages.size() == 1) st->plan = single_stage(st->plan, src);
   const Plan& plan = st->plan;
   if (plan.pipeline) {
     throw UserError(src, "pipeline", "a pipeline plan (" + std::to_string(plan.pipeline->stages.size()) +
@@ -237,6 +259,11 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const bool split = K * low.batch_ways > 1;
   std::map<std::string, int64_t> before = planned_traffic(st.comms), per_step;
   std::vector<int64_t> peaks(static_cast<size_t>(world), 0);
+  std::string plan_bytes = "{";  // what the plan predicts per step and device, per kind
+  for (const auto& [kind, b] : low.predicted_bytes) {
+    plan_bytes += (plan_bytes.size() > 1 ? "," : "") + ("\"" + kind + "\":" + format_number(b));
+  }
+  plan_bytes += "}";
   for (int64_t step = st.first_step; step < o.steps; ++step) {
     if (fail_rank && fail_step && std::atoi(fail_rank) == rank && std::atoll(fail_step) == step + 1) {
       throw UserError("ALPA_TEST_FAIL_RANK", std::to_string(rank), "injected failure at step " + std::to_string(step + 1));
@@ -272,8 +299,8 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       char line[256];
       std::snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld,",
                     static_cast<long long>(step + 1), loss, ms, samples_per_s, static_cast<long long>(max_peak));
-      metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step) << "}\n"
-              << std::flush;
+      metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step)
+              << ",\"plan_comm_bytes\":" << plan_bytes << "}\n" << std::flush;
     }
     const int width = 30;
     const int filled = static_cast<int>(width * (step + 1) / o.steps);  // of the steps to reach

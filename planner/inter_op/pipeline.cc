@@ -14,6 +14,7 @@
 
 #include "planner/common/error.h"
 #include "planner/common/format.h"
+#include "planner/graph/rebatch.h"
 #include "planner/intra_op/search.h"
 
 namespace alpa {
@@ -522,6 +523,14 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
       const Method intra = rq.method == PipelineMethod::kAuto ? Method::kShard : Method::kData;
       for (int64_t B : microbatch_candidates(rq)) {
         if (cx.out_of_time() && !tried.empty()) { result.cut_short = true; break; }
+        try {
+          (void)rebatch(*rq.forward, rq.global_batch, rq.global_batch / B);
+        } catch (const UserError&) {
+          // A microbatch the model cannot be cut to (an MoE group larger than it): not a
+          // candidate, unless the user asked for exactly this count.
+          if (rq.microbatches > 0) throw;
+          continue;
+        }
         tried.push_back(evaluate_auto(cx, B, intra));
         if (tried.back().found) cx.best_total = std::min(cx.best_total, tried.back().total);
       }
@@ -575,7 +584,13 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
         }
         auto it = graphs.find(B);
         if (it == graphs.end()) {
-          auto tg = std::make_shared<TrainingGraph>(make_training(*rq.forward, rq.global_batch, B, rq.optimizer, rq.precision));
+          std::shared_ptr<TrainingGraph> tg;
+          try {
+            tg = std::make_shared<TrainingGraph>(make_training(*rq.forward, rq.global_batch, B, rq.optimizer, rq.precision));
+          } catch (const UserError&) {  // a microbatch the model cannot be cut to
+            if (rq.microbatches > 0) throw;
+            continue;
+          }
           auto layers = layers_for(*tg);
           it = graphs.emplace(B, std::make_pair(tg, layers)).first;
         }

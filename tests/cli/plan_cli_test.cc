@@ -565,6 +565,22 @@ TEST_F(PipelineCli, AutoSearchWritesAValidHierarchicalPlan) {
   EXPECT_EQ(devices, 8);
 }
 
+TEST(PipelineCliMoe, MicrobatchCountsTheModelCannotBeCutToAreSkipped) {
+  // Batch 8 of the MoE (groups of 16 tokens): 8 microbatches of one sequence each cannot be
+  // formed, so auto and megatron-grid leave those counts out instead of failing.
+  for (const char* method : {"auto", "megatron-grid"}) {
+    SCOPED_TRACE(method);
+    const std::string path = dir() + "/moe_" + std::string(method) + "_local2.json";
+    const Result r = search("moe_test", 8, "local:2", path, std::string("--method ") + method);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(schema_valid(path));
+  }
+  // Asking for exactly such a count is an error naming the node.
+  const Result bad = search("moe_test", 8, "local:2", dir() + "/moe_bad.json", "--method auto --microbatches 8");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("Reshape"), std::string::npos) << bad.err;
+}
+
 TEST_F(PipelineCli, CostOfUnmodifiedPlansEqualsTheirEstimate) {
   ASSERT_EQ(auto_.exit_code, 0) << auto_.err;
   ASSERT_EQ(mega_.exit_code, 0) << mega_.err;
