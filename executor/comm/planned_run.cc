@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -321,6 +322,10 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       }
     }
     std::fprintf(stderr, "\n");
+    const int64_t max_peak = peaks.empty() ? 0 : *std::max_element(peaks.begin(), peaks.end());
+    std::fprintf(stderr, "peak memory per device: %s measured (the allocator's high-water mark), %s planned\n",
+                 format_bytes(static_cast<double>(max_peak)).c_str(),
+                 format_bytes(static_cast<double>(low.predicted_memory.peak_bytes)).c_str());
   }
   if (!o.save_params.empty()) save_whole_parameters(o.save_params, st, rank, world);
   if (!o.save.empty()) {

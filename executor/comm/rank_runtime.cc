@@ -39,14 +39,12 @@ void scale_in_place(void* data, int64_t n, DType dtype, double factor) {
   }
 }
 
-std::vector<int> axes_of(DimSharding s) {
-  switch (s) {
-    case DimSharding::kR: return {};
-    case DimSharding::kS0: return {0};
-    case DimSharding::kS1: return {1};
-    case DimSharding::kS01: return {0, 1};
-  }
-  return {};
+// The mesh axes splitting a dim, major first; an axis of size 1 splits nothing (reshard.h).
+std::vector<int> axes_of(DimSharding s, const LogicalMesh& view) {
+  std::vector<int> out;
+  if ((s == DimSharding::kS0 || s == DimSharding::kS01) && view.d0 > 1) out.push_back(0);
+  if ((s == DimSharding::kS1 || s == DimSharding::kS01) && view.d1 > 1) out.push_back(1);
+  return out;
 }
 
 // A local buffer and its layout while a resharding's steps run (see planner/spmd/reshard.h).
@@ -92,17 +90,16 @@ int64_t padded(const ShardingSpec& dst, size_t d, const Shape& global, const Log
   return (global[d] + w - 1) / w * w;
 }
 
-// Performs `step`'s collectives on `in` (the src spec's local shape), writing `out` (the dst
-// spec's local shape).
-void run_steps(const RankLowering::ReshardStep& step, const RankLowering& low, const void* in, void* out,
-               RankComms& comms) {
-  const LogicalMesh& view = low.view;
+}  // namespace
+
+void perform_reshard(const RankLowering::ReshardStep& step, const LogicalMesh& view, const int64_t coord[2],
+                     const void* in, void* out, RankComms& comms) {
   Local cur;
   cur.elem = dtype_bytes(step.dtype);
   cur.shape = step.src.local_shape(step.global, view);
   cur.data.assign(static_cast<const uint8_t*>(in),
                   static_cast<const uint8_t*>(in) + num_elements(cur.shape) * cur.elem);
-  for (size_t d = 0; d < cur.shape.size(); ++d) cur.axes.push_back(axes_of(step.src.dims[d]));
+  for (size_t d = 0; d < cur.shape.size(); ++d) cur.axes.push_back(axes_of(step.src.dims[d], view));
   for (const CollectiveStep& s : step.reshard.steps) {
     MpiCommunicator& comm = *comms.axis[s.axis];
     const int64_t n = comm.size();
@@ -149,13 +146,50 @@ void run_steps(const RankLowering::ReshardStep& step, const RankLowering& low, c
         if (cur.axes[d].empty() && cur.shape[d] > step.global[d]) cur.resize_dim(d, step.global[d]);  // trim
         break;
       }
-      case Collective::kAllToAll:
-        ALPA_CHECK(false, "all-to-all resharding is not performed by this version");
+      case Collective::kAllToAll: {
+        // Axis s.axis moves from dim ds (its minor axis now) to dim dd: block j of dd goes to
+        // rank j, whose part of ds comes back in rank order.
+        const size_t dd = static_cast<size_t>(s.dim), ds = static_cast<size_t>(s.dim2);
+        ALPA_CHECK(!cur.axes[ds].empty() && cur.axes[ds].back() == s.axis, "all-to-all from a dim the axis does not split last");
+        if (cur.axes[dd].empty()) cur.resize_dim(dd, padded(step.dst, dd, step.global, view));
+        const int64_t L = cur.shape[dd];
+        ALPA_CHECK(L % n == 0, "all-to-all onto a dim its axis does not divide");
+        const int64_t outr = cur.outer(dd), inr = cur.inner(dd), rows = L / n;
+        std::vector<uint8_t> send(cur.data.size());
+        for (int64_t j = 0; j < n; ++j) {
+          for (int64_t o = 0; o < outr; ++o) {
+            std::memcpy(send.data() + (j * outr + o) * rows * inr, cur.data.data() + (o * L + j * rows) * inr,
+                        static_cast<size_t>(rows * inr));
+          }
+        }
+        std::vector<uint8_t> recv(cur.data.size());
+        comm.all_to_all(send.data(), recv.data(), num_elements(cur.shape) / n, step.dtype);
+        // Block j: rank j's ds part at this rank's dd rows; concatenate the blocks along ds.
+        Shape block = cur.shape;
+        block[dd] = rows;
+        const int64_t block_bytes = num_elements(block) * cur.elem;
+        const int64_t bo = Local::product(block, 0, ds), bds = block[ds];
+        const int64_t bi = Local::product(block, ds + 1, block.size()) * cur.elem;
+        std::vector<uint8_t> next(cur.data.size());
+        for (int64_t j = 0; j < n; ++j) {
+          for (int64_t o = 0; o < bo; ++o) {
+            std::memcpy(next.data() + (o * bds * n + j * bds) * bi, recv.data() + j * block_bytes + o * bds * bi,
+                        static_cast<size_t>(bds * bi));
+          }
+        }
+        cur.data.swap(next);
+        cur.shape = block;
+        cur.shape[ds] = bds * n;
+        cur.axes[ds].pop_back();
+        cur.axes[dd].push_back(s.axis);
+        if (cur.axes[ds].empty() && cur.shape[ds] > step.global[ds]) cur.resize_dim(ds, step.global[ds]);  // trim
+        break;
+      }
     }
   }
   // The local slice to dst: per dim, the block of the axes dst adds beyond the kept ones.
   for (size_t d = 0; d < cur.shape.size(); ++d) {
-    const std::vector<int> want = axes_of(step.dst.dims[d]);
+    const std::vector<int> want = axes_of(step.dst.dims[d], view);
     if (cur.axes[d] == want) continue;
     ALPA_CHECK(cur.axes[d].size() < want.size() && std::equal(cur.axes[d].begin(), cur.axes[d].end(), want.begin()),
                "resharding left a dim split in a way the destination does not extend");
@@ -164,7 +198,7 @@ void run_steps(const RankLowering::ReshardStep& step, const RankLowering& low, c
     for (size_t k = cur.axes[d].size(); k < want.size(); ++k) {
       const int a = want[k];
       const int64_t size = a == 0 ? view.d0 : view.d1;
-      block = block * size + low.coord[a];
+      block = block * size + coord[a];
       count *= size;
     }
     const int64_t rows = cur.shape[d] / count;
@@ -173,6 +207,13 @@ void run_steps(const RankLowering::ReshardStep& step, const RankLowering& low, c
   }
   ALPA_CHECK(cur.shape == step.dst.local_shape(step.global, view), "resharding ended in another local shape");
   std::memcpy(out, cur.data.data(), cur.data.size());
+}
+
+namespace {
+
+void run_steps(const RankLowering::ReshardStep& step, const RankLowering& low, const void* in, void* out,
+               RankComms& comms) {
+  perform_reshard(step, low.view, low.coord, in, out, comms);
 }
 
 }  // namespace

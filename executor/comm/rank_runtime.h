@@ -24,6 +24,13 @@ struct RankComms {
 // (r / d1, r % d1).
 RankComms make_rank_comms(const LogicalMesh& view);
 
+// Performs a resharding's steps (planner/spmd/reshard.h semantics: all-reduce, reduce-scatter,
+// all-gather, all-to-all, padding and trims, then the local slice) on this rank's block `in` of
+// the src spec (its padded local shape), writing its block `out` of the dst spec. `coord` is the
+// rank's logical (i0, i1); comms.axis must be the groups along each axis of `view`.
+void perform_reshard(const RankLowering::ReshardStep& step, const LogicalMesh& view, const int64_t coord[2],
+                     const void* in, void* out, RankComms& comms);
+
 // Sums over the ranks of the lowering's batch axes (axis 1, then axis 0), in place.
 void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms);
 

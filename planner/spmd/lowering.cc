@@ -321,24 +321,4 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
   return local;
 }
 
-std::map<std::string, double> lowered_bytes(const RankLowering& lowering, int64_t microbatches) {
-  std::map<std::string, double> out;
-  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) out[kind] = 0;
-  for (const RankLowering::OutputReduction& r : lowering.output_reductions) {
-    for (const CollectiveStep& s : r.reshard.steps) {
-      out[std::string(collective_name(s.kind))] += s.bytes_per_device * static_cast<double>(microbatches);
-    }
-  }
-  for (const RankLowering::ReshardStep& r : lowering.reshards) {
-    const double count = r.per_step || r.optimizer_phase ? 1.0 : static_cast<double>(microbatches);
-    for (const CollectiveStep& s : r.reshard.steps) out[std::string(collective_name(s.kind))] += s.bytes_per_device * count;
-  }
-  for (const std::vector<CollectiveStep>& steps : lowering.stats) {
-    for (const CollectiveStep& s : steps) {
-      out[std::string(collective_name(s.kind))] += s.bytes_per_device * static_cast<double>(microbatches);
-    }
-  }
-  return out;
-}
-
 }  // namespace alpa

@@ -88,8 +88,4 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& plan_sour
 TrainingGraph build_rank_program(RankLowering& lowering, const StrategyGraph& sg, const std::vector<int>& choice,
                                  TrainingGraph local);
 
-// The collectives a lowering performs per step, per collective kind and device (the sum the
-// executor's communicator measures), for `microbatches` microbatches per step.
-std::map<std::string, double> lowered_bytes(const RankLowering& lowering, int64_t microbatches);
-
 }  // namespace alpa
