@@ -385,7 +385,21 @@ struct SignatureHash {
   size_t operator()(const Signature& s) const { return static_cast<size_t>(s.a ^ (s.b * 31)); }
 };
 
-Signature signature(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed) {
+// A sub-problem's signature in two parts: what does not depend on the hubs' assignment (node
+// costs, memory, edges inside the component, which boundary edges exist) is hashed once per
+// component; the boundary edges' costs under an assignment are hashed per assignment.
+struct ComponentShape {
+  Signature inner;
+  struct Boundary {
+    int edge = 0;
+    bool inside_from = false;  // the edge's `from` is in the component (`to` is a hub)
+    int slots = 0;             // strategies of the inside endpoint
+  };
+  std::vector<Boundary> boundary;  // in the order the full hash visited them
+};
+
+ComponentShape component_shape(const Prepared& p, const std::vector<int>& subset) {
+  ComponentShape out;
   uint64_t h1 = 1469598103934665603ull, h2 = 0x84222325cbf29ce4ull;
   auto add = [&](uint64_t v) { h1 = mix(h1, v); h2 = mix(h2 ^ 0x5bd1e995, v * 0xff51afd7ed558ccdull); };
   std::vector<int> local(p.node_cost.size(), -1);
@@ -405,12 +419,21 @@ Signature signature(const Prepared& p, const std::vector<int>& subset, const std
         for (int c : e.row_class) add(static_cast<uint64_t>(c));
         for (int c : e.col_class) add(static_cast<uint64_t>(c));
         for (const auto& row : e.cost) for (double c : row) add(bits(c));
-      } else if (lf >= 0) {
-        for (size_t s = 0; s < e.row_class.size(); ++s) add(bits(e.at(static_cast<int>(s), fixed[e.to])));
       } else {
-        for (size_t s = 0; s < e.col_class.size(); ++s) add(bits(e.at(fixed[e.from], static_cast<int>(s))));
+        out.boundary.push_back({k, lf >= 0, static_cast<int>(lf >= 0 ? e.row_class.size() : e.col_class.size())});
       }
     }
+  }
+  out.inner = {h1, h2};
+  return out;
+}
+
+Signature signature(const Prepared& p, const ComponentShape& shape, const std::vector<int>& fixed) {
+  uint64_t h1 = shape.inner.a, h2 = shape.inner.b;
+  auto add = [&](uint64_t v) { h1 = mix(h1, v); h2 = mix(h2 ^ 0x5bd1e995, v * 0xff51afd7ed558ccdull); };
+  for (const ComponentShape::Boundary& b : shape.boundary) {
+    const CompressedEdge& e = p.edges[static_cast<size_t>(b.edge)];
+    for (int s = 0; s < b.slots; ++s) add(bits(b.inside_from ? e.at(s, fixed[e.to]) : e.at(fixed[e.from], s)));
   }
   return {h1, h2};
 }
@@ -556,9 +579,11 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   std::unordered_map<Signature, size_t, SignatureHash> index;
   std::vector<std::pair<size_t, size_t>> task;  // (assignment, component) of the first occurrence
   std::vector<std::vector<size_t>> task_of(na, std::vector<size_t>(components.size()));
+  std::vector<ComponentShape> shapes;
+  for (const std::vector<int>& comp : components) shapes.push_back(component_shape(p, comp));
   for (size_t a = 0; a < na; ++a) {
     for (size_t c = 0; c < components.size(); ++c) {
-      const Signature s = signature(p, components[c], fixed_of[a]);
+      const Signature s = signature(p, shapes[c], fixed_of[a]);
       auto [it, inserted] = index.emplace(s, task.size());
       if (inserted) task.push_back({a, c});
       task_of[a][c] = it->second;

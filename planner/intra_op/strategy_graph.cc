@@ -103,7 +103,24 @@ class Builder {
   StrategyGraph& sg_;
   const Graph& g_;
   LogicalMesh v_;
-  mutable std::unordered_map<std::string, ReshardResult> reshard_cache_;
+  // Resharding results by (specs, partial axes, dtype, shape): a compact key, since building
+  // stage graphs asks for millions of them.
+  struct ReshardKey {
+    uint32_t src = 0, dst = 0;  // 2 bits per dim (up to 8 dims)
+    uint8_t rank = 0, partial = 0, dtype = 0;
+    std::array<int64_t, 8> shape{};
+    bool operator==(const ReshardKey&) const = default;
+  };
+  struct ReshardKeyHash {
+    size_t operator()(const ReshardKey& k) const {
+      uint64_t h = (static_cast<uint64_t>(k.src) << 32) ^ k.dst ^ (static_cast<uint64_t>(k.rank) << 56) ^
+                   (static_cast<uint64_t>(k.partial) << 48) ^ (static_cast<uint64_t>(k.dtype) << 40);
+      for (uint8_t d = 0; d < k.rank; ++d) h = (h ^ static_cast<uint64_t>(k.shape[d])) * 0x100000001b3ull;
+      return static_cast<size_t>(h);
+    }
+  };
+  mutable std::unordered_map<ReshardKey, ReshardResult, ReshardKeyHash> reshard_cache_;
+  mutable std::unordered_map<std::string, ReshardResult> reshard_cache_long_;
   std::map<std::string, std::vector<NodeId>> derived_;
 };
 
@@ -131,9 +148,24 @@ double Builder::op_time(const Node& n) const {
 const ReshardResult& Builder::reshard_cached(const ShardingSpec& src, AxisMask partial,
                                              const ShardingSpec& dst, TensorId t) const {
   const Tensor& ten = g_.tensor(t);
-  std::string key = src.to_string() + "|" + std::to_string(partial) + "|" + dst.to_string() + "|" +
-                    std::to_string(static_cast<int>(ten.dtype));
-  for (int64_t d : ten.shape) key += "," + std::to_string(d);
+  ReshardKey key;
+  const size_t rank = ten.shape.size();
+  if (rank > key.shape.size()) {  // a rare high-rank tensor: keyed by text
+    std::string text = src.to_string() + "|" + std::to_string(partial) + "|" + dst.to_string() + "|" +
+                       std::to_string(static_cast<int>(ten.dtype));
+    for (int64_t d : ten.shape) text += "," + std::to_string(d);
+    auto it = reshard_cache_long_.find(text);
+    if (it != reshard_cache_long_.end()) return it->second;
+    return reshard_cache_long_.emplace(text, reshard(src, partial, dst, ten.shape, ten.dtype, sg_.costs)).first->second;
+  }
+  key.rank = static_cast<uint8_t>(rank);
+  key.partial = partial;
+  key.dtype = static_cast<uint8_t>(ten.dtype);
+  for (size_t d = 0; d < rank; ++d) {
+    key.src |= static_cast<uint32_t>(src.dims[d]) << (2 * d);
+    key.dst |= static_cast<uint32_t>(dst.dims[d]) << (2 * d);
+    key.shape[d] = ten.shape[d];
+  }
   auto it = reshard_cache_.find(key);
   if (it != reshard_cache_.end()) return it->second;
   return reshard_cache_.emplace(key, reshard(src, partial, dst, ten.shape, ten.dtype, sg_.costs))
