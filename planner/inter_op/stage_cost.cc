@@ -181,10 +181,20 @@ void fill_option(const StageCostRequest& rq, const ViewGraph& vg, const std::vec
   out->forward_s = forward;
 }
 
+// `floor_limit` >= 0: give up without solving when the parameters' state alone, at its smallest
+// sharding on this view, exceeds it (no choice can fit a device; every option's memory has that
+// floor).
 LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std::vector<bool>& in, int i, int j,
-                     int64_t act_weight, int64_t budget) {
+                     int64_t act_weight, int64_t budget, int64_t floor_limit = -1) {
   std::vector<int> index_of;
   const StrategyGraph lite = lite_graph(vg, in, i, j, act_weight, &index_of);
+  if (floor_limit >= 0) {
+    int64_t floor = 0;
+    for (const Group& g : lite.groups) {
+      if (g.is_parameter && !g.memory.empty()) floor += *std::min_element(g.memory.begin(), g.memory.end());
+    }
+    if (floor > floor_limit) return LiteSolve{};
+  }
   SolveOptions so;
   so.threads = 1;
   so.cache = vg.cache;
@@ -294,7 +304,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
     found[t].resize(reps.size());
     for (size_t k = 0; k < reps.size(); ++k) {
       const auto [i, j] = reps[k];
-      const LiteSolve u = solve_lite(rq, vg, stage_groups(vg, i, j), i, j, 1, -1);
+      const LiteSolve u = solve_lite(rq, vg, stage_groups(vg, i, j), i, j, 1, -1, rq.budget_bytes);
       ++solves[t];
       if (!u.res.feasible) continue;
       unconstrained[t][k] = u.option;

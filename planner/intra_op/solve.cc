@@ -143,6 +143,8 @@ LocalProblem local_problem(const Prepared& p, const std::vector<int>& subset, co
 
 // `price` > 0 adds price·bytes to every strategy's cost in the objective (a Lagrangian memory
 // price); the returned cost never includes it.
+constexpr double kEnumerateSubset = 512;  // sub-problems this small are enumerated, not solved
+
 SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed,
                        int64_t mem_cap, const SolveOptions& options, double price = 0) {
   SubResult res;
@@ -163,6 +165,52 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
     for (size_t i = 0; i < n; ++i) {
       for (size_t s = 0; s < objective[i].size(); ++s) objective[i][s] += price * static_cast<double>(p.memory[subset[i]][s]);
     }
+  }
+  // Cost and memory recomputed exactly from a choice.
+  auto finish_choice = [&](SubResult& r) {
+    for (size_t i = 0; i < n; ++i) {
+      r.cost += cost[i][r.choice[i]];
+      r.memory += p.memory[subset[i]][r.choice[i]];
+    }
+    for (int k : inner) {
+      const CompressedEdge& e = p.edges[k];
+      r.cost += e.at(r.choice[local[e.from]], r.choice[local[e.to]]);
+    }
+  };
+  // Small sub-problems (most of a stage's): every combination, exactly; ties to the first in
+  // lexicographic order. Faster than setting up an ILP by orders of magnitude.
+  double combos = 1;
+  for (size_t i = 0; i < n; ++i) combos *= static_cast<double>(cost[i].size());
+  if (combos <= kEnumerateSubset) {
+    std::vector<int> c(n, 0), best;
+    double best_obj = 0;
+    while (true) {
+      double obj = 0;
+      int64_t mem = 0;
+      for (size_t i = 0; i < n; ++i) {
+        obj += objective[i][c[i]];
+        mem += p.memory[subset[i]][c[i]];
+      }
+      for (int k : inner) {
+        const CompressedEdge& e = p.edges[k];
+        obj += e.at(c[local[e.from]], c[local[e.to]]);
+      }
+      if ((mem_cap < 0 || mem <= mem_cap) && (best.empty() || obj < best_obj)) {
+        best = c;
+        best_obj = obj;
+      }
+      size_t d = n;
+      while (d-- > 0) {
+        if (++c[d] < static_cast<int>(cost[d].size())) break;
+        c[d] = 0;
+      }
+      if (d == static_cast<size_t>(-1)) break;
+    }
+    if (best.empty()) return res;  // infeasible, proven
+    res.feasible = true;
+    res.choice = best;
+    finish_choice(res);
+    return res;
   }
   double max_cost = 0;
   for (const auto& v : objective) for (double c : v) max_cost = std::max(max_cost, std::abs(c));
@@ -256,15 +304,7 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
       if (mr.values[x0[i] + s] > 0.5) { res.choice[i] = static_cast<int>(s); break; }
     }
   }
-  // Cost and memory recomputed exactly from the choice.
-  for (size_t i = 0; i < n; ++i) {
-    res.cost += cost[i][res.choice[i]];
-    res.memory += p.memory[subset[i]][res.choice[i]];
-  }
-  for (int k : inner) {
-    const CompressedEdge& e = p.edges[k];
-    res.cost += e.at(res.choice[local[e.from]], res.choice[local[e.to]]);
-  }
+  finish_choice(res);
   return res;
 }
 
