@@ -301,7 +301,8 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       std::snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld,",
                     static_cast<long long>(step + 1), loss, ms, samples_per_s, static_cast<long long>(max_peak));
       metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step)
-              << ",\"plan_comm_bytes\":" << plan_bytes << "}\n" << std::flush;
+              << ",\"plan_comm_bytes\":" << plan_bytes << ",\"plan_peak_bytes\":" << low.predicted_memory.peak_bytes
+              << "}\n" << std::flush;
     }
     const int width = 30;
     const int filled = static_cast<int>(width * (step + 1) / o.steps);  // of the steps to reach

@@ -127,7 +127,17 @@ void matmul_rule(GradBuilder& b) {
     const TensorId da = b.op(OpKind::kMatMul, {dy, swap_last(bm)});
     b.set_GI(0, b.reshape(b.sum_to(da, sa), b.shape(b.I(0))));
   }
-  if (b.wants(1)) {
+  if (b.wants(1) && sb.size() == 2 && sa.size() > 2) {
+    // A weight shared by every leading index (x · W): one GEMM contracting all rows at once,
+    // dW = A2ᵀ · dY2 with A2 = A as [rows, k], dY2 = dY as [rows, n] — not a batched product
+    // per leading index summed afterwards (that holds rows/m times the weight's size).
+    int64_t rows = 1;
+    for (size_t d = 0; d + 1 < sa.size(); ++d) rows *= sa[d];
+    const TensorId a2 = b.reshape(a, {rows, sa.back()});
+    const TensorId dy2 = b.reshape(dy, {rows, sy.back()});
+    const TensorId db = b.op(OpKind::kMatMul, {swap_last(a2), dy2});
+    b.set_GI(1, b.reshape(db, b.shape(b.I(1))));
+  } else if (b.wants(1)) {
     const TensorId db = b.op(OpKind::kMatMul, {swap_last(a), dy});
     b.set_GI(1, b.reshape(b.sum_to(db, sb), b.shape(b.I(1))));
   }

@@ -17,7 +17,7 @@
 namespace alpa {
 namespace {
 
-constexpr const char* kAutodiffVersion = "autodiff/1";
+constexpr const char* kAutodiffVersion = "autodiff/2";  // 2: weight gradients of x·W as one GEMM
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
