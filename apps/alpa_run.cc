@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-cluster-mismatch", f.allow_cluster_mismatch,
                "--plan: run a plan made for another cluster on these CPU ranks (only the devices' speed differs)");
   app.add_option("--profile", f.profile, "--plan: the profile the plan was searched with, if any");
-  app.add_option("--steps", f.steps, "training steps")->check(CLI::PositiveNumber);
+  app.add_option("--steps", f.steps, "training steps (with --resume: the step count to reach)")->check(CLI::PositiveNumber);
   app.add_option("--data", f.data, "DIR with <input-name>.npy per model input, or 'synthetic'");
   app.add_option("--optimizer", f.optimizer, "sgd | adam | adamw");
   app.add_option("--lr", f.lr, "learning rate");
