@@ -143,6 +143,34 @@ LocalProblem local_problem(const Prepared& p, const std::vector<int>& subset, co
 
 // `price` > 0 adds price·bytes to every strategy's cost in the objective (a Lagrangian memory
 // price); the returned cost never includes it.
+// Visits every combination of a sub-problem's strategies, group 0 varying fastest (combination
+// index Σ choice[i] · Π_{j<i} strategies of j), with its cost under `objective` (per group and
+// strategy, then the edges inside the subset) and its memory.
+template <typename Visit>
+void for_each_combination(const Prepared& p, const std::vector<int>& subset, const LocalProblem& lp,
+                          const std::vector<std::vector<double>>& objective, Visit&& visit) {
+  const size_t n = subset.size();
+  std::vector<int> ch(n, 0);
+  uint64_t index = 0;
+  while (true) {
+    double c = 0;
+    int64_t m = 0;
+    for (size_t i = 0; i < n; ++i) {
+      c += objective[i][ch[i]];
+      m += p.memory[subset[i]][ch[i]];
+    }
+    for (int k : lp.inner) c += p.edges[k].at(ch[lp.local[p.edges[k].from]], ch[lp.local[p.edges[k].to]]);
+    visit(ch, c, m, index);
+    ++index;
+    size_t i = 0;
+    for (; i < n; ++i) {
+      if (++ch[i] < static_cast<int>(objective[i].size())) break;
+      ch[i] = 0;
+    }
+    if (i == n) break;
+  }
+}
+
 constexpr double kEnumerateSubset = 512;  // sub-problems this small are enumerated, not solved
 
 SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const std::vector<int>& fixed,
@@ -182,30 +210,15 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
   double combos = 1;
   for (size_t i = 0; i < n; ++i) combos *= static_cast<double>(cost[i].size());
   if (combos <= kEnumerateSubset) {
-    std::vector<int> c(n, 0), best;
+    std::vector<int> best;
     double best_obj = 0;
-    while (true) {
-      double obj = 0;
-      int64_t mem = 0;
-      for (size_t i = 0; i < n; ++i) {
-        obj += objective[i][c[i]];
-        mem += p.memory[subset[i]][c[i]];
-      }
-      for (int k : inner) {
-        const CompressedEdge& e = p.edges[k];
-        obj += e.at(c[local[e.from]], c[local[e.to]]);
-      }
-      if ((mem_cap < 0 || mem <= mem_cap) && (best.empty() || obj < best_obj)) {
+    for_each_combination(p, subset, lp, objective, [&](const std::vector<int>& c, double obj, int64_t mem, uint64_t) {
+      if (mem_cap >= 0 && mem > mem_cap) return;
+      if (best.empty() || obj < best_obj || (obj == best_obj && c < best)) {
         best = c;
         best_obj = obj;
       }
-      size_t d = n;
-      while (d-- > 0) {
-        if (++c[d] < static_cast<int>(cost[d].size())) break;
-        c[d] = 0;
-      }
-      if (d == static_cast<size_t>(-1)) break;
-    }
+    });
     if (best.empty()) return res;  // infeasible, proven
     res.feasible = true;
     res.choice = best;
@@ -338,33 +351,15 @@ Front pareto_front(const Prepared& p, const std::vector<int>& subset, const std:
   if (combos <= kEnumerateCombinations) {
     const size_t n = subset.size();
     const LocalProblem lp = local_problem(p, subset, fixed);
-    const std::vector<int>& local = lp.local;
     const std::vector<std::vector<double>>& cost = lp.cost;
-    const std::vector<int>& inner = lp.inner;
     // (cost, memory, combination index) of every combination within the cap; choices are
     // decoded for the front's points only.
     struct Combo { double cost; int64_t memory; uint64_t index; };
     std::vector<Combo> all;
     all.reserve(static_cast<size_t>(combos));
-    std::vector<int> ch(n, 0);
-    uint64_t index = 0;
-    while (true) {
-      double c = 0;
-      int64_t m = 0;
-      for (size_t i = 0; i < n; ++i) {
-        c += cost[i][ch[i]];
-        m += p.memory[subset[i]][ch[i]];
-      }
-      for (int k : inner) c += p.edges[k].at(ch[local[p.edges[k].from]], ch[local[p.edges[k].to]]);
+    for_each_combination(p, subset, lp, cost, [&](const std::vector<int>&, double c, int64_t m, uint64_t index) {
       if (mem_cap < 0 || m <= mem_cap) all.push_back({c, m, index});
-      ++index;
-      size_t i = 0;
-      for (; i < n; ++i) {
-        if (++ch[i] < static_cast<int>(cost[i].size())) break;
-        ch[i] = 0;
-      }
-      if (i == n) break;
-    }
+    });
     // Cheapest first; ties to the lowest combination (enumeration order is kept by stable sort).
     std::stable_sort(all.begin(), all.end(), [](const Combo& a, const Combo& b) { return a.cost < b.cost; });
     int64_t last = std::numeric_limits<int64_t>::max();
