@@ -336,16 +336,7 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
   const Graph& g = tg.graph;
   const Layers& layers = *ev.layers;
   Plan p;
-  p.model = rq.model_name;
-  p.cluster = rq.cluster_label;
-  p.graph_fingerprint = graph_fingerprint(*rq.forward, rq.global_batch);
-  p.cluster_fingerprint = cluster_fingerprint(cl, rq.profile_text);
-  p.global_batch = rq.global_batch;
-  p.microbatches = ev.microbatches;
-  p.optimizer = optimizer_name(rq.optimizer.kind);
-  p.precision = precision_name(rq.precision.compute);
-  p.method = method;
-  p.memory_budget_bytes = cx.budget;
+  fill_plan_header(p, rq, cl, ev.microbatches, method, cx.budget);
   p.mesh_hosts = cl.hosts;
   p.mesh_devices_per_host = cl.devices_per_host;
   p.logical_d0 = p.logical_d1 = 0;
@@ -380,19 +371,10 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     st.microbatch_time_s = sc.micro_s;
     st.step_time_s = sc.option.step_s;
     const int64_t first = layers.first[sc.first], end = layers.end[sc.end - 1];
-    for (int64_t i = first; i < end; ++i) {
-      const Node& n = g.node(static_cast<NodeId>(i));
-      st.strategies.push_back({n.name, cs.node[i]->name});
-      for (size_t q = 0; q < n.outputs.size(); ++q) st.tensors.push_back({g.tensor(n.outputs[q]).name, cs.node[i]->out[q].to_string()});
-    }
-    for (const ParameterSlot& ps : tg.parameters) {
-      const int gi = sh.graph->group_of_param[ps.param];
-      if (gi < 0 || !sh.in_stage[gi]) continue;
-      const NodeStrategy& ns = *cs.param[ps.param];
-      st.tensors.push_back({g.tensor(ps.param).name, ns.out[0].to_string()});
-      st.tensors.push_back({g.tensor(ps.grad).name, ns.state.to_string()});
-      for (TensorId s : ps.state) st.tensors.push_back({g.tensor(s).name, ns.state.to_string()});
-    }
+    append_plan_specs(st.strategies, st.tensors, tg, cs, first, end, [&](TensorId param) {
+      const int gi = sh.graph->group_of_param[param];
+      return gi >= 0 && sh.in_stage[gi];
+    });
     const StageFigures f = stage_figures(tg, *sh.graph, cs, sh.in_stage, first, end, sc.option, sc.inflight);
     st.memory = f.memory;
     account_stage(p.estimate, busiest, f, sc.micro_s, ev.microbatches, sc.option.step_s);

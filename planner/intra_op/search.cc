@@ -385,35 +385,14 @@ SearchResult search_shard_parallel(const SearchRequest& rq) {
   const std::vector<int>& choice = choices[best];
   const ChosenSpecs cs = chosen_specs(sg, choice);
   Plan& p = result.plan;
-  p.model = rq.model_name;
-  p.cluster = rq.cluster_label;
-  p.graph_fingerprint = graph_fingerprint(*rq.forward, rq.global_batch);
-  p.cluster_fingerprint = cluster_fingerprint(cl, rq.profile_text);
-  p.global_batch = rq.global_batch;
-  p.microbatches = rq.microbatches;
-  p.optimizer = optimizer_name(rq.optimizer.kind);
-  p.precision = precision_name(rq.precision.compute);
-  p.method = method_name(rq.method);
-  p.memory_budget_bytes = budget;
+  fill_plan_header(p, rq, cl, rq.microbatches, method_name(rq.method), budget);
   p.mesh_hosts = mesh.hosts;
   p.mesh_devices_per_host = mesh.devices_per_host;
   p.logical_d0 = o.view.d0;
   p.logical_d1 = o.view.d1;
   for (int64_t d = 0; d < mesh.size(); ++d) p.device_ids.push_back(d);
-  const Graph& g = tg.graph;
-  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
-    const Node& n = g.node(static_cast<NodeId>(i));
-    p.strategies.push_back({n.name, cs.node[i]->name});
-    for (size_t q = 0; q < n.outputs.size(); ++q) {
-      p.tensors.push_back({g.tensor(n.outputs[q]).name, cs.node[i]->out[q].to_string()});
-    }
-  }
-  for (const ParameterSlot& ps : tg.parameters) {
-    const NodeStrategy& st = *cs.param[ps.param];
-    p.tensors.push_back({g.tensor(ps.param).name, st.out[0].to_string()});
-    p.tensors.push_back({g.tensor(ps.grad).name, st.state.to_string()});
-    for (TensorId s : ps.state) p.tensors.push_back({g.tensor(s).name, st.state.to_string()});
-  }
+  append_plan_specs(p.strategies, p.tensors, tg, cs, 0, static_cast<int64_t>(tg.num_forward_nodes),
+                    [](TensorId) { return true; });
   p.estimate = o.estimate;
   p.solver.nodes_before_merging = o.nodes_before_merging;
   p.solver.nodes_after_merging = o.groups;
@@ -601,6 +580,26 @@ StrategyGraph plan_strategy_graph(const Plan& plan, const std::string& src, cons
   so.microbatches = plan.microbatches;
   so.profile = profile;
   return build_strategy_graph(tg, cl, {cl.hosts, cl.devices_per_host}, {plan.logical_d0, plan.logical_d1}, so);
+}
+
+void append_plan_specs(std::vector<PlanNodeStrategy>& strategies, std::vector<PlanTensorSpec>& tensors,
+                       const TrainingGraph& tg, const ChosenSpecs& cs, int64_t first_node, int64_t end_node,
+                       const std::function<bool(TensorId)>& with_param) {
+  const Graph& g = tg.graph;
+  for (int64_t i = first_node; i < end_node; ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    strategies.push_back({n.name, cs.node[i]->name});
+    for (size_t q = 0; q < n.outputs.size(); ++q) {
+      tensors.push_back({g.tensor(n.outputs[q]).name, cs.node[i]->out[q].to_string()});
+    }
+  }
+  for (const ParameterSlot& ps : tg.parameters) {
+    if (!with_param(ps.param)) continue;
+    const NodeStrategy& st = *cs.param[ps.param];
+    tensors.push_back({g.tensor(ps.param).name, st.out[0].to_string()});
+    tensors.push_back({g.tensor(ps.grad).name, st.state.to_string()});
+    for (TensorId s : ps.state) tensors.push_back({g.tensor(s).name, st.state.to_string()});
+  }
 }
 
 CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,

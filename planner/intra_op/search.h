@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -104,6 +105,30 @@ StrategyGraph plan_strategy_graph(const Plan& plan, const std::string& plan_sour
 // `plan_source` and the element. What `cost` and alpa-run's lowering both use.
 std::vector<int> plan_choice(const Plan& plan, const std::string& plan_source, const TrainingGraph& tg,
                              const StrategyGraph& sg);
+
+// The plan's bindings and training configuration, from a search request (SearchRequest or
+// PipelineRequest: the model, cluster, batch, optimizer and precision fields they share).
+template <typename Request>
+void fill_plan_header(Plan& p, const Request& rq, const Cluster& cluster, int64_t microbatches,
+                      const std::string& method, int64_t memory_budget_bytes) {
+  p.model = rq.model_name;
+  p.cluster = rq.cluster_label;
+  p.graph_fingerprint = graph_fingerprint(*rq.forward, rq.global_batch);
+  p.cluster_fingerprint = cluster_fingerprint(cluster, rq.profile_text);
+  p.global_batch = rq.global_batch;
+  p.microbatches = microbatches;
+  p.optimizer = optimizer_name(rq.optimizer.kind);
+  p.precision = precision_name(rq.precision.compute);
+  p.method = method;
+  p.memory_budget_bytes = memory_budget_bytes;
+}
+
+// Appends the plan entries of a choice: each forward node in [first_node, end_node) with its
+// strategy and its outputs' specs, then each parameter `with_param` accepts with its spec and
+// its gradient's and optimizer state's (the state spec).
+void append_plan_specs(std::vector<PlanNodeStrategy>& strategies, std::vector<PlanTensorSpec>& tensors,
+                       const TrainingGraph& tg, const ChosenSpecs& cs, int64_t first_node, int64_t end_node,
+                       const std::function<bool(TensorId)>& with_param);
 
 // Parses "D0xD1".
 std::optional<LogicalMesh> parse_logical_mesh(const std::string& text);
