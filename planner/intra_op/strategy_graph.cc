@@ -756,6 +756,20 @@ double evaluate_objective(const StrategyGraph& sg, const std::vector<int>& choic
   return total;
 }
 
+int tensor_group(const StrategyGraph& sg, TensorId t) {
+  if (sg.group_of_param[static_cast<size_t>(t)] >= 0) return sg.group_of_param[static_cast<size_t>(t)];
+  const TensorId producer = sg.training->graph.tensor(t).producer;
+  if (producer != kNoId && static_cast<size_t>(producer) < sg.group_of_node.size()) {
+    return sg.group_of_node[static_cast<size_t>(producer)];
+  }
+  return -1;
+}
+
+bool param_like(const StrategyGraph& sg, TensorId t) {
+  const int g = tensor_group(sg, t);
+  return g >= 0 && sg.groups[static_cast<size_t>(g)].is_parameter;
+}
+
 EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choice, const ChosenSpecs& cs,
                            NodeId node, size_t input) {
   const Graph& g = sg.training->graph;
@@ -764,9 +778,7 @@ EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choi
   const TensorId t = n.inputs[input];
   const Tensor& ten = g.tensor(t);
   EdgeReshards out;
-  int pg = -1;
-  if (sg.group_of_param[t] >= 0) pg = sg.group_of_param[t];
-  else if (ten.producer != kNoId && static_cast<size_t>(ten.producer) < sg.group_of_node.size()) pg = sg.group_of_node[ten.producer];
+  const int pg = tensor_group(sg, t);
   if (pg < 0) return out;
   out.planned = true;
   const Group& pgrp = sg.groups[static_cast<size_t>(pg)];

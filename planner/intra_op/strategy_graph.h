@@ -149,6 +149,12 @@ struct EdgeReshards {
   bool has_backward = false;   // a gradient flows back over the edge
   ReshardResult forward, backward;
 };
+// The group that decides a tensor's spec: its parameter group, or its forward producer's; -1
+// for graph inputs and constants.
+int tensor_group(const StrategyGraph& sg, TensorId t);
+// A parameter or a tensor computed from parameters only (its group is a parameter group).
+bool param_like(const StrategyGraph& sg, TensorId t);
+
 // Whether the backward of forward node `n` reads its saved input `input` (so a gathered
 // parameter is gathered again for it).
 bool backward_reads(const Node& n, size_t input, const std::vector<bool>& needs_grad);

@@ -21,14 +21,6 @@ std::string quoted_path(const char* section, const std::string& name) {
   return std::string("/") + section + "/\"" + name + "\"";
 }
 
-bool param_like_tensor(const StrategyGraph& sg, TensorId t) {
-  const Graph& g = sg.training->graph;
-  if (sg.group_of_param[static_cast<size_t>(t)] >= 0) return true;
-  const TensorId producer = g.tensor(t).producer;
-  return producer != kNoId && static_cast<size_t>(producer) < sg.training->num_forward_nodes &&
-         sg.groups[static_cast<size_t>(sg.group_of_node[static_cast<size_t>(producer)])].is_parameter;
-}
-
 }  // namespace
 
 RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, const StrategyGraph& sg,
@@ -111,7 +103,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     }
   }
   for (const CommEvent& ev : communication(sg, choice)) {
-    if (ev.where == "forward" && !param_like_tensor(sg, ev.tensor)) {
+    if (ev.where == "forward" && !param_like(sg, ev.tensor)) {
       throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name),
                       std::string("is resharded (") + std::string(collective_name(ev.step.kind)) + ") before a node reads it; " + kWhatRuns);
     }
@@ -226,7 +218,7 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       // Forward: a parameter (or a tensor computed from parameters) gathered for this node, and
       // again for its backward when that reads it.
       if (!e.forward.steps.empty() || e.forward.local_slice) {
-        ALPA_CHECK(param_like_tensor(sg, t), "forward resharding of an activation in a batch-parallel plan");
+        ALPA_CHECK(e.param_like, "forward resharding of an activation in a batch-parallel plan");
         const std::string base = pg.tensor(t).name + "@" + n.name;
         const TensorId fwd = add_reshard(t, t, produced, 0, st.in[k], base, false, false, 1.0);
         rewire(static_cast<NodeId>(i), t, fwd);
