@@ -354,11 +354,7 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
   if (flags.batch == 0) flags.batch = plan.global_batch;
   const alpa::ImportedModel model = load(flags);
   std::string spec = cluster_spec;
-  if (spec.empty()) {
-    // "NAME:HOSTS" of a built-in, or a local run.
-    spec = plan.cluster.rfind("local", 0) == 0 ? "local:" + std::to_string(plan.mesh_hosts * plan.mesh_devices_per_host)
-                                                : "builtin:" + plan.cluster;
-  }
+  if (spec.empty()) spec = alpa::plan_cluster_spec(plan);
   const alpa::Cluster cluster = alpa::load_cluster(spec);
   std::string profile_text;
   const std::optional<alpa::Profile> profile = load_profile(profile_path, cluster, profile_text);

@@ -75,11 +75,6 @@ Plan single_stage(const Plan& plan, const std::string& src) {
   return out;
 }
 
-std::string cluster_spec_of(const Plan& plan) {
-  if (plan.cluster.rfind("local", 0) == 0) return "local:" + std::to_string(plan.device_ids.size());
-  return "builtin:" + plan.cluster;
-}
-
 // The block of persistent tensor `t` the rank at logical (c0, c1) holds (see RankState::block).
 HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, TensorId t, int64_t c0, int64_t c1) {
   HeldBlock b;
@@ -144,7 +139,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   if (plan.cluster_fingerprint == cluster_fingerprint(here, profile_text)) {
     st->cluster = here;
   } else if (o.allow_cluster_mismatch) {
-    st->cluster = load_cluster(cluster_spec_of(plan));
+    st->cluster = load_cluster(plan_cluster_spec(plan));
   } else {
     throw UserError(src, "cluster", "the plan was made for \"" + plan.cluster + "\", not for these " + std::to_string(world) +
                     " local CPU ranks; pass --allow-cluster-mismatch to run it here (only the devices' speed differs)");

@@ -423,6 +423,11 @@ void check_plan_bindings(const Plan& plan, const std::string& src, const Graph& 
   }
 }
 
+std::string plan_cluster_spec(const Plan& plan) {
+  if (plan.cluster.rfind("local", 0) == 0) return "local:" + std::to_string(plan.mesh_hosts * plan.mesh_devices_per_host);
+  return "builtin:" + plan.cluster;
+}
+
 TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, const Graph& forward,
                                   const OptimizerConfig* hyper) {
   OptimizerConfig opt = hyper ? *hyper : OptimizerConfig{};

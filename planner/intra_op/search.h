@@ -80,6 +80,9 @@ std::string cluster_fingerprint(const Cluster& cluster, const std::string& profi
 // the cluster's mesh (UserError naming `plan_source` and the key).
 void check_plan_bindings(const Plan& plan, const std::string& plan_source, const Graph& forward,
                          const Cluster& cluster, const std::string& profile_text);
+// The cluster a plan names, as load_cluster takes it: "local:N" for local CPU devices,
+// "builtin:NAME:HOSTS" otherwise.
+std::string plan_cluster_spec(const Plan& plan);
 // The training graph a plan was made for: its optimizer, precision and microbatches (checked).
 // `hyper`: the run's optimizer hyperparameters (momentum adds state), with the plan's kind.
 TrainingGraph plan_training_graph(const Plan& plan, const std::string& plan_source, const Graph& forward,
