@@ -86,11 +86,8 @@ HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, T
   for (size_t d = 0; d < global.size(); ++d) {
     const DimSharding s = spec ? spec->dims[d] : DimSharding::kR;
     int64_t block = 0;
-    for (int a : {0, 1}) {
-      const bool splits = s == DimSharding::kS01 || (a == 0 && s == DimSharding::kS0) || (a == 1 && s == DimSharding::kS1);
-      const int64_t size = a == 0 ? low.view.d0 : low.view.d1;
-      if (!splits || size == 1) continue;
-      block = block * size + coord[a];
+    for (int a : mesh_axes(s, low.view)) {
+      block = block * (a == 0 ? low.view.d0 : low.view.d1) + coord[a];
       used |= static_cast<AxisMask>(1u << a);
     }
     const int64_t rows = g.tensor(t).shape[d];

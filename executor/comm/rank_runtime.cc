@@ -20,6 +20,13 @@ RankComms make_rank_comms(const LogicalMesh& view) {
   return c;
 }
 
+std::vector<int> mesh_axes(DimSharding s, const LogicalMesh& view) {
+  std::vector<int> out;
+  if ((s == DimSharding::kS0 || s == DimSharding::kS01) && view.d0 > 1) out.push_back(0);
+  if ((s == DimSharding::kS1 || s == DimSharding::kS01) && view.d1 > 1) out.push_back(1);
+  return out;
+}
+
 void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms) {
   for (int ax : {1, 0}) {
     if ((axes & (1u << ax)) && comms.axis[ax]->size() > 1) comms.axis[ax]->all_reduce_sum(data, count, dtype);
@@ -37,14 +44,6 @@ void scale_in_place(void* data, int64_t n, DType dtype, double factor) {
     double* p = static_cast<double*>(data);
     for (int64_t i = 0; i < n; ++i) p[i] *= factor;
   }
-}
-
-// The mesh axes splitting a dim, major first; an axis of size 1 splits nothing (reshard.h).
-std::vector<int> axes_of(DimSharding s, const LogicalMesh& view) {
-  std::vector<int> out;
-  if ((s == DimSharding::kS0 || s == DimSharding::kS01) && view.d0 > 1) out.push_back(0);
-  if ((s == DimSharding::kS1 || s == DimSharding::kS01) && view.d1 > 1) out.push_back(1);
-  return out;
 }
 
 // A local buffer and its layout while a resharding's steps run (see planner/spmd/reshard.h).
@@ -99,7 +98,7 @@ void perform_reshard(const RankLowering::ReshardStep& step, const LogicalMesh& v
   cur.shape = step.src.local_shape(step.global, view);
   cur.data.assign(static_cast<const uint8_t*>(in),
                   static_cast<const uint8_t*>(in) + num_elements(cur.shape) * cur.elem);
-  for (size_t d = 0; d < cur.shape.size(); ++d) cur.axes.push_back(axes_of(step.src.dims[d], view));
+  for (size_t d = 0; d < cur.shape.size(); ++d) cur.axes.push_back(mesh_axes(step.src.dims[d], view));
   for (const CollectiveStep& s : step.reshard.steps) {
     MpiCommunicator& comm = *comms.axis[s.axis];
     const int64_t n = comm.size();
@@ -189,7 +188,7 @@ void perform_reshard(const RankLowering::ReshardStep& step, const LogicalMesh& v
   }
   // The local slice to dst: per dim, the block of the axes dst adds beyond the kept ones.
   for (size_t d = 0; d < cur.shape.size(); ++d) {
-    const std::vector<int> want = axes_of(step.dst.dims[d], view);
+    const std::vector<int> want = mesh_axes(step.dst.dims[d], view);
     if (cur.axes[d] == want) continue;
     ALPA_CHECK(cur.axes[d].size() < want.size() && std::equal(cur.axes[d].begin(), cur.axes[d].end(), want.begin()),
                "resharding left a dim split in a way the destination does not extend");

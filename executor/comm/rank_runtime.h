@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "executor/comm/mpi_communicator.h"
 #include "executor/runtime/trainer.h"
@@ -23,6 +24,9 @@ struct RankComms {
 // Collective over MPI_COMM_WORLD, whose size must be view.size(): rank r is logical device
 // (r / d1, r % d1).
 RankComms make_rank_comms(const LogicalMesh& view);
+
+// The mesh axes splitting a dim, major first; an axis of size 1 splits nothing (reshard.h).
+std::vector<int> mesh_axes(DimSharding s, const LogicalMesh& view);
 
 // Performs a resharding's steps (planner/spmd/reshard.h semantics: all-reduce, reduce-scatter,
 // all-gather, all-to-all, padding and trims, then the local slice) on this rank's block `in` of
