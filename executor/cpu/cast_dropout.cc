@@ -79,7 +79,8 @@ struct GlobalIndex {
 void run_dropout(const KernelCall& call) {
   expect_inputs(call, 1, 1);
   const Node& node = *call.node;
-  const StepContext ctx = call.ctx ? *call.ctx : StepContext{};
+  static const StepContext kNoContext;
+  const StepContext& ctx = call.ctx ? *call.ctx : kNoContext;
   const double ratio = node.attrs.get_float("ratio", 0.5);
   const uint64_t key = static_cast<uint64_t>(node.attrs.get_int("rng_key", 0));
   const TensorView& x = call.inputs[0];

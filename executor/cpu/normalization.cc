@@ -194,23 +194,22 @@ void batch_norm(const KernelCall& call) {
   const TensorView &in_mean = call.inputs[3], &in_var = call.inputs[4];
   const StepContext* ctx = call.ctx;
   const bool synced = training && ctx && ctx->sum_over_batch;
-  std::vector<double> stats;  // synchronised: mean[c] then var[c] over every rank's samples
-  if (synced) stats = synced_channel_stats<T>(x, cs, *ctx);
-  if (training && ctx && ctx->saved_stats) {
-    if (!synced) {
-      stats.assign(static_cast<size_t>(2 * cs.c), 0.0);
-      for (int64_t c = 0; c < cs.c; ++c) channel_stats(x.as<T>(), cs, c, stats[static_cast<size_t>(c)], stats[static_cast<size_t>(cs.c + c)]);
-    }
-    (*ctx->saved_stats)[x.data] = stats;
+  // Training: mean[c] then var[c], over every rank's samples when synchronised; computed once,
+  // and saved for the backward.
+  std::vector<double> stats;
+  if (synced) {
+    stats = synced_channel_stats<T>(x, cs, *ctx);
+  } else if (training) {
+    stats.assign(static_cast<size_t>(2 * cs.c), 0.0);
+    for (int64_t c = 0; c < cs.c; ++c) channel_stats(x.as<T>(), cs, c, stats[static_cast<size_t>(c)], stats[static_cast<size_t>(cs.c + c)]);
   }
+  if (training && ctx && ctx->saved_stats) (*ctx->saved_stats)[x.data] = stats;
   const double cnt = static_cast<double>(cs.count()) * (synced ? static_cast<double>(ctx->batch_ways) : 1.0);
   for (int64_t c = 0; c < cs.c; ++c) {
     double mean, var;
-    if (synced) {
+    if (training) {
       mean = stats[static_cast<size_t>(c)];
       var = stats[static_cast<size_t>(cs.c + c)];
-    } else if (training) {
-      channel_stats(x.as<T>(), cs, c, mean, var);
     } else {
       mean = read_double(in_mean, c);
       var = read_double(in_var, c);
