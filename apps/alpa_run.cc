@@ -50,11 +50,8 @@ int run(const Flags& f) {
                           "must divide the global batch " + std::to_string(model.batch));
   }
   const alpa::SoftmaxCrossEntropyTarget loss_target = alpa::exec::loss_target(model.graph, k);
-  for (size_t i = 0; k > 1 && i < model.graph.inputs.size(); ++i) {
-    if (model.graph.input_batch_axes[i] != 0) {
-      throw alpa::UserError("--microbatches", "input '" + model.graph.tensor(model.graph.inputs[i]).name + "'",
-                            "microbatches split dim 0; this input has no batch in dim 0");
-    }
+  if (k > 1) {
+    alpa::exec::require_batch_in_dim0(model.graph, "--microbatches", "microbatches split dim 0; this input has no batch in dim 0");
   }
   // The training graph describes one microbatch: the batch split derived in the IR.
   const alpa::TrainingGraph tg = alpa::build_training_graph(

@@ -156,12 +156,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
 
   const int64_t splits = plan.microbatches * low.batch_ways;
   if (splits > 1) st->loss_target = cross_entropy_target(forward, o.model);
-  for (size_t i = 0; splits > 1 && i < forward.inputs.size(); ++i) {
-    if (forward.input_batch_axes[i] != 0) {
-      throw UserError(o.model, "input '" + forward.tensor(forward.inputs[i]).name + "'",
-                      "a split batch is taken from dim 0; this input has no batch in dim 0");
-    }
-  }
+  if (splits > 1) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
   TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));

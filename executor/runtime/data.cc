@@ -194,6 +194,12 @@ SoftmaxCrossEntropyTarget labels_of(const Graph& g, const Node& sce_node, const 
   throw UserError(context, "node '" + sce->name + "'", "its labels are not a graph input");
 }
 
+void require_batch_in_dim0(const Graph& g, const std::string& context, const std::string& why) {
+  for (size_t i = 0; i < g.inputs.size(); ++i) {
+    if (g.input_batch_axes[i] != 0) throw UserError(context, "input '" + g.tensor(g.inputs[i]).name + "'", why);
+  }
+}
+
 double count_labels(const SoftmaxCrossEntropyTarget& target, const Graph& g,
                     const std::vector<std::vector<uint8_t>>& batch) {
   const Tensor& in = g.tensor(g.inputs[target.input_index]);

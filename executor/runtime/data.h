@@ -46,6 +46,9 @@ SoftmaxCrossEntropyTarget loss_target(const Graph& graph, int64_t microbatches);
 // (other loss terms are allowed: the lowering rescales means over the split batch); throws
 // UserError naming `context` when there is none or more than one.
 SoftmaxCrossEntropyTarget cross_entropy_target(const Graph& graph, const std::string& context);
+// Splitting the batch (microbatches, ranks) takes samples from dim 0 of every input: UserError
+// naming `context` and the first input whose batch is elsewhere, with `why`.
+void require_batch_in_dim0(const Graph& graph, const std::string& context, const std::string& why);
 // Number of counted labels (not ignore_index) in a full-batch input set.
 double count_labels(const SoftmaxCrossEntropyTarget& target, const Graph& graph,
                     const std::vector<std::vector<uint8_t>>& batch);
