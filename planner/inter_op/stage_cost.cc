@@ -25,6 +25,7 @@ struct ViewGraph {
   std::vector<std::vector<int>> member_layer;  // per group, member: its layer
   std::vector<int> user_layer;                 // parameter groups: -1; node groups: the leader's layer
   std::vector<std::vector<int>> out_edges;     // per group: edges it produces
+  std::shared_ptr<const PreparedEdges> edges;  // the solver's form of sg's edges, shared by every stage solve
   std::shared_ptr<SolveCache> cache = make_solve_cache();
 };
 
@@ -41,6 +42,7 @@ void attach(const StageCostRequest& rq, ViewGraph& vg) {
     if (!grp.is_parameter) vg.user_layer[g] = rq.layers->layer_of_node[grp.leader];
   }
   for (size_t k = 0; k < sg.edges.size(); ++k) vg.out_edges[sg.edges[k].from].push_back(static_cast<int>(k));
+  vg.edges = prepare_edges(sg);
 }
 
 ViewGraph build_view(const StageCostRequest& rq, const MeshShape& mesh, const LogicalMesh& view) {
@@ -72,8 +74,9 @@ std::vector<bool> stage_groups(const ViewGraph& vg, int i, int j) {
   return in;
 }
 
-// The stage's part of the strategy graph as a cost-only graph; node-group (activation) memory
-// is multiplied by the microbatches in flight.
+// The stage's part of the strategy graph as a cost-only graph, without edges (the solver takes
+// them from the view's prepared edges); node-group (activation) memory is multiplied by the
+// microbatches in flight.
 StrategyGraph lite_graph(const ViewGraph& vg, const std::vector<bool>& in, int i, int j, int64_t act_weight,
                          std::vector<int>* index_of) {
   const StrategyGraph& sg = *vg.sg;
@@ -118,20 +121,19 @@ StrategyGraph lite_graph(const ViewGraph& vg, const std::vector<bool>& in, int i
     }
     lite.groups.push_back(std::move(grp));
   }
+  return lite;
+}
+
+// Σ f(edge, strategy of from, strategy of to) over the view graph's edges inside the stage.
+template <typename F>
+void for_stage_edges(const ViewGraph& vg, const std::vector<bool>& in, const std::vector<int>& choice_of_group, F&& f) {
   for (size_t g = 0; g < in.size(); ++g) {
     if (!in[g]) continue;
     for (int k : vg.out_edges[g]) {
-      const GroupEdge& e = sg.edges[k];
-      if (!in[e.to]) continue;
-      GroupEdge le;
-      le.from = (*index_of)[e.from];
-      le.to = (*index_of)[e.to];
-      le.cost = e.cost;
-      le.step_cost = e.step_cost;
-      lite.edges.push_back(std::move(le));
+      const GroupEdge& e = vg.sg->edges[k];
+      if (in[e.to]) f(e, choice_of_group[e.from], choice_of_group[e.to]);
     }
   }
-  return lite;
 }
 
 struct LiteSolve {
@@ -171,9 +173,11 @@ void fill_option(const StageCostRequest& rq, const ViewGraph& vg, const std::vec
   for (int l = i; l < j; ++l) {
     o.input_bytes += rq.layers->boundary_bytes[l] / std::max<int64_t>(1, vg.sg->mesh.size());
   }
-  for (const GroupEdge& e : lite.edges) {
-    if (!e.step_cost.empty()) step += e.step_cost[choice[e.from]][choice[e.to]];
-  }
+  std::vector<int> by_group(in.size(), 0);
+  for (size_t g = 0; g < in.size(); ++g) if (in[g]) by_group[g] = choice[index_of[g]];
+  for_stage_edges(vg, in, by_group, [&](const GroupEdge& e, int a, int b) {
+    if (!e.step_cost.empty()) step += e.step_cost[a][b];
+  });
   const double K = static_cast<double>(rq.microbatches);
   o.step_s = step;
   o.micro_s = std::max(0.0, objective - step) / K;
@@ -195,9 +199,11 @@ LiteSolve solve_lite(const StageCostRequest& rq, const ViewGraph& vg, const std:
     }
     if (floor > floor_limit) return LiteSolve{};
   }
+  SubGraphEdges sub{vg.edges, index_of};
   SolveOptions so;
   so.threads = 1;
   so.cache = vg.cache;
+  so.sub_graph = &sub;
   so.memory_budget_bytes = budget;
   so.exact_knapsack = false;
   LiteSolve out;
@@ -310,6 +316,11 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
       unconstrained[t][k] = u.option;
       add(found[t][k], u, tasks[t].view, allow_plain, allow_remat);
     }
+    if (debug) {
+      std::fprintf(stderr, "[stages] mesh %lldx%lld view %lldx%lld: %zu ranges solved in %.3f s\n",
+                   (long long)mesh.hosts, (long long)mesh.devices_per_host, (long long)view.d0, (long long)view.d1,
+                   reps.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count());
+    }
     const size_t d = ++done;
     if (rq.progress) {
       std::lock_guard<std::mutex> lock(progress_mutex);
@@ -346,6 +357,12 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
     if (!items[t].empty()) {
       const MeshShape& mesh = rq.meshes[tasks[t].mesh];
       const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
+      const auto t_p2 = std::chrono::steady_clock::now();
+      const int64_t solves_before = solves[t];
+      struct Report {
+        const bool on; std::chrono::steady_clock::time_point t0; const int64_t& n; int64_t n0; size_t items;
+        ~Report() { if (on) std::fprintf(stderr, "[stages] phase 2: %zu items, %lld solves, %.3f s\n", items, (long long)(n - n0), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()); }
+      } report{debug, t_p2, solves[t], solves_before, items[t].size()};
       const ViewGraph vg = build_view(rq, mesh, view);
       for (const Item& it : items[t]) {
         const size_t k = it.rep;
@@ -445,7 +462,7 @@ StageEvaluation evaluate_stage(const StageCostRequest& rq, int i, int j, StageSh
   for (size_t g = 0; g < sh.in_stage.size(); ++g) if (sh.in_stage[g]) local[index_of[g]] = sh.choice[g];
   double objective = 0;
   for (size_t g = 0; g < lite.groups.size(); ++g) objective += lite.groups[g].cost[local[g]];
-  for (const GroupEdge& e : lite.edges) objective += e.cost[local[e.from]][local[e.to]];
+  for_stage_edges(vg, sh.in_stage, sh.choice, [&](const GroupEdge& e, int a, int b) { objective += e.cost[a][b]; });
   LiteSolve ls;
   fill_option(rq, vg, sh.in_stage, i, j, lite, index_of, local, objective, &ls);
   sh.graph = std::move(vg.sg);

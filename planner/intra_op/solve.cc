@@ -10,10 +10,12 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <memory>
 #include <unordered_map>
 
 #include "planner/common/error.h"
+#include "planner/intra_op/min_sum.h"
 #include "planner/intra_op/parallel.h"
 #include "planner/ilp/mip.h"
 
@@ -23,7 +25,6 @@ namespace {
 // An edge's cost matrix with identical rows and identical columns collapsed into classes:
 // variables are needed per (row class, column class), not per strategy pair.
 struct CompressedEdge {
-  int from = 0, to = 0;
   std::vector<int> row_class, col_class;  // per strategy
   std::vector<std::vector<double>> cost;  // [row class][col class]
   double at(int s_from, int s_to) const { return cost[row_class[s_from]][col_class[s_to]]; }
@@ -45,25 +46,26 @@ std::vector<int> classes(size_t n, const std::function<bool(size_t, size_t)>& sa
   return cls;
 }
 
-// The strategy graph as the solver sees it: separable edges folded into node costs, the rest
-// compressed, with adjacency.
-struct Prepared {
-  std::vector<std::vector<double>> node_cost;
-  std::vector<std::vector<int64_t>> memory;
-  std::vector<CompressedEdge> edges;
-  std::vector<std::vector<int>> edges_of;  // per group: indices into edges
+}  // namespace
+
+struct PreparedEdges {
+  struct Edge {
+    const GroupEdge* source = nullptr;
+    // Separable: cost[r][c] = row_part[r] + col_part[c] (folded into the endpoints' costs).
+    bool separable = false;
+    std::vector<double> row_part, col_part;
+    CompressedEdge compressed;  // otherwise
+  };
+  std::vector<Edge> edges;  // in the graph's edge order
 };
 
-Prepared prepare(const StrategyGraph& sg) {
-  Prepared p;
-  const size_t ng = sg.groups.size();
-  p.node_cost.resize(ng);
-  p.memory.resize(ng);
-  for (size_t g = 0; g < ng; ++g) {
-    p.node_cost[g] = sg.groups[g].cost;
-    p.memory[g] = sg.groups[g].memory;
-  }
-  for (const GroupEdge& e : sg.edges) {
+std::shared_ptr<const PreparedEdges> prepare_edges(const StrategyGraph& sg) {
+  auto out = std::make_shared<PreparedEdges>();
+  out->edges.resize(sg.edges.size());
+  for (size_t k = 0; k < sg.edges.size(); ++k) {
+    const GroupEdge& e = sg.edges[k];
+    PreparedEdges::Edge& pe = out->edges[k];
+    pe.source = &e;
     const size_t R = e.cost.size(), C = e.cost.empty() ? 0 : e.cost[0].size();
     bool separable = true;
     for (size_t r = 0; r < R && separable; ++r) {
@@ -73,13 +75,14 @@ Prepared prepare(const StrategyGraph& sg) {
       }
     }
     if (separable) {
-      for (size_t r = 0; r < R; ++r) p.node_cost[e.from][r] += e.cost[r][0] - e.cost[0][0];
-      for (size_t c = 0; c < C; ++c) p.node_cost[e.to][c] += e.cost[0][c];
+      pe.separable = true;
+      pe.row_part.resize(R);
+      pe.col_part.resize(C);
+      for (size_t r = 0; r < R; ++r) pe.row_part[r] = e.cost[r][0] - e.cost[0][0];
+      for (size_t c = 0; c < C; ++c) pe.col_part[c] = e.cost[0][c];
       continue;
     }
-    CompressedEdge ce;
-    ce.from = e.from;
-    ce.to = e.to;
+    CompressedEdge& ce = pe.compressed;
     size_t nr = 0, nc = 0;
     ce.row_class = classes(R, [&](size_t a, size_t b) { return e.cost[a] == e.cost[b]; }, nr);
     ce.col_class = classes(C, [&](size_t a, size_t b) {
@@ -90,7 +93,54 @@ Prepared prepare(const StrategyGraph& sg) {
     for (size_t r = 0; r < R; ++r) {
       for (size_t c = 0; c < C; ++c) ce.cost[ce.row_class[r]][ce.col_class[c]] = e.cost[r][c];
     }
-    p.edges.push_back(std::move(ce));
+  }
+  return out;
+}
+
+namespace {
+
+// A compressed edge between two groups of the graph being solved.
+struct EdgeRef {
+  int from = 0, to = 0;
+  const CompressedEdge* data = nullptr;
+  double at(int s_from, int s_to) const { return data->at(s_from, s_to); }
+};
+
+// The strategy graph as the solver sees it: separable edges folded into node costs, the rest
+// compressed, with adjacency.
+struct Prepared {
+  std::shared_ptr<const PreparedEdges> shared;  // keeps the edges' data alive
+  std::vector<std::vector<double>> node_cost;
+  std::vector<std::vector<int64_t>> memory;
+  std::vector<EdgeRef> edges;
+  std::vector<std::vector<int>> edges_of;  // per group: indices into edges
+};
+
+// `sub`: the graph is a cost-only part of a larger one whose prepared edges are given; its edges
+// are those with both ends inside (sg.edges is not read).
+Prepared prepare(const StrategyGraph& sg, const SubGraphEdges* sub = nullptr) {
+  Prepared p;
+  const size_t ng = sg.groups.size();
+  p.node_cost.resize(ng);
+  p.memory.resize(ng);
+  for (size_t g = 0; g < ng; ++g) {
+    p.node_cost[g] = sg.groups[g].cost;
+    p.memory[g] = sg.groups[g].memory;
+  }
+  p.shared = sub ? sub->edges : prepare_edges(sg);
+  for (const PreparedEdges::Edge& pe : p.shared->edges) {
+    int from = pe.source->from, to = pe.source->to;
+    if (sub) {
+      from = sub->index_of[from];
+      to = sub->index_of[to];
+      if (from < 0 || to < 0) continue;
+    }
+    if (pe.separable) {
+      for (size_t r = 0; r < pe.row_part.size(); ++r) p.node_cost[from][r] += pe.row_part[r];
+      for (size_t c = 0; c < pe.col_part.size(); ++c) p.node_cost[to][c] += pe.col_part[c];
+      continue;
+    }
+    p.edges.push_back({from, to, &pe.compressed});
   }
   p.edges_of.resize(ng);
   for (size_t k = 0; k < p.edges.size(); ++k) {
@@ -126,7 +176,7 @@ LocalProblem local_problem(const Prepared& p, const std::vector<int>& subset, co
   for (size_t i = 0; i < n; ++i) lp.cost[i] = p.node_cost[subset[i]];
   for (size_t i = 0; i < n; ++i) {
     for (int k : p.edges_of[subset[i]]) {
-      const CompressedEdge& e = p.edges[k];
+      const EdgeRef& e = p.edges[k];
       const int lf = lp.local[e.from], lt = lp.local[e.to];
       auto& c = lp.cost[i];
       if (lf >= 0 && lt >= 0) {
@@ -201,7 +251,7 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
       r.memory += p.memory[subset[i]][r.choice[i]];
     }
     for (int k : inner) {
-      const CompressedEdge& e = p.edges[k];
+      const EdgeRef& e = p.edges[k];
       r.cost += e.at(r.choice[local[e.from]], r.choice[local[e.to]]);
     }
   };
@@ -225,9 +275,33 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
     finish_choice(res);
     return res;
   }
+  // Without a memory row the sub-problem is a pure sum of per-group and per-edge costs: exact
+  // variable elimination, unless its graph is too wide (then the ILP).
+  if (mem_cap < 0) {
+    MinSumProblem ms;
+    ms.unary = objective;
+    for (int k : inner) {
+      const EdgeRef& e = p.edges[k];
+      MinSumProblem::Pair q;
+      q.a = local[e.from];
+      q.b = local[e.to];
+      const size_t na = cost[q.a].size(), nb = cost[q.b].size();
+      q.cost.resize(na * nb);
+      for (size_t a = 0; a < na; ++a) {
+        for (size_t b = 0; b < nb; ++b) q.cost[a * nb + b] = e.at(static_cast<int>(a), static_cast<int>(b));
+      }
+      ms.pairs.push_back(std::move(q));
+    }
+    if (std::optional<MinSumResult> m = minimize_min_sum(ms)) {
+      res.feasible = true;
+      res.choice = std::move(m->choice);
+      finish_choice(res);
+      return res;
+    }
+  }
   double max_cost = 0;
   for (const auto& v : objective) for (double c : v) max_cost = std::max(max_cost, std::abs(c));
-  for (int k : inner) for (const auto& row : p.edges[k].cost) for (double c : row) max_cost = std::max(max_cost, std::abs(c));
+  for (int k : inner) for (const auto& row : p.edges[k].data->cost) for (double c : row) max_cost = std::max(max_cost, std::abs(c));
   const double scale = max_cost > 0 ? 1e3 / max_cost : 1.0;  // CBC's tolerances are absolute
 
   ilp::MipRequest req;
@@ -244,19 +318,19 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
   }
   std::vector<int> e0(inner.size());
   for (size_t q = 0; q < inner.size(); ++q) {
-    const CompressedEdge& e = p.edges[inner[q]];
+    const EdgeRef& e = p.edges[inner[q]];
     const int lf = local[e.from], lt = local[e.to];
-    const size_t nr = e.cost.size(), nc = e.cost[0].size();
+    const size_t nr = e.data->cost.size(), nc = e.data->cost[0].size();
     e0[q] = static_cast<int>(req.vars.size());
     for (size_t r = 0; r < nr; ++r) {
-      for (size_t c = 0; c < nc; ++c) req.vars.push_back({ilp::VarType::kContinuous, 0, 1, e.cost[r][c] * scale});
+      for (size_t c = 0; c < nc; ++c) req.vars.push_back({ilp::VarType::kContinuous, 0, 1, e.data->cost[r][c] * scale});
     }
     for (size_t r = 0; r < nr; ++r) {  // Σ_c z[r][c] = Σ_{s in row class r} x_from,s
       ilp::Constraint row;
       row.lower = row.upper = 0;
       for (size_t c = 0; c < nc; ++c) row.terms.push_back({static_cast<int32_t>(e0[q] + r * nc + c), 1});
-      for (size_t s = 0; s < e.row_class.size(); ++s) {
-        if (e.row_class[s] == static_cast<int>(r)) row.terms.push_back({static_cast<int32_t>(x0[lf] + s), -1});
+      for (size_t s = 0; s < e.data->row_class.size(); ++s) {
+        if (e.data->row_class[s] == static_cast<int>(r)) row.terms.push_back({static_cast<int32_t>(x0[lf] + s), -1});
       }
       req.rows.push_back(std::move(row));
     }
@@ -264,8 +338,8 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
       ilp::Constraint row;
       row.lower = row.upper = 0;
       for (size_t r = 0; r < nr; ++r) row.terms.push_back({static_cast<int32_t>(e0[q] + r * nc + c), 1});
-      for (size_t s = 0; s < e.col_class.size(); ++s) {
-        if (e.col_class[s] == static_cast<int>(c)) row.terms.push_back({static_cast<int32_t>(x0[lt] + s), -1});
+      for (size_t s = 0; s < e.data->col_class.size(); ++s) {
+        if (e.data->col_class[s] == static_cast<int>(c)) row.terms.push_back({static_cast<int32_t>(x0[lt] + s), -1});
       }
       req.rows.push_back(std::move(row));
     }
@@ -291,9 +365,9 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
     req.initial_solution[x0[i] + lean[i]] = 1;
   }
   for (size_t q = 0; q < inner.size(); ++q) {
-    const CompressedEdge& e = p.edges[inner[q]];
-    const size_t nc = e.cost[0].size();
-    req.initial_solution[e0[q] + e.row_class[lean[local[e.from]]] * nc + e.col_class[lean[local[e.to]]]] = 1;
+    const EdgeRef& e = p.edges[inner[q]];
+    const size_t nc = e.data->cost[0].size();
+    req.initial_solution[e0[q] + e.data->row_class[lean[local[e.from]]] * nc + e.data->col_class[lean[local[e.to]]]] = 1;
   }
   req.max_nodes = options.max_nodes;
   req.safety_time_limit_s = options.time_limit_s;
@@ -446,16 +520,16 @@ ComponentShape component_shape(const Prepared& p, const std::vector<int>& subset
     for (double c : p.node_cost[g]) add(bits(c));
     for (int64_t m : p.memory[g]) add(static_cast<uint64_t>(m));
     for (int k : p.edges_of[g]) {
-      const CompressedEdge& e = p.edges[k];
+      const EdgeRef& e = p.edges[k];
       const int lf = local[e.from], lt = local[e.to];
       if (lf >= 0 && lt >= 0 && lf != static_cast<int>(i)) continue;  // inner edges once
       add(static_cast<uint64_t>(lf + 7) * 1000003u + static_cast<uint64_t>(lt + 7));
       if (lf >= 0 && lt >= 0) {
-        for (int c : e.row_class) add(static_cast<uint64_t>(c));
-        for (int c : e.col_class) add(static_cast<uint64_t>(c));
-        for (const auto& row : e.cost) for (double c : row) add(bits(c));
+        for (int c : e.data->row_class) add(static_cast<uint64_t>(c));
+        for (int c : e.data->col_class) add(static_cast<uint64_t>(c));
+        for (const auto& row : e.data->cost) for (double c : row) add(bits(c));
       } else {
-        out.boundary.push_back({k, lf >= 0, static_cast<int>(lf >= 0 ? e.row_class.size() : e.col_class.size())});
+        out.boundary.push_back({k, lf >= 0, static_cast<int>(lf >= 0 ? e.data->row_class.size() : e.data->col_class.size())});
       }
     }
   }
@@ -467,7 +541,7 @@ Signature signature(const Prepared& p, const ComponentShape& shape, const std::v
   uint64_t h1 = shape.inner.a, h2 = shape.inner.b;
   auto add = [&](uint64_t v) { h1 = mix(h1, v); h2 = mix(h2 ^ 0x5bd1e995, v * 0xff51afd7ed558ccdull); };
   for (const ComponentShape::Boundary& b : shape.boundary) {
-    const CompressedEdge& e = p.edges[static_cast<size_t>(b.edge)];
+    const EdgeRef& e = p.edges[static_cast<size_t>(b.edge)];
     for (int s = 0; s < b.slots; ++s) add(bits(b.inside_from ? e.at(s, fixed[e.to]) : e.at(fixed[e.from], s)));
   }
   return {h1, h2};
@@ -479,7 +553,7 @@ bool is_lite(const StrategyGraph& sg) {
   return sg.training == nullptr;
 }
 
-void finish(SolveResult& res, const StrategyGraph& sg) {
+void finish(SolveResult& res, const StrategyGraph& sg, const SubGraphEdges* sub) {
   if (is_lite(sg)) {  // a cost-only graph (a pipeline stage's part of a strategy graph)
     res.objective = sg.constant_cost;
     res.memory_bytes = 0;
@@ -487,7 +561,14 @@ void finish(SolveResult& res, const StrategyGraph& sg) {
       res.objective += sg.groups[g].cost[res.choice[g]];
       res.memory_bytes += sg.groups[g].memory[res.choice[g]];
     }
-    for (const GroupEdge& e : sg.edges) res.objective += e.cost[res.choice[e.from]][res.choice[e.to]];
+    if (sub) {
+      for (const PreparedEdges::Edge& pe : sub->edges->edges) {
+        const int from = sub->index_of[pe.source->from], to = sub->index_of[pe.source->to];
+        if (from >= 0 && to >= 0) res.objective += pe.source->cost[res.choice[from]][res.choice[to]];
+      }
+    } else {
+      for (const GroupEdge& e : sg.edges) res.objective += e.cost[res.choice[e.from]][res.choice[e.to]];
+    }
     return;
   }
   res.objective = evaluate_objective(sg, res.choice);
@@ -508,7 +589,8 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
   const auto start = std::chrono::steady_clock::now();
   SolveResult res;
   const size_t ng = sg.groups.size();
-  const Prepared p = prepare(sg);
+  ALPA_CHECK(!options.sub_graph || is_lite(sg), "sub-graph edges given for a full strategy graph");
+  const Prepared p = prepare(sg, options.sub_graph);
   int64_t min_mem = 0;
   for (size_t g = 0; g < ng; ++g) min_mem += *std::min_element(p.memory[g].begin(), p.memory[g].end());
   res.min_memory_bytes = min_mem;
@@ -578,7 +660,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     res.proven_optimal = r.proven_optimal;
     if (r.feasible) {
       res.choice = r.choice;
-      finish(res, sg);
+      finish(res, sg, options.sub_graph);
     }
     res.solve_time_s = elapsed();
     return res;
@@ -606,7 +688,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
       hub_cost[a] += p.node_cost[h][fixed_of[a][h]];
       hub_mem[a] += p.memory[h][fixed_of[a][h]];
     }
-    for (const CompressedEdge& e : p.edges) {
+    for (const EdgeRef& e : p.edges) {
       if (is_hub[e.from] && is_hub[e.to]) hub_cost[a] += e.at(fixed_of[a][e.from], fixed_of[a][e.to]);
     }
   }
@@ -883,7 +965,7 @@ SolveResult solve_strategy_graph(const StrategyGraph& sg, const SolveOptions& op
     const SubResult& r = best_from_front ? fronts[t].points[best_point[c]] : cheapest[t];
     for (size_t i = 0; i < components[c].size(); ++i) res.choice[components[c][i]] = r.choice[i];
   }
-  finish(res, sg);
+  finish(res, sg, options.sub_graph);
   res.solve_time_s = elapsed();
   return res;
 }
@@ -894,9 +976,9 @@ IlpSize monolithic_ilp_size(const StrategyGraph& sg) {
   out.groups = static_cast<int64_t>(sg.groups.size());
   for (const auto& c : p.node_cost) out.variables += static_cast<int64_t>(c.size());
   out.constraints = out.groups + 1;  // one-hot rows and the memory row
-  for (const CompressedEdge& e : p.edges) {
-    out.variables += static_cast<int64_t>(e.cost.size() * e.cost[0].size());
-    out.constraints += static_cast<int64_t>(e.cost.size() + e.cost[0].size());
+  for (const EdgeRef& e : p.edges) {
+    out.variables += static_cast<int64_t>(e.data->cost.size() * e.data->cost[0].size());
+    out.constraints += static_cast<int64_t>(e.data->cost.size() + e.data->cost[0].size());
   }
   return out;
 }

@@ -15,6 +15,20 @@ namespace alpa {
 struct SolveCache;
 std::shared_ptr<SolveCache> make_solve_cache();
 
+// A strategy graph's edges in the solver's form (separable ones split into per-strategy terms,
+// the rest with identical rows and columns merged), computed once and shared by the solves of
+// cost-only parts of the graph (the inter-op pass's stage solves). Points into the graph: valid
+// while it lives.
+struct PreparedEdges;
+std::shared_ptr<const PreparedEdges> prepare_edges(const StrategyGraph& sg);
+
+// A cost-only graph (no training graph) whose groups are some of a larger graph's: its edges are
+// the larger graph's edges with both ends among them, and its own `edges` are not read.
+struct SubGraphEdges {
+  std::shared_ptr<const PreparedEdges> edges;  // of the larger graph
+  std::vector<int> index_of;                   // per group of the larger graph: its index here, -1 outside
+};
+
 struct SolveOptions {
   int64_t memory_budget_bytes = 0;  // the linear memory model must stay within; <= 0: no limit
   int threads = 1;                  // parallelism across independent ILPs, never inside one
@@ -27,6 +41,7 @@ struct SolveOptions {
   // false takes its greedy point (feasible, near-optimal, much faster): the inter-op pass's
   // thousands of stage solves.
   bool exact_knapsack = true;
+  const SubGraphEdges* sub_graph = nullptr;  // see SubGraphEdges
 };
 
 struct SolveResult {

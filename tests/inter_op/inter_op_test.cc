@@ -171,7 +171,7 @@ TEST(Layers, ContiguousWithAHeavyOpEachAndResidualCuts) {
     EXPECT_EQ(layers.first[0], 0);
     EXPECT_EQ(layers.end.back(), static_cast<int64_t>(tg.num_forward_nodes));
     for (int l = 0; l < L; ++l) {
-      if (l > 0) EXPECT_EQ(layers.first[l], layers.end[l - 1]);
+      if (l > 0) { EXPECT_EQ(layers.first[l], layers.end[l - 1]); }
       bool has_heavy = false;
       for (int64_t i = layers.first[l]; i < layers.end[l]; ++i) {
         EXPECT_EQ(layers.layer_of_node[i], l);
@@ -330,7 +330,7 @@ TEST(PipelineSearch, AutoIsNoWorseThanItsOwnSingleStagePlan) {
   const PipelineResult r = search_pipeline(rq);
   ASSERT_TRUE(r.found);
   for (const PipelineCandidate& c : r.candidates) {
-    if (c.feasible) EXPECT_LE(r.plan.estimate.iteration_time_s, c.iteration_time_s * (1 + 1e-12));
+    if (c.feasible) { EXPECT_LE(r.plan.estimate.iteration_time_s, c.iteration_time_s * (1 + 1e-12)); }
   }
 }
 

@@ -721,7 +721,7 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
     const SolveResult d = solve_strategy_graph(sg, dec);
     ASSERT_TRUE(d.feasible);
     expect_near(d.objective, bf.objective, "decomposed search against brute force");
-    if (budget > 0) EXPECT_LE(d.memory_bytes, budget);
+    if (budget > 0) { EXPECT_LE(d.memory_bytes, budget); }
     if (d.hubs > 0) ++decomposed;
     if (budget > 0) {
       EXPECT_LE(ilp.memory_bytes, budget);
