@@ -225,6 +225,10 @@ int run_pipeline_search(const SearchFlags& f) {
               r.candidates.size(), r.candidates.size() == 1 ? "" : "s", static_cast<long long>(r.stage_solves),
               static_cast<long long>(r.distinct_ranges), static_cast<long long>(r.t_max_tried), r.search_time_s,
               r.cut_short ? " (cut short by --time-budget: the best plan found so far)" : "");
+  if (r.skipped > 0) {
+    std::printf("  %lld (layer range, submesh) pairs not costed: their compute lower bound cannot beat the best plan\n",
+                static_cast<long long>(r.skipped));
+  }
   if (!r.found) {
     std::fprintf(stderr, "alpa-plan: error: %s: memory: %s\n", f.model.model.c_str(), r.diagnosis.c_str());
     return 2;

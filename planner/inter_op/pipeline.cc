@@ -54,7 +54,7 @@ struct Evaluated {
   std::shared_ptr<TrainingGraph> training;
   std::shared_ptr<Layers> layers;
   std::string label, why;
-  int64_t solves = 0, ranges = 0, t_max_tried = 0;
+  int64_t solves = 0, ranges = 0, t_max_tried = 0, skipped = 0;
 };
 
 struct Context {
@@ -149,25 +149,56 @@ Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   sr.progress = [&](size_t done, size_t total) {
     progress_line(cx, "B=" + std::to_string(B) + ": stage costs, view " + std::to_string(done) + "/" + std::to_string(total));
   };
-  // An upper bound first: the whole model as one stage on the whole cluster (and the best plan
-  // of earlier microbatch counts); stages that cannot beat it get no memory-bound solves.
-  {
+  // An upper bound first: the best plan of earlier microbatch counts, or before there is one,
+  // the whole model as one stage on the whole cluster. Stages that cannot beat it get no
+  // memory-bound solves, and (range, mesh) pairs that cannot are not costed.
+  double bound = cx.best_total;
+  if (!std::isfinite(bound)) {  // once some plan is known, phase 1 costs this option anyway
     StageCostRequest one = sr;
     one.meshes = {MeshShape{cl.hosts, cl.devices_per_host}};
     one.ranges = {{0, L}};
     one.progress = nullptr;
     const StageCostTable t1 = compute_stage_costs(one);
     const int k = t1.best(0, L, 0, 1, cx.budget);
-    double bound = cx.best_total;
     if (k >= 0) {
       const StageOption& o = t1.at(0, L, 0)[k];
       bound = std::min(bound, o.micro_s * static_cast<double>(B) + o.step_s);
     }
+  }
+  {
     sr.prune_micro_s = bound / static_cast<double>(B);
+    // A stage's time per microbatch is at least its layers' unsharded compute over its devices
+    // (every strategy runs at least 1/|mesh| of each node's work; communication only adds), and
+    // an iteration takes at least B times its slowest stage; the layers outside the range get at
+    // most the devices left, so their slowest stage is bounded the same way. A (range, mesh)
+    // pair whose bound exceeds the best plan's time is never costed.
+    if (std::isfinite(bound) && rq.prune) {
+      const NodeWork work = node_work(*ev.training, cl, rq.profile);
+      std::vector<double> prefix(static_cast<size_t>(L) + 1, 0);
+      for (int l = 0; l < L; ++l) {
+        double c = 0;
+        for (int64_t n = ev.layers->first[l]; n < ev.layers->end[l]; ++n) c += work.full_time_s[n];
+        prefix[l + 1] = prefix[l] + c;
+      }
+      const double total = prefix[L];
+      const double devices = static_cast<double>(N);
+      const double Bd = static_cast<double>(B);
+      sr.skip = [prefix, total, devices, Bd, bound, L](int i, int j, const MeshShape& m) {
+        const double c = prefix[j] - prefix[i];
+        const double size = static_cast<double>(m.size());
+        double lb = c / size;
+        if (j - i < L) {
+          if (size >= devices) return true;  // the other layers need devices too
+          lb = std::max(lb, (total - c) / (devices - size));
+        }
+        return Bd * lb > bound * (1 + 1e-9);
+      };
+    }
   }
   const StageCostTable table = compute_stage_costs(sr);
   ev.solves = table.solves;
   ev.ranges = table.distinct_ranges;
+  ev.skipped = table.skipped;
   StageDpInput in;
   in.layers = L;
   in.devices = N;
@@ -200,7 +231,13 @@ Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   }
   ev.t_max_tried = dp.t_max_tried;
   if (!dp.found) {
-    ev.why = "no stage assignment fits in memory";
+    if (table.skipped > 0) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "no stage assignment that fits in memory can beat %.6g s (a lower bound ruled the rest out)", bound);
+      ev.why = buf;
+    } else {
+      ev.why = "no stage assignment fits in memory";
+    }
     return ev;
   }
   for (const DpStage& d : dp.stages) {
@@ -503,7 +540,11 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
     case PipelineMethod::kPpDp: {
       method = rq.method == PipelineMethod::kAuto ? "auto" : "pp-dp";
       const Method intra = rq.method == PipelineMethod::kAuto ? Method::kShard : Method::kData;
-      for (int64_t B : microbatch_candidates(rq)) {
+      // Most microbatches first: small microbatches fit memory most easily and pipeline with the
+      // smallest bubble, so a good plan is usually found early and its time prunes the rest.
+      std::vector<int64_t> counts = microbatch_candidates(rq);
+      std::reverse(counts.begin(), counts.end());
+      for (int64_t B : counts) {
         if (cx.out_of_time() && !tried.empty()) { result.cut_short = true; break; }
         try {
           (void)rebatch(*rq.forward, rq.global_batch, rq.global_batch / B);
@@ -590,6 +631,7 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
     result.stage_solves += tried[k].solves;
     result.distinct_ranges += tried[k].ranges;
     result.t_max_tried += tried[k].t_max_tried;
+    result.skipped += tried[k].skipped;
     if (tried[k].found && (best < 0 || tried[k].total < tried[best].total)) best = static_cast<int>(k);
   }
   for (const Evaluated& ev : tried) {

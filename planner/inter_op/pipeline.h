@@ -39,6 +39,9 @@ struct PipelineRequest {
   int threads = 1;
   double time_budget_s = 0;  // 0: none
   bool progress = false;     // a progress line on stderr
+  // Lower-bound pruning of (layer range, submesh) pairs once a plan is known. Never changes the
+  // best iteration time; false only in tests that check exactly that.
+  bool prune = true;
 };
 
 // One evaluated configuration (a row of --explain).
@@ -56,6 +59,7 @@ struct PipelineResult {
   std::string diagnosis;                      // when nothing fits
   bool cut_short = false;                     // --time-budget ended the search
   int64_t stage_solves = 0, distinct_ranges = 0, t_max_tried = 0;
+  int64_t skipped = 0;  // (layer range, submesh) pairs the lower bound ruled out
   double search_time_s = 0;
 };
 

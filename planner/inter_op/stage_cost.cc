@@ -296,9 +296,29 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
   // Phase 1: every distinct range on every view, without a memory limit.
   std::vector<std::vector<std::optional<StageOption>>> unconstrained(tasks.size(),
                                                                      std::vector<std::optional<StageOption>>(reps.size()));
+  // Per mesh: the ranges `skip` rules out, and the distinct ranges still to cost.
+  std::vector<std::vector<bool>> skipped(rq.meshes.size(), std::vector<bool>(ranges.size(), false));
+  std::vector<std::vector<bool>> wanted(rq.meshes.size(), std::vector<bool>(reps.size(), false));
+  for (size_t m = 0; m < rq.meshes.size(); ++m) {
+    for (size_t r = 0; r < ranges.size(); ++r) {
+      skipped[m][r] = rq.skip && rq.skip(ranges[r].first, ranges[r].second, rq.meshes[m]);
+      if (skipped[m][r]) ++table.skipped;
+      else wanted[m][key_of[r]] = true;
+    }
+  }
   parallel_for_index(rq.threads, tasks.size(), [&](size_t t) {
     const MeshShape& mesh = rq.meshes[tasks[t].mesh];
     const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
+    found[t].resize(reps.size());
+    const std::vector<bool>& want = wanted[tasks[t].mesh];
+    if (std::find(want.begin(), want.end(), true) == want.end()) {  // nothing to cost on this mesh
+      const size_t d = ++done;
+      if (rq.progress) {
+        std::lock_guard<std::mutex> lock(progress_mutex);
+        rq.progress(d, 2 * tasks.size());
+      }
+      return;
+    }
     const auto t_build = std::chrono::steady_clock::now();
     const ViewGraph vg = build_view(rq, mesh, view);
     if (debug) {
@@ -307,8 +327,8 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
                    vg.sg->groups.size(), vg.sg->edges.size(),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count());
     }
-    found[t].resize(reps.size());
     for (size_t k = 0; k < reps.size(); ++k) {
+      if (!want[k]) continue;
       const auto [i, j] = reps[k];
       const LiteSolve u = solve_lite(rq, vg, stage_groups(vg, i, j), i, j, 1, -1, rq.budget_bytes);
       ++solves[t];
@@ -359,10 +379,6 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
       const LogicalMesh& view = table.views[tasks[t].mesh][tasks[t].view];
       const auto t_p2 = std::chrono::steady_clock::now();
       const int64_t solves_before = solves[t];
-      struct Report {
-        const bool on; std::chrono::steady_clock::time_point t0; const int64_t& n; int64_t n0; size_t items;
-        ~Report() { if (on) std::fprintf(stderr, "[stages] phase 2: %zu items, %lld solves, %.3f s\n", items, (long long)(n - n0), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()); }
-      } report{debug, t_p2, solves[t], solves_before, items[t].size()};
       const ViewGraph vg = build_view(rq, mesh, view);
       for (const Item& it : items[t]) {
         const size_t k = it.rep;
@@ -405,6 +421,12 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count());
         }
       }
+      if (debug) {
+        std::fprintf(stderr, "[stages] mesh %lldx%lld view %lldx%lld: %zu memory-bound items, %lld solves, %.3f s\n",
+                     (long long)mesh.hosts, (long long)mesh.devices_per_host, (long long)view.d0, (long long)view.d1,
+                     items[t].size(), (long long)(solves[t] - solves_before),
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t_p2).count());
+      }
     }
     const size_t d = ++done;
     if (rq.progress) {
@@ -415,6 +437,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& rq) {
   for (size_t t = 0; t < tasks.size(); ++t) {
     table.solves += solves[t];
     for (size_t r = 0; r < ranges.size(); ++r) {
+      if (skipped[tasks[t].mesh][r]) continue;
       const auto [i, j] = ranges[r];
       auto& dst = table.options[(static_cast<size_t>(i) * (L + 1) + j) * rq.meshes.size() + tasks[t].mesh];
       const auto& src = found[t][key_of[r]];

@@ -69,6 +69,9 @@ struct StageCostRequest {
   // cannot be in a plan better than the best known one (iteration ≥ B · the slowest stage), so
   // no memory-bound solves are spent on it.
   double prune_micro_s = std::numeric_limits<double>::infinity();
+  // Ranges that cannot be in a plan better than the best known one, per mesh (a lower bound on
+  // any plan using them says so): not costed at all; a mesh left with none is not built.
+  std::function<bool(int first, int end, const MeshShape& mesh)> skip;
 };
 
 struct StageCostTable {
@@ -78,6 +81,7 @@ struct StageCostTable {
   // options[(i * (L + 1) + j) * meshes + m]: ways to run layers [i, j) on mesh m.
   std::vector<std::vector<StageOption>> options;
   int64_t solves = 0, distinct_ranges = 0;
+  int64_t skipped = 0;  // (range, mesh) pairs `skip` ruled out
   const std::vector<StageOption>& at(int i, int j, int m) const {
     return options[(static_cast<size_t>(i) * (layers + 1) + j) * meshes.size() + m];
   }

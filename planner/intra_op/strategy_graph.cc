@@ -70,6 +70,27 @@ int64_t local_bytes(const Tensor& t, const ShardingSpec& s, const LogicalMesh& v
   return num_elements(s.local_shape(t.shape, v)) * dtype_bytes(t.dtype);
 }
 
+// One node's time on one device, unsharded.
+double op_time(const Graph& g_, const Cluster& cl, const Profile* profile, const Node& n) {
+  const OpCount c = count_node(g_, n);
+  DType dt = DType::kFloat32;
+  if (!n.outputs.empty()) dt = g_.tensor(n.outputs[0]).dtype;
+  if (!is_floating(dt) && !n.inputs.empty()) dt = g_.tensor(n.inputs[0]).dtype;
+  double peak = cl.device.peak_flops(is_floating(dt) ? dt : DType::kFloat32);
+  if (peak <= 0) peak = cl.device.peak_flops_fp32;
+  // Matmuls and convolutions run at the (tensor-core) peak; everything else is memory-bound.
+  const OpFamily fam = op_info(n.kind).family;
+  const bool compute_bound = fam == OpFamily::kContraction || fam == OpFamily::kConv ||
+                             n.kind == OpKind::kConvGradInput || n.kind == OpKind::kConvGradWeight;
+  if (profile && c.flops > 0) {
+    if (auto t = kernel_time(*profile, n.kind, dt, c.flops)) return *t;
+  }
+  const double t_flops = peak > 0 && compute_bound ? c.flops / (peak * cl.achievable.matmul) : 0;
+  const double bw = cl.device.memory_bandwidth_bytes_per_s * cl.achievable.memory_bandwidth;
+  const double t_bytes = bw > 0 ? (c.bytes_read + c.bytes_written) / bw : 0;
+  return std::max(t_flops, t_bytes);
+}
+
 class Builder {
  public:
   Builder(StrategyGraph& sg) : sg_(sg), g_(sg.training->graph), v_(sg.costs.view) {}
@@ -77,7 +98,6 @@ class Builder {
   void build();
 
  private:
-  double op_time(const Node& n) const;
   bool axis_active(int a) const { return sg_.costs.axis_size(a) > 1; }
   bool letter_fits(const Letter& l, int64_t ways) const {
     if (!l.splittable || l.size < ways) return false;
@@ -121,29 +141,7 @@ class Builder {
   };
   mutable std::unordered_map<ReshardKey, ReshardResult, ReshardKeyHash> reshard_cache_;
   mutable std::unordered_map<std::string, ReshardResult> reshard_cache_long_;
-  std::map<std::string, std::vector<NodeId>> derived_;
 };
-
-double Builder::op_time(const Node& n) const {
-  const OpCount c = count_node(g_, n);
-  DType dt = DType::kFloat32;
-  if (!n.outputs.empty()) dt = g_.tensor(n.outputs[0]).dtype;
-  if (!is_floating(dt) && !n.inputs.empty()) dt = g_.tensor(n.inputs[0]).dtype;
-  const Cluster& cl = *sg_.cluster;
-  double peak = cl.device.peak_flops(is_floating(dt) ? dt : DType::kFloat32);
-  if (peak <= 0) peak = cl.device.peak_flops_fp32;
-  // Matmuls and convolutions run at the (tensor-core) peak; everything else is memory-bound.
-  const OpFamily fam = op_info(n.kind).family;
-  const bool compute_bound = fam == OpFamily::kContraction || fam == OpFamily::kConv ||
-                             n.kind == OpKind::kConvGradInput || n.kind == OpKind::kConvGradWeight;
-  if (sg_.options.profile && c.flops > 0) {
-    if (auto t = kernel_time(*sg_.options.profile, n.kind, dt, c.flops)) return *t;
-  }
-  const double t_flops = peak > 0 && compute_bound ? c.flops / (peak * cl.achievable.matmul) : 0;
-  const double bw = cl.device.memory_bandwidth_bytes_per_s * cl.achievable.memory_bandwidth;
-  const double t_bytes = bw > 0 ? (c.bytes_read + c.bytes_written) / bw : 0;
-  return std::max(t_flops, t_bytes);
-}
 
 const ReshardResult& Builder::reshard_cached(const ShardingSpec& src, AxisMask partial,
                                              const ShardingSpec& dst, TensorId t) const {
@@ -445,7 +443,7 @@ void Builder::add_param_group(TensorId p) {
       if (!n.outputs.empty() && n.outputs[0] == slot->updated_param) update = &n;
     }
   }
-  const double update_time = update ? op_time(*update) : 0;
+  const double update_time = update ? op_time(g_, *sg_.cluster, sg_.options.profile, *update) : 0;
   for (const auto& [storage, state] : choices) {
     NodeStrategy s;
     s.out = {storage};
@@ -536,30 +534,12 @@ void Builder::build() {
     }
   }
   // Unsharded forward+backward time per forward node.
-  for (size_t i = nf; i < g_.num_nodes(); ++i) {
-    const Node& n = g_.node(static_cast<NodeId>(i));
-    if (!n.derived_from.empty()) derived_[n.derived_from].push_back(static_cast<NodeId>(i));
-  }
-  sg_.full_time_s.assign(nf, 0);
-  sg_.forward_time_s.assign(nf, 0);
-  sg_.backward_bytes.assign(nf, 0);
+  NodeWork work = node_work(tg, *sg_.cluster, sg_.options.profile);
+  sg_.full_time_s = std::move(work.full_time_s);
+  sg_.forward_time_s = std::move(work.forward_time_s);
+  sg_.backward_bytes = std::move(work.backward_bytes);
   sg_.spaces.resize(nf);
-  for (size_t i = 0; i < nf; ++i) {
-    const Node& n = g_.node(static_cast<NodeId>(i));
-    double t = op_time(n);
-    auto it = derived_.find(n.name);
-    int64_t bwd = 0;
-    if (it != derived_.end()) {
-      for (NodeId b : it->second) {
-        t += op_time(g_.node(b));
-        for (TensorId o : g_.node(b).outputs) bwd += g_.tensor(o).bytes();
-      }
-    }
-    sg_.full_time_s[i] = t;
-    sg_.forward_time_s[i] = op_time(n);
-    sg_.backward_bytes[i] = bwd;
-    sg_.spaces[i] = iteration_space(g_, static_cast<NodeId>(i), sg_.batch_dim);
-  }
+  for (size_t i = 0; i < nf; ++i) sg_.spaces[i] = iteration_space(g_, static_cast<NodeId>(i), sg_.batch_dim);
   // Parameter groups first (in tensor order), then node groups in canonical order.
   sg_.group_of_param.assign(nt, -1);
   for (const auto& ps : tg.parameters) add_param_group(ps.param);
@@ -626,9 +606,9 @@ void Builder::build() {
           std::optional<NodeStrategy> gst = make_strategy(id, follow(id, followed, gsrc), -1);
           st->grad_out = gst ? gst->out : st->out;
         }
-        grp.member_strategy[s].push_back(*st);
         grp.cost[s] += st->compute_s + st->comm_s;
         grp.memory[s] += st->memory_bytes;
+        grp.member_strategy[s].push_back(std::move(*st));
       }
       grp.member_cost.emplace_back(ns, 0.0);
       grp.member_step.emplace_back(ns, 0.0);
@@ -649,10 +629,10 @@ void Builder::build() {
           if ((sg_.options.method != Method::kShard || !sg_.options.allow_reduce_scatter_outputs) && scatter >= 0) break;
           std::optional<NodeStrategy> st = make_strategy(id, a, scatter);
           if (!st || !seen.insert(st->name).second) continue;
-          grp.member_strategy.push_back({*st});
           grp.cost.push_back(st->compute_s + st->comm_s);
           grp.step_cost.push_back(0);
           grp.memory.push_back(st->memory_bytes);
+          grp.member_strategy.push_back({std::move(*st)});
           if (scatter >= 0) break;  // one reduce-scatter variant: the first dim that works
         }
       }
@@ -692,14 +672,45 @@ void Builder::build() {
         e.to = gi;
         e.cost.assign(pg.num_strategies(), std::vector<double>(grp.num_strategies(), 0));
       }
+      // The cost depends on the producer's (spec, gradient target) and the consumer's (input
+      // spec, gradient partial axes) only: computed once per distinct pair of those.
+      std::vector<size_t> prow, pcol;  // per strategy: its representative
+      std::vector<size_t> row_of(pg.num_strategies()), col_of(grp.num_strategies());
+      for (size_t sp = 0; sp < pg.num_strategies(); ++sp) {
+        size_t r = 0;
+        for (; r < prow.size(); ++r) {
+          if (spec_in_group(pg, sp, pr) == spec_in_group(pg, prow[r], pr) &&
+              grad_target(pg, sp, pr) == grad_target(pg, prow[r], pr)) break;
+        }
+        if (r == prow.size()) prow.push_back(sp);
+        row_of[sp] = r;
+      }
+      for (size_t sc = 0; sc < grp.num_strategies(); ++sc) {
+        const NodeStrategy& c = grp.member_strategy[sc][member];
+        size_t q = 0;
+        for (; q < pcol.size(); ++q) {
+          const NodeStrategy& d = grp.member_strategy[pcol[q]][member];
+          if (c.in[k] == d.in[k] && c.in_grad_partial[k] == d.in_grad_partial[k]) break;
+        }
+        if (q == pcol.size()) pcol.push_back(sc);
+        col_of[sc] = q;
+      }
+      std::vector<double> dcost(prow.size() * pcol.size()), dstep(prow.size() * pcol.size());
+      for (size_t r = 0; r < prow.size(); ++r) {
+        for (size_t q = 0; q < pcol.size(); ++q) {
+          double step = 0;
+          dcost[r * pcol.size() + q] = edge_cost(t, spec_in_group(pg, prow[r], pr), grad_target(pg, prow[r], pr), &step,
+                                                 param_like, grp.member_strategy[pcol[q]][member], id, k);
+          dstep[r * pcol.size() + q] = step;
+        }
+      }
       for (size_t sp = 0; sp < pg.num_strategies(); ++sp) {
         for (size_t sc = 0; sc < grp.num_strategies(); ++sc) {
-          double step = 0;
-          e.cost[sp][sc] += edge_cost(t, spec_in_group(pg, sp, pr), grad_target(pg, sp, pr), &step, param_like,
-                                      grp.member_strategy[sc][member], id, k);
-          if (step != 0) {
+          const size_t at = row_of[sp] * pcol.size() + col_of[sc];
+          e.cost[sp][sc] += dcost[at];
+          if (dstep[at] != 0) {
             if (e.step_cost.empty()) e.step_cost.assign(pg.num_strategies(), std::vector<double>(grp.num_strategies(), 0));
-            e.step_cost[sp][sc] += step;
+            e.step_cost[sp][sc] += dstep[at];
           }
         }
       }
@@ -710,6 +721,35 @@ void Builder::build() {
 }
 
 }  // namespace
+
+NodeWork node_work(const TrainingGraph& tg, const Cluster& cluster, const Profile* profile) {
+  const Graph& g = tg.graph;
+  const size_t nf = tg.num_forward_nodes;
+  std::map<std::string, std::vector<NodeId>> derived;  // forward node name → its backward nodes
+  for (size_t i = nf; i < g.num_nodes(); ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    if (!n.derived_from.empty()) derived[n.derived_from].push_back(static_cast<NodeId>(i));
+  }
+  NodeWork w;
+  w.full_time_s.assign(nf, 0);
+  w.forward_time_s.assign(nf, 0);
+  w.backward_bytes.assign(nf, 0);
+  for (size_t i = 0; i < nf; ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    const double fwd = op_time(g, cluster, profile, n);
+    double t = fwd;
+    auto it = derived.find(n.name);
+    if (it != derived.end()) {
+      for (NodeId b : it->second) {
+        t += op_time(g, cluster, profile, g.node(b));
+        for (TensorId o : g.node(b).outputs) w.backward_bytes[i] += g.tensor(o).bytes();
+      }
+    }
+    w.full_time_s[i] = t;
+    w.forward_time_s[i] = fwd;
+  }
+  return w;
+}
 
 StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& cluster,
                                    const MeshShape& mesh, const LogicalMesh& view,

@@ -117,6 +117,16 @@ struct StrategyGraph {
   double constant_cost = 0;            // objective terms no choice changes
 };
 
+// Per forward node of a training graph: forward + backward time and forward time alone on one
+// device of the cluster, unsharded (a strategy's compute is these times the share of the work
+// each device runs), and the bytes its backward nodes produce. Independent of the mesh, so the
+// inter-op pass can bound stage times without building a strategy graph.
+struct NodeWork {
+  std::vector<double> full_time_s, forward_time_s;
+  std::vector<int64_t> backward_bytes;
+};
+NodeWork node_work(const TrainingGraph& tg, const Cluster& cluster, const Profile* profile);
+
 StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& cluster,
                                    const MeshShape& mesh, const LogicalMesh& view,
                                    const StrategyGraphOptions& options);
