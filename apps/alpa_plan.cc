@@ -226,7 +226,7 @@ int run_pipeline_search(const SearchFlags& f) {
               static_cast<long long>(r.distinct_ranges), static_cast<long long>(r.t_max_tried), r.search_time_s,
               r.cut_short ? " (cut short by --time-budget: the best plan found so far)" : "");
   if (r.skipped > 0) {
-    std::printf("  %lld (layer range, submesh) pairs not costed: their compute lower bound cannot beat the best plan\n",
+    std::printf("  %lld (layer range, submesh) pairs not costed: their lower bounds cannot fit in memory or beat the best plan\n",
                 static_cast<long long>(r.skipped));
   }
   if (!r.found) {

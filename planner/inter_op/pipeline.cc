@@ -53,6 +53,7 @@ struct Evaluated {
   std::vector<StageChoice> stages;
   std::shared_ptr<TrainingGraph> training;
   std::shared_ptr<Layers> layers;
+  mutable std::shared_ptr<const StrategyGraph> facts;  // of `training`, made on first use
   std::string label, why;
   int64_t solves = 0, ranges = 0, t_max_tried = 0, skipped = 0;
 };
@@ -74,6 +75,14 @@ void progress_line(const Context& cx, const std::string& what) {
 StageCostRequest base_request(const Context& cx, const Evaluated& ev) {
   StageCostRequest sr;
   sr.training = ev.training.get();
+  if (!ev.facts) {
+    StrategyGraphOptions so;
+    so.method = ev.intra;
+    so.microbatches = ev.microbatches;
+    so.profile = cx.rq.profile;
+    ev.facts = strategy_graph_facts(*ev.training, *cx.rq.cluster, so);
+  }
+  sr.facts = ev.facts;
   sr.layers = ev.layers.get();
   sr.cluster = cx.rq.cluster;
   sr.method = ev.intra;
@@ -126,6 +135,79 @@ std::string describe(const Evaluated& ev) {
   return s;
 }
 
+// Lower bounds on every option of a layer range on a submesh of d devices, from the unsharded
+// training graph: each strategy computes at least 1/d of every node's work and keeps at least 1/d
+// of every tensor it holds (communication and replication only add). Memory: the parameters'
+// storage, gradients and optimizer state, twice the largest node's working set, and the saved
+// activations of the range's heaviest layer (recomputation keeps at least that much; without it,
+// at least every layer's).
+struct RangeBounds {
+  std::vector<double> compute_prefix;  // per layer boundary: Σ unsharded forward + backward time
+  std::vector<int64_t> saved, temp;    // per layer: saved-for-backward bytes; largest node working set
+  struct Param {
+    int64_t bytes = 0;                 // parameter + gradient + optimizer state
+    std::vector<int> layers;           // layers whose nodes read it (ascending)
+  };
+  std::vector<Param> params;
+  double compute(int i, int j) const { return compute_prefix[j] - compute_prefix[i]; }
+  int64_t memory(int i, int j) const {
+    int64_t total = 0, heaviest = 0, largest = 0;
+    for (const Param& p : params) {
+      auto it = std::lower_bound(p.layers.begin(), p.layers.end(), i);
+      if (it != p.layers.end() && *it < j) total += p.bytes;
+    }
+    for (int l = i; l < j; ++l) {
+      heaviest = std::max(heaviest, saved[l]);
+      largest = std::max(largest, temp[l]);
+    }
+    return total + 2 * largest + heaviest;
+  }
+};
+
+RangeBounds range_bounds(const TrainingGraph& tg, const Layers& layers, const StrategyGraph& facts) {
+  const Graph& g = tg.graph;
+  const int L = static_cast<int>(layers.size());
+  RangeBounds b;
+  b.compute_prefix.assign(static_cast<size_t>(L) + 1, 0);
+  b.saved.assign(L, 0);
+  b.temp.assign(L, 0);
+  std::vector<int> slot_of(g.num_tensors(), -1);
+  for (size_t k = 0; k < tg.parameters.size(); ++k) {
+    const ParameterSlot& ps = tg.parameters[k];
+    slot_of[ps.param] = static_cast<int>(k);
+    RangeBounds::Param p;
+    p.bytes = g.tensor(ps.param).bytes() + g.tensor(ps.grad).bytes();
+    for (TensorId st : ps.state) p.bytes += g.tensor(st).bytes();
+    b.params.push_back(std::move(p));
+  }
+  for (int l = 0; l < L; ++l) {
+    double c = 0;
+    for (int64_t n = layers.first[l]; n < layers.end[l]; ++n) {
+      const Node& node = g.node(static_cast<NodeId>(n));
+      c += facts.full_time_s[n];
+      int64_t working = facts.backward_bytes[n];
+      for (TensorId t : node.inputs) {
+        working += g.tensor(t).bytes();
+        if (slot_of[t] >= 0) {
+          auto& ls = b.params[slot_of[t]].layers;
+          if (ls.empty() || ls.back() != l) ls.push_back(l);
+        }
+      }
+      for (TensorId t : node.outputs) {
+        working += g.tensor(t).bytes();
+        if (facts.saved[t]) b.saved[l] += g.tensor(t).bytes();
+      }
+      b.temp[l] = std::max(b.temp[l], working);
+    }
+    b.compute_prefix[l + 1] = b.compute_prefix[l] + c;
+  }
+  return b;
+}
+
+struct SkipCounts {
+  int64_t memory = 0, compute = 0;
+};
+
 // The full hierarchical DP for one microbatch count (also pp-dp: data parallel views only).
 Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   const PipelineRequest& rq = cx.rq;
@@ -153,6 +235,7 @@ Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   // the whole model as one stage on the whole cluster. Stages that cannot beat it get no
   // memory-bound solves, and (range, mesh) pairs that cannot are not costed.
   double bound = cx.best_total;
+  auto skip_counts = std::make_shared<SkipCounts>();
   if (!std::isfinite(bound)) {  // once some plan is known, phase 1 costs this option anyway
     StageCostRequest one = sr;
     one.meshes = {MeshShape{cl.hosts, cl.devices_per_host}};
@@ -167,31 +250,38 @@ Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   }
   {
     sr.prune_micro_s = bound / static_cast<double>(B);
-    // A stage's time per microbatch is at least its layers' unsharded compute over its devices
-    // (every strategy runs at least 1/|mesh| of each node's work; communication only adds), and
-    // an iteration takes at least B times its slowest stage; the layers outside the range get at
-    // most the devices left, so their slowest stage is bounded the same way. A (range, mesh)
-    // pair whose bound exceeds the best plan's time is never costed.
-    if (std::isfinite(bound) && rq.prune) {
-      const NodeWork work = node_work(*ev.training, cl, rq.profile);
-      std::vector<double> prefix(static_cast<size_t>(L) + 1, 0);
-      for (int l = 0; l < L; ++l) {
-        double c = 0;
-        for (int64_t n = ev.layers->first[l]; n < ev.layers->end[l]; ++n) c += work.full_time_s[n];
-        prefix[l + 1] = prefix[l] + c;
-      }
-      const double total = prefix[L];
+    // Lower bounds on any option of a (layer range, submesh) pair, from the unsharded graph
+    // (see RangeBounds): a pair that cannot fit in memory is never costed, nor, once a plan is
+    // known, one that cannot beat it. An iteration takes at least B times its slowest stage,
+    // and the layers outside the range get at most the devices left, so their slowest stage is
+    // bounded the same way.
+    if (rq.prune) {
+      auto bounds = std::make_shared<const RangeBounds>(range_bounds(*ev.training, *ev.layers, *ev.facts));
       const double devices = static_cast<double>(N);
       const double Bd = static_cast<double>(B);
-      sr.skip = [prefix, total, devices, Bd, bound, L](int i, int j, const MeshShape& m) {
-        const double c = prefix[j] - prefix[i];
+      const double budget = static_cast<double>(cx.budget);
+      auto counts = skip_counts;
+      sr.skip = [bounds, devices, Bd, bound, budget, L, counts](int i, int j, const MeshShape& m) {
         const double size = static_cast<double>(m.size());
+        if (static_cast<double>(bounds->memory(i, j)) / size > budget) {
+          ++counts->memory;
+          return true;
+        }
+        if (!std::isfinite(bound)) return false;
+        const double c = bounds->compute(i, j);
         double lb = c / size;
         if (j - i < L) {
-          if (size >= devices) return true;  // the other layers need devices too
-          lb = std::max(lb, (total - c) / (devices - size));
+          if (size >= devices) {  // the other layers need devices too
+            ++counts->compute;
+            return true;
+          }
+          lb = std::max(lb, (bounds->compute(0, L) - c) / (devices - size));
         }
-        return Bd * lb > bound * (1 + 1e-9);
+        if (Bd * lb > bound * (1 + 1e-9)) {
+          ++counts->compute;
+          return true;
+        }
+        return false;
       };
     }
   }
@@ -231,7 +321,7 @@ Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   }
   ev.t_max_tried = dp.t_max_tried;
   if (!dp.found) {
-    if (table.skipped > 0) {
+    if (skip_counts->compute > 0) {
       char buf[160];
       std::snprintf(buf, sizeof buf, "no stage assignment that fits in memory can beat %.6g s (a lower bound ruled the rest out)", bound);
       ev.why = buf;

@@ -50,6 +50,7 @@ ViewGraph build_view(const StageCostRequest& rq, const MeshShape& mesh, const Lo
   so.method = rq.method;
   so.microbatches = rq.microbatches;
   so.profile = rq.profile;
+  so.facts = rq.facts;
   ViewGraph vg;
   vg.sg = std::make_unique<StrategyGraph>(build_strategy_graph(*rq.training, *rq.cluster, mesh, view, so));
   attach(rq, vg);
@@ -231,8 +232,16 @@ int StageCostTable::best(int i, int j, int m, int64_t inflight, int64_t budget) 
   return best;
 }
 
-StageCostTable compute_stage_costs(const StageCostRequest& rq) {
-  ALPA_CHECK(rq.training && rq.layers && rq.cluster, "stage cost request without inputs");
+StageCostTable compute_stage_costs(const StageCostRequest& request) {
+  ALPA_CHECK(request.training && request.layers && request.cluster, "stage cost request without inputs");
+  StageCostRequest rq = request;
+  if (!rq.facts) {
+    StrategyGraphOptions so;
+    so.method = rq.method;
+    so.microbatches = rq.microbatches;
+    so.profile = rq.profile;
+    rq.facts = strategy_graph_facts(*rq.training, *rq.cluster, so);
+  }
   const Layers& layers = *rq.layers;
   const int L = static_cast<int>(layers.size());
   StageCostTable table;

@@ -72,6 +72,8 @@ struct StageCostRequest {
   // Ranges that cannot be in a plan better than the best known one, per mesh (a lower bound on
   // any plan using them says so): not costed at all; a mesh left with none is not built.
   std::function<bool(int first, int end, const MeshShape& mesh)> skip;
+  // strategy_graph_facts of `training` (shared by every view built); null: computed per call.
+  std::shared_ptr<const StrategyGraph> facts;
 };
 
 struct StageCostTable {

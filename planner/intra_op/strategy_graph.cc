@@ -91,6 +91,80 @@ double op_time(const Graph& g_, const Cluster& cl, const Profile* profile, const
   return std::max(t_flops, t_bytes);
 }
 
+// The view-independent part of a strategy graph: batch dims, which tensors need gradients and
+// are saved for the backward, iteration spaces and unsharded times.
+void compute_facts(StrategyGraph& sg) {
+  const TrainingGraph& tg = *sg.training;
+  const Graph& g = tg.graph;
+  const size_t nf = tg.num_forward_nodes;
+  const size_t nt = g.num_tensors();
+  // Batch axis per tensor.
+  int64_t batch = 0;
+  for (size_t k = 0; k < g.inputs.size(); ++k) {
+    const int64_t ax = k < g.input_batch_axes.size() ? g.input_batch_axes[k] : -1;
+    if (ax >= 0) { batch = g.tensor(g.inputs[k]).shape[ax]; break; }
+  }
+  sg.batch_dim.assign(nt, -1);
+  if (batch > 0) {
+    try {
+      // Over the forward pass only: weight gradients contract the batch away.
+      Graph fwd;
+      for (const Tensor& t0 : g.tensors()) {
+        Tensor t1 = t0;
+        t1.producer = kNoId;
+        t1.consumers.clear();
+        fwd.add_tensor(std::move(t1));
+      }
+      for (size_t i = 0; i < nf; ++i) fwd.add_node(g.node(static_cast<NodeId>(i)));
+      fwd.inputs = g.inputs;
+      fwd.input_batch_axes = g.input_batch_axes;
+      fwd.loss = g.loss;
+      fwd.finalize();
+      sg.batch_dim = batch_dims(fwd, batch);
+    } catch (const UserError&) {
+    }
+    sg.batch_dim.resize(nt, -1);
+  }
+  // Tensors a gradient flows back to: reachable from a parameter and reaching the loss.
+  std::vector<bool> from_param(nt, false), to_loss(nt, false);
+  for (const auto& ps : tg.parameters) from_param[ps.param] = true;
+  for (size_t i = 0; i < nf; ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    const OpInfo& info = op_info(n.kind);
+    bool any = false;
+    for (size_t k = 0; k < n.inputs.size(); ++k) any = any || (from_param[n.inputs[k]] && mask_has(info.differentiable_inputs, k));
+    if (!any) continue;
+    for (size_t o = 0; o < n.outputs.size(); ++o) if (mask_has(info.differentiable_outputs, o)) from_param[n.outputs[o]] = true;
+  }
+  if (g.loss != kNoId) to_loss[g.loss] = true;
+  for (size_t i = nf; i-- > 0;) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    const OpInfo& info = op_info(n.kind);
+    bool any = false;
+    for (size_t o = 0; o < n.outputs.size(); ++o) any = any || (to_loss[n.outputs[o]] && mask_has(info.differentiable_outputs, o));
+    if (!any) continue;
+    for (size_t k = 0; k < n.inputs.size(); ++k) if (mask_has(info.differentiable_inputs, k)) to_loss[n.inputs[k]] = true;
+  }
+  sg.needs_grad.assign(nt, false);
+  for (size_t t = 0; t < nt; ++t) sg.needs_grad[t] = from_param[t] && to_loss[t];
+  sg.saved.assign(nt, false);
+  for (size_t i = nf; i < g.num_nodes(); ++i) {
+    for (TensorId t : g.node(static_cast<NodeId>(i)).inputs) {
+      const Tensor& ten = g.tensor(t);
+      if (ten.producer != kNoId && static_cast<size_t>(ten.producer) >= nf) continue;
+      if (ten.role == TensorRole::kParameter || ten.role == TensorRole::kOptimizerState) continue;
+      sg.saved[t] = true;
+    }
+  }
+  // Unsharded forward+backward time per forward node.
+  NodeWork work = node_work(tg, *sg.cluster, sg.options.profile);
+  sg.full_time_s = std::move(work.full_time_s);
+  sg.forward_time_s = std::move(work.forward_time_s);
+  sg.backward_bytes = std::move(work.backward_bytes);
+  sg.spaces.resize(nf);
+  for (size_t i = 0; i < nf; ++i) sg.spaces[i] = iteration_space(g, static_cast<NodeId>(i), sg.batch_dim);
+}
+
 class Builder {
  public:
   Builder(StrategyGraph& sg) : sg_(sg), g_(sg.training->graph), v_(sg.costs.view) {}
@@ -123,6 +197,7 @@ class Builder {
   StrategyGraph& sg_;
   const Graph& g_;
   LogicalMesh v_;
+  std::vector<const ParameterSlot*> slot_of_;  // per tensor: its parameter slot, if any
   // Resharding results by (specs, partial axes, dtype, shape): a compact key, since building
   // stage graphs asks for millions of them.
   struct ReshardKey {
@@ -396,8 +471,7 @@ ShardingSpec Builder::fully_sharded(const Shape& shape) const {
 
 void Builder::add_param_group(TensorId p) {
   const Tensor& t = g_.tensor(p);
-  const ParameterSlot* slot = nullptr;
-  for (const auto& ps : sg_.training->parameters) if (ps.param == p) slot = &ps;
+  const ParameterSlot* slot = slot_of_[p];
   Group grp;
   grp.name = t.name;
   grp.is_parameter = true;
@@ -437,11 +511,10 @@ void Builder::add_param_group(TensorId p) {
       break;
     }
   }
-  const Node* update = nullptr;
+  const Node* update = nullptr;  // the optimizer's update of the parameter
   if (slot) {
-    for (const Node& n : g_.nodes()) {
-      if (!n.outputs.empty() && n.outputs[0] == slot->updated_param) update = &n;
-    }
+    const NodeId u = g_.tensor(slot->updated_param).producer;
+    if (u != kNoId && g_.node(u).outputs[0] == slot->updated_param) update = &g_.node(u);
   }
   const double update_time = update ? op_time(g_, *sg_.cluster, sg_.options.profile, *update) : 0;
   for (const auto& [storage, state] : choices) {
@@ -475,71 +548,21 @@ void Builder::build() {
   const TrainingGraph& tg = *sg_.training;
   const size_t nf = tg.num_forward_nodes;
   const size_t nt = g_.num_tensors();
-  // Batch axis per tensor.
-  int64_t batch = 0;
-  for (size_t k = 0; k < g_.inputs.size(); ++k) {
-    const int64_t ax = k < g_.input_batch_axes.size() ? g_.input_batch_axes[k] : -1;
-    if (ax >= 0) { batch = g_.tensor(g_.inputs[k]).shape[ax]; break; }
+  if (sg_.options.facts) {
+    const StrategyGraph& f = *sg_.options.facts;
+    ALPA_CHECK(f.training == sg_.training && f.cluster == sg_.cluster, "strategy graph facts of another graph or cluster");
+    sg_.batch_dim = f.batch_dim;
+    sg_.needs_grad = f.needs_grad;
+    sg_.saved = f.saved;
+    sg_.spaces = f.spaces;
+    sg_.full_time_s = f.full_time_s;
+    sg_.forward_time_s = f.forward_time_s;
+    sg_.backward_bytes = f.backward_bytes;
+  } else {
+    compute_facts(sg_);
   }
-  sg_.batch_dim.assign(nt, -1);
-  if (batch > 0) {
-    try {
-      // Over the forward pass only: weight gradients contract the batch away.
-      Graph fwd;
-      for (const Tensor& t0 : g_.tensors()) {
-        Tensor t1 = t0;
-        t1.producer = kNoId;
-        t1.consumers.clear();
-        fwd.add_tensor(std::move(t1));
-      }
-      for (size_t i = 0; i < nf; ++i) fwd.add_node(g_.node(static_cast<NodeId>(i)));
-      fwd.inputs = g_.inputs;
-      fwd.input_batch_axes = g_.input_batch_axes;
-      fwd.loss = g_.loss;
-      fwd.finalize();
-      sg_.batch_dim = batch_dims(fwd, batch);
-    } catch (const UserError&) {
-    }
-    sg_.batch_dim.resize(nt, -1);
-  }
-  // Tensors a gradient flows back to: reachable from a parameter and reaching the loss.
-  std::vector<bool> from_param(nt, false), to_loss(nt, false);
-  for (const auto& ps : tg.parameters) from_param[ps.param] = true;
-  for (size_t i = 0; i < nf; ++i) {
-    const Node& n = g_.node(static_cast<NodeId>(i));
-    const OpInfo& info = op_info(n.kind);
-    bool any = false;
-    for (size_t k = 0; k < n.inputs.size(); ++k) any = any || (from_param[n.inputs[k]] && mask_has(info.differentiable_inputs, k));
-    if (!any) continue;
-    for (size_t o = 0; o < n.outputs.size(); ++o) if (mask_has(info.differentiable_outputs, o)) from_param[n.outputs[o]] = true;
-  }
-  if (g_.loss != kNoId) to_loss[g_.loss] = true;
-  for (size_t i = nf; i-- > 0;) {
-    const Node& n = g_.node(static_cast<NodeId>(i));
-    const OpInfo& info = op_info(n.kind);
-    bool any = false;
-    for (size_t o = 0; o < n.outputs.size(); ++o) any = any || (to_loss[n.outputs[o]] && mask_has(info.differentiable_outputs, o));
-    if (!any) continue;
-    for (size_t k = 0; k < n.inputs.size(); ++k) if (mask_has(info.differentiable_inputs, k)) to_loss[n.inputs[k]] = true;
-  }
-  sg_.needs_grad.assign(nt, false);
-  for (size_t t = 0; t < nt; ++t) sg_.needs_grad[t] = from_param[t] && to_loss[t];
-  sg_.saved.assign(nt, false);
-  for (size_t i = nf; i < g_.num_nodes(); ++i) {
-    for (TensorId t : g_.node(static_cast<NodeId>(i)).inputs) {
-      const Tensor& ten = g_.tensor(t);
-      if (ten.producer != kNoId && static_cast<size_t>(ten.producer) >= nf) continue;
-      if (ten.role == TensorRole::kParameter || ten.role == TensorRole::kOptimizerState) continue;
-      sg_.saved[t] = true;
-    }
-  }
-  // Unsharded forward+backward time per forward node.
-  NodeWork work = node_work(tg, *sg_.cluster, sg_.options.profile);
-  sg_.full_time_s = std::move(work.full_time_s);
-  sg_.forward_time_s = std::move(work.forward_time_s);
-  sg_.backward_bytes = std::move(work.backward_bytes);
-  sg_.spaces.resize(nf);
-  for (size_t i = 0; i < nf; ++i) sg_.spaces[i] = iteration_space(g_, static_cast<NodeId>(i), sg_.batch_dim);
+  slot_of_.assign(nt, nullptr);
+  for (const auto& ps : tg.parameters) slot_of_[ps.param] = &ps;
   // Parameter groups first (in tensor order), then node groups in canonical order.
   sg_.group_of_param.assign(nt, -1);
   for (const auto& ps : tg.parameters) add_param_group(ps.param);
@@ -762,6 +785,17 @@ StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& clust
   sg.costs.axis[0].profile = sg.costs.axis[1].profile = options.profile;
   sg.options = options;
   Builder(sg).build();
+  return sg;
+}
+
+std::shared_ptr<const StrategyGraph> strategy_graph_facts(const TrainingGraph& tg, const Cluster& cluster,
+                                                         const StrategyGraphOptions& options) {
+  auto sg = std::make_shared<StrategyGraph>();
+  sg->training = &tg;
+  sg->cluster = &cluster;
+  sg->options = options;
+  sg->options.facts = nullptr;
+  compute_facts(*sg);
   return sg;
 }
 

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "planner/autodiff/training_graph.h"
@@ -26,6 +27,8 @@ namespace alpa {
 enum class Method : uint8_t { kShard, kData, kZero2, kZero3, kMegatron };
 const char* method_name(Method m);
 
+struct StrategyGraph;
+
 struct StrategyGraphOptions {
   Method method = Method::kShard;
   int64_t microbatches = 1;  // gradient accumulation: per-microbatch work counts K times
@@ -37,6 +40,9 @@ struct StrategyGraphOptions {
   bool merge_followers = true;
   // Measured kernel and collective timings (alpa-plan profile); datasheet figures otherwise.
   const Profile* profile = nullptr;
+  // The view-independent facts (strategy_graph_facts) of the same training graph and cluster,
+  // computed once for the many views the inter-op pass builds; null: computed here.
+  std::shared_ptr<const StrategyGraph> facts;
 };
 
 // One strategy of one forward node (or of a parameter).
@@ -126,6 +132,11 @@ struct NodeWork {
   std::vector<int64_t> backward_bytes;
 };
 NodeWork node_work(const TrainingGraph& tg, const Cluster& cluster, const Profile* profile);
+
+// A strategy graph with only its view-independent facts filled in (batch dims, gradient and
+// saved flags, iteration spaces, unsharded times), for StrategyGraphOptions::facts.
+std::shared_ptr<const StrategyGraph> strategy_graph_facts(const TrainingGraph& tg, const Cluster& cluster,
+                                                         const StrategyGraphOptions& options);
 
 StrategyGraph build_strategy_graph(const TrainingGraph& tg, const Cluster& cluster,
                                    const MeshShape& mesh, const LogicalMesh& view,
