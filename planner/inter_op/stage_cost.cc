@@ -224,10 +224,16 @@ std::vector<LogicalMesh> views_for(const StageCostRequest& rq, const MeshShape& 
 
 int StageCostTable::best(int i, int j, int m, int64_t inflight, int64_t budget) const {
   const auto& opts = at(i, j, m);
+  const double B = static_cast<double>(microbatches);
   int best = -1;
+  double best_alone = 0;
   for (size_t k = 0; k < opts.size(); ++k) {
     if (opts[k].memory(inflight) > budget) continue;
-    if (best < 0 || opts[k].micro_s < opts[best].micro_s) best = static_cast<int>(k);
+    const double alone = B * opts[k].micro_s + opts[k].step_s;
+    if (best < 0 || alone < best_alone || (alone == best_alone && opts[k].micro_s < opts[best].micro_s)) {
+      best = static_cast<int>(k);
+      best_alone = alone;
+    }
   }
   return best;
 }
@@ -246,6 +252,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
   const int L = static_cast<int>(layers.size());
   StageCostTable table;
   table.layers = L;
+  table.microbatches = rq.microbatches;
   table.meshes = rq.meshes;
   for (const MeshShape& m : rq.meshes) table.views.push_back(views_for(rq, m));
   table.options.resize(static_cast<size_t>(L) * (L + 1) * rq.meshes.size());
@@ -356,11 +363,13 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
       rq.progress(d, 2 * tasks.size());
     }
   });
-  // Phase 2: memory-bound solves where no view's unconstrained sharding fits, on the view with
-  // the fastest unconstrained sharding only, and only for stages that can still beat the bound.
-  // Two in-flight counts: one microbatch (the last stage) and the most any position of the range
-  // can hold; positions in between take whichever fits.
-  struct Item { size_t rep; int64_t inflight; };
+  // Phase 2: memory-bound solves, on the view with the fastest unconstrained sharding only, and
+  // only for stages that can still beat the bound: without recomputation where no option without
+  // it fits, with recomputation where no option with it fits — each only while the options that
+  // do fit are slower than that view's unconstrained sharding (a memory-bound solve cannot beat
+  // it). Two in-flight counts: one microbatch (the last stage) and the most any position of the
+  // range can hold; positions in between take whichever fits.
+  struct Item { size_t rep; int64_t inflight; bool plain, remat; };
   std::vector<std::vector<Item>> items(tasks.size());
   for (size_t m = 0; m < rq.meshes.size(); ++m) {
     for (size_t k = 0; k < reps.size(); ++k) {
@@ -373,12 +382,19 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
       std::vector<int64_t> counts = {1};
       if (cap[k] > 1) counts.push_back(cap[k]);
       for (int64_t c : counts) {
-        bool fits = false;
-        for (size_t t = 0; t < tasks.size() && !fits; ++t) {
+        bool plain_fits = false, remat_fits = false;
+        double best_fit = std::numeric_limits<double>::infinity();
+        for (size_t t = 0; t < tasks.size(); ++t) {
           if (tasks[t].mesh != static_cast<int>(m)) continue;
-          for (const StageOption& o : found[t][k]) fits = fits || o.memory(c) <= rq.budget_bytes;
+          for (const StageOption& o : found[t][k]) {
+            if (o.memory(c) > rq.budget_bytes) continue;
+            (o.remat ? remat_fits : plain_fits) = true;
+            best_fit = std::min(best_fit, o.micro_s);
+          }
         }
-        if (!fits) items[best_t].push_back({k, c});
+        if (unconstrained[best_t][k]->micro_s >= best_fit) continue;
+        const bool plain = allow_plain && !plain_fits, remat = allow_remat && !remat_fits;
+        if (plain || remat) items[best_t].push_back({k, c, plain, remat});
       }
     }
   }
@@ -394,11 +410,12 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
         const int64_t s = it.inflight;
         const auto [i, j] = reps[k];
         const std::vector<bool> in = stage_groups(vg, i, j);
-        auto fits = [&] {
-          for (const StageOption& o : found[t][k]) if (o.memory(s) <= rq.budget_bytes) return true;
+        auto fits = [&](bool remat) {
+          for (const StageOption& o : found[t][k]) {
+            if (o.remat == remat && o.memory(s) <= rq.budget_bytes) return true;
+          }
           return false;
         };
-        if (fits()) continue;
         const StageOption& u = *unconstrained[t][k];  // this view's sharding without a limit
         const auto tc = std::chrono::steady_clock::now();
         // Solves with activations weighted by `weight` within `lin` bytes, tightened by the
@@ -419,9 +436,9 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
           }
         };
         // Without recomputation: activations of `s` microbatches count.
-        if (allow_plain) bounded(s, rq.budget_bytes - u.temp_bytes, false);
+        if (it.plain && !fits(false)) bounded(s, rq.budget_bytes - u.temp_bytes, false);
         // Recomputation keeps layer inputs only: parameters and state within what is left.
-        if (allow_remat && !fits()) {
+        if (it.remat && !fits(true)) {
           bounded(0, rq.budget_bytes - u.temp_bytes - s * u.input_bytes - u.layer_act_bytes, true);
         }
         if (debug) {

@@ -87,7 +87,10 @@ struct StageCostTable {
   const std::vector<StageOption>& at(int i, int j, int m) const {
     return options[(static_cast<size_t>(i) * (layers + 1) + j) * meshes.size() + m];
   }
-  // The fastest option that fits `budget` with `inflight` microbatches alive; -1 if none.
+  int64_t microbatches = 1;
+  // The option that fits `budget` with `inflight` microbatches alive and is fastest for the
+  // whole step on its own (microbatches × its time per microbatch + its once-per-step part: a
+  // ZeRO-like sharding can save a little per microbatch and cost much more per step); -1 if none.
   int best(int i, int j, int m, int64_t inflight, int64_t budget) const;
 };
 

@@ -367,5 +367,40 @@ TEST(PipelineSearch, LowerBoundPruningNeverLosesTheOptimum) {
   EXPECT_GT(skipped, 0) << "the bound never pruned anything: the test does not exercise it";
 }
 
+TEST(PipelineSearch, AutoMatchesTheShardParallelPlanUnderTightMemory) {
+  // The one-stage sharding the intra-op search finds (every view, exact knapsack) is in auto's
+  // space: under budgets where only recomputation or memory-bound shardings fit, auto must reach
+  // it too (within the greedy knapsack's slack), not settle for a recomputing option.
+  const Graph& g = model("gpt_test", 8);
+  const Cluster cl = load_cluster("builtin:p3.16xlarge:1");
+  int compared = 0;
+  for (int64_t budget : {int64_t{3} << 20, int64_t{4} << 20, int64_t{6} << 20, int64_t{10} << 20}) {
+    SCOPED_TRACE("budget " + std::to_string(budget));
+    SearchRequest sq;
+    sq.forward = &g;
+    sq.model_name = "gpt_test.onnx";
+    sq.global_batch = 8;
+    sq.microbatches = 2;
+    sq.cluster = &cl;
+    sq.cluster_label = "p3.16xlarge:1";
+    sq.memory_budget_bytes = budget;
+    sq.precision.compute = DType::kFloat16;  // alpa-plan's defaults on a V100 cluster
+    sq.optimizer.kind = OptimizerKind::kAdam;
+    sq.threads = 2;
+    const SearchResult shard = search_shard_parallel(sq);
+    PipelineRequest rq = request(g, cl, 2);
+    rq.microbatches = 2;
+    rq.memory_budget_bytes = budget;
+    rq.precision.compute = DType::kFloat16;
+    rq.optimizer.kind = OptimizerKind::kAdam;
+    const PipelineResult r = search_pipeline(rq);
+    if (!shard.found) continue;
+    ASSERT_TRUE(r.found) << r.diagnosis;
+    EXPECT_LE(r.plan.estimate.iteration_time_s, shard.plan.estimate.iteration_time_s * 1.01);
+    ++compared;
+  }
+  EXPECT_GE(compared, 2);
+}
+
 }  // namespace
 }  // namespace alpa
