@@ -277,27 +277,123 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
   }
   // Without a memory row the sub-problem is a pure sum of per-group and per-edge costs: exact
   // variable elimination, unless its graph is too wide (then the ILP).
-  if (mem_cap < 0) {
-    MinSumProblem ms;
-    ms.unary = objective;
-    for (int k : inner) {
-      const EdgeRef& e = p.edges[k];
-      MinSumProblem::Pair q;
-      q.a = local[e.from];
-      q.b = local[e.to];
-      const size_t na = cost[q.a].size(), nb = cost[q.b].size();
-      q.cost.resize(na * nb);
-      for (size_t a = 0; a < na; ++a) {
-        for (size_t b = 0; b < nb; ++b) q.cost[a * nb + b] = e.at(static_cast<int>(a), static_cast<int>(b));
+  MinSumProblem ms;
+  ms.unary = objective;
+  for (int k : inner) {
+    const EdgeRef& e = p.edges[k];
+    MinSumProblem::Pair q;
+    q.a = local[e.from];
+    q.b = local[e.to];
+    const size_t na = cost[q.a].size(), nb = cost[q.b].size();
+    q.cost.resize(na * nb);
+    for (size_t a = 0; a < na; ++a) {
+      for (size_t b = 0; b < nb; ++b) q.cost[a * nb + b] = e.at(static_cast<int>(a), static_cast<int>(b));
+    }
+    ms.pairs.push_back(std::move(q));
+  }
+  std::optional<MinSumResult> unpriced = minimize_min_sum(ms);
+  if (unpriced && mem_cap < 0) {
+    res.feasible = true;
+    res.choice = std::move(unpriced->choice);
+    finish_choice(res);
+    return res;
+  }
+  if (unpriced && !options.exact_knapsack) {
+    // Under a memory cap, fast and near-optimal (the inter-op pass's stage solves): the cheapest
+    // choice under a memory price, the price bisected to the smallest that fits the cap (memory
+    // falls as the price rises). Exact when the unconstrained choice fits.
+    auto solve_at = [&](double price) {
+      SubResult r;
+      MinSumProblem priced = ms;
+      for (size_t i = 0; i < n; ++i) {
+        for (size_t s = 0; s < priced.unary[i].size(); ++s) priced.unary[i][s] += price * static_cast<double>(p.memory[subset[i]][s]);
       }
-      ms.pairs.push_back(std::move(q));
+      std::optional<MinSumResult> m = minimize_min_sum(priced);
+      ALPA_CHECK(m.has_value(), "variable elimination refused a problem it solved unpriced");
+      r.feasible = true;
+      r.choice = std::move(m->choice);
+      finish_choice(r);
+      return r;
+    };
+    SubResult best;
+    best.choice = unpriced->choice;
+    best.feasible = true;
+    finish_choice(best);
+    if (best.memory <= mem_cap) return best;
+    SubResult fits;
+    auto keep = [&](SubResult r) {
+      if (r.memory <= mem_cap && (!fits.feasible || r.cost < fits.cost)) fits = std::move(r);
+    };
+    const double base = std::max(std::abs(best.cost), 1e-30) / static_cast<double>(std::max<int64_t>(1, best.memory - min_mem));
+    double lo = 0, hi = base;
+    int rises = 0;
+    for (SubResult r = solve_at(hi); r.memory > mem_cap && rises < 40; r = solve_at(hi), ++rises) {
+      lo = hi;
+      hi *= 4;
     }
-    if (std::optional<MinSumResult> m = minimize_min_sum(ms)) {
-      res.feasible = true;
-      res.choice = std::move(m->choice);
-      finish_choice(res);
-      return res;
+    keep(solve_at(hi));
+    for (int step = 0; step < 24 && fits.feasible; ++step) {
+      const double mid = lo > 0 ? std::sqrt(lo * hi) : hi / 4;
+      SubResult r = solve_at(mid);
+      if (r.memory <= mem_cap) {
+        hi = mid;
+        keep(std::move(r));
+      } else {
+        lo = mid;
+      }
     }
+    if (fits.feasible) {
+      // Then single-group moves that lower the cost within the cap, best first, while any helps
+      // (the price's choice can leave memory unused).
+      std::vector<std::vector<int>> around(n);  // per group: inner edges at it
+      for (size_t q = 0; q < inner.size(); ++q) {
+        around[local[p.edges[inner[q]].from]].push_back(inner[q]);
+        around[local[p.edges[inner[q]].to]].push_back(inner[q]);
+      }
+      auto group_cost = [&](size_t i, int s, const std::vector<int>& ch) {
+        double c = cost[i][s];
+        for (int k : around[i]) {
+          const EdgeRef& e = p.edges[k];
+          const int a = local[e.from] == static_cast<int>(i) ? s : ch[local[e.from]];
+          const int b = local[e.to] == static_cast<int>(i) ? s : ch[local[e.to]];
+          c += e.at(a, b);
+        }
+        return c;
+      };
+      for (int round = 0; round < 64; ++round) {
+        double best_gain = 0;
+        size_t bi = 0;
+        int bs = -1;
+        for (size_t i = 0; i < n; ++i) {
+          const int cur = fits.choice[i];
+          const double now = group_cost(i, cur, fits.choice);
+          const auto& m = p.memory[subset[i]];
+          for (int s = 0; s < static_cast<int>(cost[i].size()); ++s) {
+            if (s == cur || fits.memory - m[cur] + m[s] > mem_cap) continue;
+            const double gain = now - group_cost(i, s, fits.choice);
+            if (gain > best_gain * (1 + 1e-12) + 1e-300) { best_gain = gain; bi = i; bs = s; }
+          }
+        }
+        if (bs < 0) break;
+        fits.choice[bi] = bs;
+        fits.cost = 0;
+        fits.memory = 0;
+        finish_choice(fits);
+      }
+      fits.proven_optimal = false;
+      return fits;
+    }
+    // No price found a fitting choice: the leanest strategy per group (feasible: min_mem fits).
+    SubResult lean;
+    lean.feasible = true;
+    lean.proven_optimal = false;
+    lean.choice.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const auto& m = p.memory[subset[i]];
+      lean.choice[i] = static_cast<int>(std::min_element(m.begin(), m.end()) - m.begin());
+    }
+    finish_choice(lean);
+    return lean;
   }
   double max_cost = 0;
   for (const auto& v : objective) for (double c : v) max_cost = std::max(max_cost, std::abs(c));

@@ -37,9 +37,10 @@ struct SolveOptions {
   bool decompose = true;            // false: the whole graph as one ILP (the baseline)
   size_t hub_degree = 6;            // groups with this many neighbours are enumerated (hubs)
   std::shared_ptr<SolveCache> cache;  // optional: reuse results of earlier calls on this graph
-  // Under a binding budget, the knapsack over the components' fronts is solved exactly (CBC);
-  // false takes its greedy point (feasible, near-optimal, much faster): the inter-op pass's
-  // thousands of stage solves.
+  // Under a binding budget, the knapsack over the components' fronts is solved exactly (CBC) and
+  // so are memory-capped sub-problems too large to enumerate; false takes the knapsack's greedy
+  // point and the capped sub-problem's best point under a bisected memory price (feasible,
+  // near-optimal, much faster): the inter-op pass's thousands of stage solves.
   bool exact_knapsack = true;
   const SubGraphEdges* sub_graph = nullptr;  // see SubGraphEdges
 };

@@ -685,6 +685,7 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
   std::mt19937_64 rng(20240611);
   const int64_t max_combos = 60000;
   int cases = 0, binding = 0, tried = 0, decomposed = 0;
+  double worst_fast = 1;
   double total_combos = 0;
   while (cases < 24) {
     ASSERT_LT(++tried, 400) << "too few random graphs small enough for brute force";
@@ -723,6 +724,18 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
     expect_near(d.objective, bf.objective, "decomposed search against brute force");
     if (budget > 0) { EXPECT_LE(d.memory_bytes, budget); }
     if (d.hubs > 0) ++decomposed;
+    // The inter-op pass's fast mode (greedy knapsack; capped sub-problems by a bisected memory
+    // price) on the whole graph: always feasible when anything is, never below the optimum, the
+    // optimum itself when the budget does not bind.
+    SolveOptions fast = so;
+    fast.exact_knapsack = false;
+    fast.decompose = false;
+    const SolveResult f = solve_strategy_graph(sg, fast);
+    ASSERT_TRUE(f.feasible);
+    if (budget > 0) { EXPECT_LE(f.memory_bytes, budget); }
+    EXPECT_GE(f.objective, bf.objective * (1 - 1e-9));
+    if (budget == 0) expect_near(f.objective, bf.objective, "fast mode without a binding budget");
+    worst_fast = std::max(worst_fast, f.objective / bf.objective);
     if (budget > 0) {
       EXPECT_LE(ilp.memory_bytes, budget);
     }
@@ -737,6 +750,7 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
     ++cases;
   }
   EXPECT_GE(binding, 6) << "memory budgets that bind";
+  std::printf("fast mode: at most %.4fx the optimum over %d cases\n", worst_fast, cases);
   EXPECT_GE(decomposed, 10) << "cases the decomposition (hubs + components) actually split";
   std::cout << decomposed << " of " << cases << " cases decomposed\n";
   std::cout << cases << " random graphs, " << binding << " under a binding budget, " << total_combos
