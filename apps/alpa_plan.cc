@@ -261,7 +261,7 @@ int run_pipeline_search(const SearchFlags& f) {
   }
   std::printf("  memory/dev          peak %s (most loaded stage)\n", alpa::format_bytes(static_cast<double>(p.estimate.memory.peak_bytes)).c_str());
   if (f.explain > 0) {
-    std::printf("alternatives (best %d):\n", f.explain);
+    std::printf("the plan and the %d best alternatives:\n", f.explain);
     int shown = 0;
     for (const alpa::PipelineCandidate& c : r.candidates) {
       if (shown++ > f.explain) break;

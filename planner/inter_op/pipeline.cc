@@ -541,9 +541,15 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
 
 std::string diagnose(const Context& cx, const std::vector<Evaluated>& tried) {
   std::string out = "no plan fits in " + format_bytes(static_cast<double>(cx.budget)) + " per device";
-  // The leanest way to run the whole model: every layer on every device, one microbatch alive.
-  for (auto it = tried.rbegin(); it != tried.rend(); ++it) {
-    if (!it->training) continue;
+  // The leanest way to run the whole model: every layer on every device, one microbatch alive,
+  // with the most microbatches tried (the smallest activations).
+  std::vector<const Evaluated*> order;
+  for (const Evaluated& ev : tried) {
+    if (ev.training) order.push_back(&ev);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [](const Evaluated* a, const Evaluated* b) { return a->microbatches > b->microbatches; });
+  for (const Evaluated* it : order) {
     const Evaluated& ev = *it;
     StageCostRequest sr = base_request(cx, ev);
     const Cluster& cl = *cx.rq.cluster;

@@ -551,7 +551,7 @@ TEST_F(PipelineCli, AutoSearchWritesAValidHierarchicalPlan) {
   ASSERT_EQ(auto_.exit_code, 0) << auto_.err;
   EXPECT_NE(auto_.out.find("method auto"), std::string::npos) << auto_.out;
   EXPECT_NE(auto_.out.find("stage  layers"), std::string::npos) << auto_.out;
-  EXPECT_NE(auto_.out.find("alternatives (best 3):"), std::string::npos) << auto_.out;
+  EXPECT_NE(auto_.out.find("the plan and the 3 best alternatives:"), std::string::npos) << auto_.out;
   ASSERT_TRUE(schema_valid(path_));
   const Json j = Json::parse(read_text(path_));
   ASSERT_TRUE(j.contains("pipeline"));
