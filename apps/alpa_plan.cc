@@ -259,6 +259,13 @@ int run_pipeline_search(const SearchFlags& f) {
     const double tf = 3 * flops / std::max(1e-30, p.estimate.iteration_time_s) / static_cast<double>(cluster.num_devices()) / 1e12;
     std::printf("  model TFLOP/s/dev   %.3g\n", tf);
   }
+  {
+    std::string comm;
+    for (const auto& [kind, bytes] : p.estimate.communication_bytes) {
+      if (bytes > 0) comm += (comm.empty() ? "" : ", ") + kind + " " + alpa::format_bytes(bytes);
+    }
+    std::printf("  communication/dev   %s (busiest stage; transfers between stages in the plan)\n", comm.empty() ? "none" : comm.c_str());
+  }
   std::printf("  memory/dev          peak %s (most loaded stage)\n", alpa::format_bytes(static_cast<double>(p.estimate.memory.peak_bytes)).c_str());
   if (f.explain > 0) {
     std::printf("the plan and the %d best alternatives:\n", f.explain);

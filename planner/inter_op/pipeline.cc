@@ -446,6 +446,18 @@ StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, con
   return f;
 }
 
+// The bytes each device of a stage sends per step, per collective kind (the plan's estimate
+// reports the busiest stage's; transfers between stages are listed separately).
+std::map<std::string, double> stage_bytes(const StrategyGraph& sg, const std::vector<int>& choice, int64_t first,
+                                          int64_t end, const std::vector<bool>& in_stage) {
+  std::map<std::string, double> out;
+  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) out[kind] = 0;
+  for (const CommEvent& e : communication(sg, choice, first, end, in_stage)) {
+    out[std::string(collective_name(e.step.kind))] += e.step.bytes_per_device * e.count;
+  }
+  return out;
+}
+
 void account_stage(PlanEstimate& e, double& busiest, const StageFigures& f, double micro_s, int64_t B, double step_s) {
   const double step_total = micro_s * static_cast<double>(B) + step_s;
   if (step_total > busiest) {
@@ -504,7 +516,9 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     });
     const StageFigures f = stage_figures(tg, *sh.graph, cs, sh.in_stage, first, end, sc.option, sc.inflight);
     st.memory = f.memory;
+    const double before = busiest;
     account_stage(p.estimate, busiest, f, sc.micro_s, ev.microbatches, sc.option.step_s);
+    if (busiest != before) p.estimate.communication_bytes = stage_bytes(*sh.graph, sh.choice, first, end, sh.in_stage);
     pl.stages.push_back(std::move(st));
   }
   // Transfers: every forward tensor read by a later stage than the one producing it.
@@ -532,7 +546,6 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
   pl.bubble_time_s = ev.bubble;
   pl.step_tail_s = ev.tail;
   p.pipeline = std::move(pl);
-  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) p.estimate.communication_bytes[kind] = 0;
   p.estimate.iteration_time_s = ev.total;
   p.estimate.throughput_samples_per_s = ev.total > 0 ? static_cast<double>(rq.global_batch) / ev.total : 0;
   p.solver.ilps_solved = ev.solves;
@@ -916,7 +929,9 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     }
     micros.push_back(micro);
     steps.push_back(o.step_s);
+    const double before = busiest;
     account_stage(out.estimate, busiest, f, micro, B, o.step_s);
+    if (busiest != before) out.estimate.communication_bytes = stage_bytes(sg, sh.choice, first, end, sh.in_stage);
   }
   const Totals totals = pipeline_totals(micros, steps, B);
   out.pipeline.busy_time_s = totals.busy;
@@ -924,7 +939,6 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
   out.pipeline.step_tail_s = totals.tail;
   out.estimate.iteration_time_s = totals.total;
   out.estimate.throughput_samples_per_s = static_cast<double>(plan.global_batch) / out.estimate.iteration_time_s;
-  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) out.estimate.communication_bytes[kind] = 0;
   for (PlanTransfer& t : out.pipeline.transfers) t.time_s = transfer_time(cl, t.bytes);
   return out;
 }

@@ -878,6 +878,11 @@ EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choi
 }
 
 std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice) {
+  return communication(sg, choice, 0, static_cast<int64_t>(sg.group_of_node.size()), std::vector<bool>(sg.groups.size(), true));
+}
+
+std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice, int64_t first,
+                                     int64_t end, const std::vector<bool>& in_groups) {
   const Graph& g = sg.training->graph;
   const ChosenSpecs cs = chosen_specs(sg, choice);
   const double K = static_cast<double>(sg.options.microbatches);
@@ -887,13 +892,19 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
   };
   for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
     const Group& grp = sg.groups[gi];
-    if (grp.is_parameter) add(grp.parameter, "optimizer", grp.param_strategy[choice[gi]].comms, 1);
+    if (grp.is_parameter && in_groups[gi]) add(grp.parameter, "optimizer", grp.param_strategy[choice[gi]].comms, 1);
   }
-  for (size_t i = 0; i < sg.group_of_node.size(); ++i) {
+  for (int64_t i = first; i < end; ++i) {
     const Node& n = g.node(static_cast<NodeId>(i));
     const NodeStrategy& c = *cs.node[i];
     add(n.outputs.empty() ? kNoId : n.outputs[0], n.name, c.comms, K);
     for (size_t k = 0; k < n.inputs.size(); ++k) {
+      const TensorId t = n.inputs[k];
+      const int producer = sg.group_of_param[t] >= 0 ? sg.group_of_param[t]
+                           : g.tensor(t).producer != kNoId && static_cast<size_t>(g.tensor(t).producer) < sg.group_of_node.size()
+                               ? sg.group_of_node[g.tensor(t).producer]
+                               : -1;
+      if (producer >= 0 && !in_groups[producer]) continue;  // another stage's tensor: a transfer
       const EdgeReshards e = edge_reshards(sg, choice, cs, static_cast<NodeId>(i), k);
       if (!e.planned) continue;
       add(n.inputs[k], "forward", e.forward.steps, K * (e.forward_again ? 2 : 1));

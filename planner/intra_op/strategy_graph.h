@@ -185,6 +185,10 @@ EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choi
 // Every collective a choice performs, recomputed tensor by tensor from the chosen specs (not
 // from the ILP's matrices): what the estimate reports and the checker sums.
 std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice);
+// The same for a pipeline stage: forward nodes [first, end), their inputs produced inside the
+// stage's groups (`in_groups`; tensors from other stages are transfers), its parameters.
+std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice, int64_t first,
+                                     int64_t end, const std::vector<bool>& in_groups);
 
 // Objective of a full choice (one strategy index per group), recomputed from scratch: the
 // independent check of the solver's objective.

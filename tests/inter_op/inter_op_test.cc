@@ -279,6 +279,10 @@ TEST(PipelineSearch, PlanIsConsistentAndRoundTrips) {
   }
   EXPECT_EQ(next, 4);
   EXPECT_EQ(devices.size(), 8u);
+  // The estimate's communication (the busiest stage's devices') has every kind.
+  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) {
+    EXPECT_EQ(p.estimate.communication_bytes.count(kind), 1u) << kind;
+  }
   const double B = static_cast<double>(p.microbatches);
   EXPECT_NEAR(p.estimate.iteration_time_s, sum + (B - 1) * slowest + tail, 1e-12 * p.estimate.iteration_time_s);
   EXPECT_NEAR(pl.busy_time_s + pl.bubble_time_s + pl.step_tail_s, p.estimate.iteration_time_s, 1e-12 * p.estimate.iteration_time_s);
@@ -309,6 +313,9 @@ TEST(PipelineSearch, MegatronBaselineUsesItsConfiguration) {
     EXPECT_EQ(st.method, "megatron");
     EXPECT_EQ(st.end_layer - st.first_layer, 1);
   }
+  // Every stage is tensor- and data-parallel: the estimate (the busiest stage's devices) counts
+  // the activation all-reduces and gradient synchronisation.
+  EXPECT_GT(r.plan.estimate.communication_bytes.at("all_reduce"), 0);
   // A wrong product of sizes is a user error.
   rq.dp = 3;
   EXPECT_THROW(search_pipeline(rq), UserError);
