@@ -1,11 +1,15 @@
 #include "planner/spmd/lowering.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
 #include "planner/common/error.h"
+#include "planner/common/format.h"
 #include "planner/graph/shape_inference.h"
 #include "planner/intra_op/search.h"
 
@@ -13,9 +17,59 @@ namespace alpa {
 namespace {
 
 constexpr const char* kWhatRuns =
-    "alpa-run executes batch-parallel plans in this version (every activation split only along its "
-    "batch dim; parameters and optimizer state replicated or sharded as ZeRO does); plans that "
-    "shard operators are searched and costed but not executed yet";
+    "alpa-run executes batch-parallel plans (parameters and optimizer state replicated or sharded "
+    "as ZeRO does) and tensor parallelism of element-wise ops, contractions and reductions in this "
+    "version; plans that split other operators are searched and costed but not executed yet";
+
+// Operators whose kernels run unchanged on a block of any of their dims: element-wise ops,
+// contractions (a split contraction dim leaves a partial sum, reduced after the node),
+// reductions (likewise) and the few layout ops below.
+bool runs_on_blocks(const Node& n) {
+  const OpFamily f = op_info(n.kind).family;
+  // Softmax and normalization over an unsplit axis (a split one exchanges statistics, refused
+  // below); transposes; reshapes, whose target the lowering rewrites to the local block.
+  return f == OpFamily::kElementwise || f == OpFamily::kContraction || f == OpFamily::kReduction ||
+         f == OpFamily::kSoftmax || f == OpFamily::kNormalization || n.kind == OpKind::kTranspose ||
+         n.kind == OpKind::kReshape;
+}
+
+DimSharding sharding_of_axes(AxisMask axes) {
+  if (axes == (kAxis0 | kAxis1)) return DimSharding::kS01;
+  if (axes == kAxis0) return DimSharding::kS0;
+  if (axes == kAxis1) return DimSharding::kS1;
+  return DimSharding::kR;
+}
+
+// The local target of a reshape whose input is a block of the global one: dims are grouped as
+// the reshape merges and splits them (contiguous, row-major); a group whose leading input dim is
+// split keeps contiguous blocks, so its leading output dim is split the same number of ways.
+// Nothing when the block is not contiguous in the output.
+std::optional<Shape> local_reshape_target(const Shape& gin, const Shape& lin, const Shape& gout) {
+  Shape out = gout;
+  size_t i = 0, j = 0;
+  while (i < gin.size() || j < gout.size()) {
+    const size_t i0 = i, j0 = j;
+    int64_t pi = 1, po = 1;
+    if (i < gin.size()) pi *= gin[i++];
+    if (j < gout.size()) po *= gout[j++];
+    while (pi != po) {
+      if (pi < po && i < gin.size()) pi *= gin[i++];
+      else if (po < pi && j < gout.size()) po *= gout[j++];
+      else return std::nullopt;
+    }
+    int64_t ratio = 1;
+    for (size_t d = i0; d < i; ++d) {
+      if (gin[d] == lin[d]) continue;
+      if (d != i0 || lin[d] <= 0 || gin[d] % lin[d] != 0) return std::nullopt;
+      ratio = gin[d] / lin[d];
+    }
+    if (ratio > 1) {
+      if (j0 >= gout.size() || gout[j0] % ratio != 0) return std::nullopt;
+      out[j0] = gout[j0] / ratio;
+    }
+  }
+  return out;
+}
 
 std::string quoted_path(const char* section, const std::string& name) {
   return std::string("/") + section + "/\"" + name + "\"";
@@ -44,8 +98,12 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
       const int l = st.axis_letter[ax];
       if (l == kNoLetter || sg.costs.axis_size(ax) == 1) continue;
       if (!sp.letters[static_cast<size_t>(l)].is_batch) {
-        throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
-                        "\"" + st.name + "\" splits a non-batch dim over mesh axis " + std::to_string(ax) + "; " + kWhatRuns);
+        if (!runs_on_blocks(g.node(static_cast<NodeId>(i)))) {
+          throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
+                          "\"" + st.name + "\" splits a non-batch dim of a " + std::string(op_name(g.node(static_cast<NodeId>(i)).kind)) +
+                              " over mesh axis " + std::to_string(ax) + "; " + kWhatRuns);
+        }
+        continue;  // tensor parallelism
       }
       axes |= static_cast<AxisMask>(1u << ax);
     }
@@ -75,7 +133,16 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
       const bool mean_loss = n.kind == OpKind::kSoftmaxCrossEntropyLoss && o == 0 &&
                              (!n.attrs.has("reduction") || n.attrs.get_string("reduction") == "mean");
       const bool mean = n.kind == OpKind::kReduceMean;
-      if (!(mean_loss || mean) || st.scatter_dim >= 0) {
+      // A sum over a split non-batch letter (a row-parallel contraction, a reduction over a
+      // split dim): the partial results add up to the whole, reduced right after the node.
+      bool over_model_dims = true;
+      for (int ax = 0; ax < 2; ++ax) {
+        if (!(st.out_partial[o] & (1u << ax))) continue;
+        const int l = st.axis_letter[ax];
+        over_model_dims = over_model_dims && l != kNoLetter && !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch;
+      }
+      const bool sum = over_model_dims && !mean && !mean_loss && op_info(n.kind).family != OpFamily::kLoss;
+      if (!(mean_loss || mean || sum) || st.scatter_dim >= 0) {
         throw UserError(src, quoted_path("strategies", n.name),
                         "\"" + st.name + "\" leaves output '" + t.name + "' a partial sum over the split batch, which only "
                         "the mean SoftmaxCrossEntropyLoss and ReduceMean do in this version; " + kWhatRuns);
@@ -84,17 +151,28 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
       output_steps += r.steps.size();
       double scale = 1;
       if (mean) {
-        int64_t ways = plan.microbatches;
+        // The kernel divides by its local count: the partial means sum to the mean times the
+        // blocks over every split axis. The backward's 1/count is a constant of the rank's
+        // graph, rebuilt for its batch block only: scaled by the batch blocks alone.
+        int64_t ways = plan.microbatches, batch_ways = plan.microbatches;
         for (int ax = 0; ax < 2; ++ax) {
-          if (st.out_partial[o] & (1u << ax)) ways *= sg.costs.axis_size(ax);
+          if (!(st.out_partial[o] & (1u << ax))) continue;
+          ways *= sg.costs.axis_size(ax);
+          const int l = st.axis_letter[ax];
+          if (l != kNoLetter && sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) batch_ways *= sg.costs.axis_size(ax);
         }
         scale = 1.0 / static_cast<double>(ways);
-        out.mean_scale[{static_cast<NodeId>(i), 0}] = scale;
+        out.mean_scale[{static_cast<NodeId>(i), 0}] = 1.0 / static_cast<double>(batch_ways);
       }
       out.output_reductions.push_back({t.name, std::move(r), scale});
     }
     for (size_t k = output_steps; k < st.comms.size(); ++k) {
       const CollectiveStep& step = st.comms[k];
+      const int l = st.axis_letter[step.axis];
+      if (l != kNoLetter && !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) {
+        throw UserError(src, quoted_path("strategies", n.name),
+                        "\"" + st.name + "\" exchanges statistics over a split non-batch dim; " + kWhatRuns);
+      }
       out.stats[i].push_back(step);
       if (step.kind != Collective::kAllReduce) {
         throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
@@ -103,10 +181,6 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     }
   }
   for (const CommEvent& ev : communication(sg, choice)) {
-    if (ev.where == "forward" && !param_like(sg, ev.tensor)) {
-      throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name),
-                      std::string("is resharded (") + std::string(collective_name(ev.step.kind)) + ") before a node reads it; " + kWhatRuns);
-    }
     if (ev.step.kind == Collective::kAllToAll) {
       throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name), std::string("is resharded with an all-to-all; ") + kWhatRuns);
     }
@@ -205,20 +279,47 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
 
   std::map<std::pair<NodeId, size_t>, TensorId> contribution;
   for (const GradEdge& e : tg.grad_edges) contribution[{e.node, e.input}] = e.grad;
-  std::map<TensorId, TensorId> reduced;  // contribution → its reduced tensor
+  std::set<std::pair<TensorId, std::string>> reduced;  // (contribution, producer it is converted for)
   const size_t original_nodes = g.num_nodes();
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
     const Node& n = pg.node(static_cast<NodeId>(i));
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       const TensorId t = n.inputs[k];
       const EdgeReshards e = edge_reshards(sg, choice, cs, static_cast<NodeId>(i), k);
-      if (!e.planned) continue;
       const NodeStrategy& st = *cs.node[i];
+      // The backward nodes of this node read its input as it did.
+      auto rewire_backward = [&](TensorId from, TensorId to) {
+        for (size_t b = tg.num_forward_nodes; b < original_nodes; ++b) {
+          if (g.node(static_cast<NodeId>(b)).derived_from == n.name) rewire(static_cast<NodeId>(b), from, to);
+        }
+      };
+      if (!e.planned) {
+        // Data, labels and constants are loaded whole but for the rank's batch block; a node
+        // that reads a block of other dims takes it locally.
+        const Tensor& ten = pg.tensor(t);
+        if (st.in[k].dims.size() != ten.shape.size()) continue;
+        ShardingSpec loaded = ShardingSpec::replicated(ten.shape.size());
+        const int bd = sg.batch_dim[static_cast<size_t>(t)];
+        if (bd >= 0 && ten.producer == kNoId && ten.role != TensorRole::kConstant) {
+          loaded.dims[static_cast<size_t>(bd)] = sharding_of_axes(low.batch_axes);
+        }
+        if (loaded == st.in[k]) continue;
+        const ReshardResult r = reshard(loaded, 0, st.in[k], ten.shape, ten.dtype, sg.costs);
+        ALPA_CHECK(r.steps.empty(), "input '" + ten.name + "' of '" + n.name + "' would need communication to load");
+        const TensorId sliced = add_reshard(t, t, loaded, 0, st.in[k], ten.name + "@" + n.name, false, false, 1.0);
+        rewire(static_cast<NodeId>(i), t, sliced);
+        rewire_backward(t, sliced);
+        continue;
+      }
       const ShardingSpec& produced = cs.tensor[static_cast<size_t>(t)];
-      // Forward: a parameter (or a tensor computed from parameters) gathered for this node, and
-      // again for its backward when that reads it.
-      if (!e.forward.steps.empty() || e.forward.local_slice) {
-        ALPA_CHECK(e.param_like, "forward resharding of an activation in a batch-parallel plan");
+      // Forward: an activation resharded for this node (tensor parallelism), or a parameter (or a
+      // tensor computed from parameters) gathered for it, and again for its backward when that
+      // reads it.
+      if ((!e.forward.steps.empty() || e.forward.local_slice) && !e.param_like) {
+        const TensorId fwd = add_reshard(t, t, produced, 0, st.in[k], pg.tensor(t).name + "@" + n.name, false, false, 1.0);
+        rewire(static_cast<NodeId>(i), t, fwd);
+        rewire_backward(t, fwd);
+      } else if (!e.forward.steps.empty() || e.forward.local_slice) {
         const std::string base = pg.tensor(t).name + "@" + n.name;
         const TensorId fwd = add_reshard(t, t, produced, 0, st.in[k], base, false, false, 1.0);
         rewire(static_cast<NodeId>(i), t, fwd);
@@ -252,13 +353,22 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       ALPA_CHECK(it != contribution.end(), "the plan reduces a gradient of '" + pg.tensor(t).name + "' from '" + n.name +
                                                "' that the training graph does not compute");
       const TensorId c = it->second;
-      ALPA_CHECK(reduced.count(c) == 0, "one gradient contribution '" + pg.tensor(c).name + "' serves two edges");
+      // One contribution can serve several inputs (an Add passes its output's gradient to both):
+      // only the backward of this input's producer (its gradient sum, its own backward) reads
+      // the converted one.
+      const NodeId producer = pg.tensor(t).producer;
+      const std::string owner = producer == kNoId ? std::string() : pg.node(producer).name;
+      ALPA_CHECK(reduced.insert({c, owner}).second,
+                 "one gradient contribution '" + pg.tensor(c).name + "' serves two edges from '" + owner + "'");
       const std::string name = g.tensor(c).name;
-      g.tensor(c).name = name + "/partial";
-      const TensorId r = add_reshard(c, c, st.in[k], st.in_grad_partial[k], target, name,
+      const bool shared = std::count_if(tg.grad_edges.begin(), tg.grad_edges.end(), [&](const GradEdge& x) { return x.grad == c; }) > 1;
+      if (!shared) g.tensor(c).name = name + "/partial";
+      const TensorId r = add_reshard(c, c, st.in[k], st.in_grad_partial[k], target,
+                                     shared ? name + "@" + pg.tensor(t).name : name,
                                      e.param_like && !e.backward.steps.empty() && low.microbatches > 1, false, scale);
-      reduced[c] = r;
-      for (size_t b = 0; b < original_nodes; ++b) rewire(static_cast<NodeId>(b), c, r);
+      for (size_t b = 0; b < original_nodes; ++b) {
+        if (producer == kNoId || g.node(static_cast<NodeId>(b)).derived_from == owner) rewire(static_cast<NodeId>(b), c, r);
+      }
       for (ParameterSlot& slot : local.parameters) {
         if (slot.grad == c) slot.grad = r;
       }
@@ -293,15 +403,118 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
   }
   // Shapes downstream of what changed, in the original order (Reshard outputs are set).
   g.finalize();
+  std::map<std::string, NodeId> pg_node;  // every plan node by name
+  for (size_t i = 0; i < pg.num_nodes(); ++i) pg_node[pg.node(static_cast<NodeId>(i)).name] = static_cast<NodeId>(i);
+  // Forward nodes by name: their ids in the plan's graph and in the rank's (finalize reorders).
+  std::map<std::string, std::pair<NodeId, NodeId>> forward_node;
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) forward_node[pg.node(static_cast<NodeId>(i)).name] = {static_cast<NodeId>(i), kNoId};
+  for (size_t b = 0; b < g.num_nodes(); ++b) {
+    auto it = forward_node.find(g.node(static_cast<NodeId>(b)).name);
+    if (it != forward_node.end()) it->second.second = static_cast<NodeId>(b);
+  }
   for (size_t b = 0; b < g.num_nodes(); ++b) {
     Node& n = g.node(static_cast<NodeId>(b));
     if (n.kind == OpKind::kReshard) continue;
+    // A backward op whose output shape is an attribute (the gradient summed or broadcast to an
+    // input's shape, or reshaped to it with reduced dims kept): the input's local shape, as the
+    // forward node reads it on this rank.
+    if (n.kind == OpKind::kReshape && forward_node.count(n.name) > 0 && n.attrs.has("shape")) {
+      // A forward reshape of a block (attention heads split off a split hidden dim): its target
+      // becomes the block's.
+      const Shape& gin = pg.tensor(pg.node(forward_node.at(n.name).first).inputs[0]).shape;
+      const Shape& lin = g.tensor(n.inputs[0]).shape;
+      const Shape want = pg.tensor(pg.node(forward_node.at(n.name).first).outputs[0]).shape;
+      if (gin != lin) {
+        const std::optional<Shape> local = local_reshape_target(gin, lin, want);
+        if (!local) {
+          throw UserError("plan", "/strategies/\"" + n.name + "\"",
+                          "reshapes a block of " + format_dims(gin) + " to " + format_dims(want) +
+                              ", which is not a block of the result; " + kWhatRuns);
+        }
+        if (*local != n.attrs.get_ints("shape")) {
+          n.attrs.set("shape", *local);
+          for (TensorId out : n.outputs) reshaped.insert(out);
+        }
+      }
+    }
+    if (forward_node.count(n.name) == 0 && n.attrs.has("shape") &&
+        (n.kind == OpKind::kSumToShape || n.kind == OpKind::kExpand || n.kind == OpKind::kReshape)) {
+      auto fw = forward_node.find(n.derived_from);
+      const NodeId in_plan = pg_node.count(n.name) ? pg_node.at(n.name) : kNoId;
+      if (n.kind == OpKind::kReshape && in_plan != kNoId) {  // backward (forward ones below)
+        const Shape& gin = pg.tensor(pg.node(in_plan).inputs[0]).shape;
+        const Shape& lin = g.tensor(n.inputs[0]).shape;
+        const Shape want = pg.node(in_plan).attrs.get_ints("shape");  // the plan's: whole batch too
+        if (gin != lin) {
+          const std::optional<Shape> local = local_reshape_target(gin, lin, want);
+          if (!local) {
+            throw UserError("plan", "/strategies/\"" + n.derived_from + "\"",
+                            "the backward reshape '" + n.name + "' of a block of " + format_dims(gin) + " to " + format_dims(want) +
+                                " is not a block of the result; " + kWhatRuns);
+          }
+          if (*local != n.attrs.get_ints("shape")) {
+            n.attrs.set("shape", *local);
+            for (TensorId out : n.outputs) reshaped.insert(out);
+          }
+        }
+      } else if (fw != forward_node.end()) {
+        const Node& fg = pg.node(fw->second.first);   // global shapes
+        const Node& fl = g.node(fw->second.second);   // this rank's (inputs rewired)
+        const Shape want = in_plan != kNoId ? pg.node(in_plan).attrs.get_ints("shape")  // the plan's: whole batch too
+                                            : n.attrs.get_ints("shape");
+        std::optional<Shape> local;
+        bool ambiguous = false;
+        for (size_t k = 0; k < fg.inputs.size(); ++k) {
+          const Shape& gs = pg.tensor(fg.inputs[k]).shape;
+          const Shape& ls = g.tensor(fl.inputs[k]).shape;
+          Shape cand;
+          if (gs == want) {
+            cand = ls;
+          } else if (n.kind == OpKind::kReshape && gs.size() == want.size()) {
+            cand = want;  // reduced dims (1) kept, the others as the input's
+            bool fits = true;
+            for (size_t d = 0; d < want.size(); ++d) {
+              if (want[d] == gs[d]) cand[d] = ls[d];
+              else fits = fits && want[d] == 1;
+            }
+            if (!fits) continue;
+          } else {
+            continue;
+          }
+          if (local && *local != cand) ambiguous = true;
+          local = cand;
+        }
+        if (ambiguous) {
+          throw UserError("plan", "/strategies/\"" + fg.name + "\"",
+                          "the backward of '" + fg.name + "' cannot tell which input's local shape '" + n.name +
+                              "' takes; " + kWhatRuns);
+        }
+        if (local && *local != n.attrs.get_ints("shape")) {
+          n.attrs.set("shape", *local);
+          for (TensorId out : n.outputs) reshaped.insert(out);
+        }
+      }
+    }
     bool touched = false;
     for (TensorId in : n.inputs) touched = touched || reshaped.count(in) > 0;
+    for (TensorId out : n.outputs) touched = touched || reshaped.count(out) > 0;
     if (!touched) continue;
     std::vector<TensorType> in_types;
     for (TensorId in : n.inputs) in_types.push_back({g.tensor(in).dtype, g.tensor(in).shape});
-    const std::vector<TensorType> out_types = infer_types(n, in_types);
+    if (std::getenv("ALPA_DEBUG_LOWERING")) {
+      std::string ins;
+      for (TensorId in : n.inputs) ins += " " + g.tensor(in).name + format_dims(g.tensor(in).shape);
+      std::fprintf(stderr, "[lowering] %s %s:%s\n", std::string(op_name(n.kind)).c_str(), n.name.c_str(), ins.c_str());
+    }
+    std::vector<TensorType> out_types;
+    try {
+      out_types = infer_types(n, in_types);
+    } catch (const std::exception& e) {
+      std::string ins;
+      for (TensorId in : n.inputs) ins += (ins.empty() ? "" : ", ") + g.tensor(in).name + " " + format_dims(g.tensor(in).shape);
+      ALPA_CHECK(false, "the rank program's '" + n.name + "' (" + std::string(op_name(n.kind)) + " of " + ins +
+                            ") has no consistent local shapes: " + e.what());
+    }
     for (size_t o = 0; o < n.outputs.size() && o < out_types.size(); ++o) {
       Tensor& t = g.tensor(n.outputs[o]);
       if (t.shape != out_types[o].shape) {

@@ -4,12 +4,15 @@
 // same resharding function, so measured and predicted bytes agree by construction and a test
 // holds them to it.
 //
-// This version lowers batch-parallel plans: every forward node splits only batch letters
-// (data parallelism on one or both mesh axes), so each rank runs the whole training graph on its
-// block of samples. Parameters and optimizer state may be sharded (ZeRO-2: gradients
-// reduce-scattered, each rank updates its shard, the parameter all-gathered; ZeRO-3: parameters
-// stored sharded and gathered where nodes read them). Plans that split non-batch dims of
-// activations (tensor parallelism) are refused with a UserError naming the first node or tensor.
+// Batch letters (data parallelism on one or both mesh axes) split the samples: each rank runs
+// the training graph rebuilt for its block of them. Parameters and optimizer state may be
+// sharded (ZeRO-2: gradients reduce-scattered, each rank updates its shard, the parameter
+// all-gathered; ZeRO-3: parameters stored sharded and gathered where nodes read them). Other
+// letters (tensor parallelism) are lowered for element-wise ops, contractions, reductions,
+// softmax and normalization over unsplit axes, transposes and reshapes: every tensor takes its
+// block's shape, activations are resharded between nodes as the plan's edges say, partial sums
+// are reduced after their node, reshape targets follow the block. Plans that split other
+// operators are refused with a UserError naming the node.
 #pragma once
 
 #include <cstdint>

@@ -178,6 +178,46 @@ def write_transformer_layers(outdir: str) -> None:
     torch_export(Stack(), inputs, os.path.join(outdir, "transformer_layers_test.onnx"))
 
 
+def write_mlp(outdir: str) -> None:
+    # mlp_test.onnx: two residual feed-forward blocks (hidden 64, inner 256) on a float input
+    # x [8, 16, 64], loss mean((out - y)^2) against a float label y: the Megatron-LM MLP pattern
+    # (a column-split first GEMM, a row-split second one, one activation all-reduce per block in
+    # the forward and one in the backward) without attention or an embedding. Kernels are
+    # [in, out] parameters used by plain MatMuls.
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    batch, seq, hidden, inner, blocks = 8, 16, 64, 256, 2
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(hidden, inner) * 0.05)
+            self.b1 = nn.Parameter(torch.zeros(inner))
+            self.w2 = nn.Parameter(torch.randn(inner, hidden) * 0.05)
+            self.b2 = nn.Parameter(torch.zeros(hidden))
+
+        def forward(self, x):
+            return x + F.gelu(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block() for _ in range(blocks)])
+
+        def forward(self, x, y):
+            for block in self.blocks:
+                x = block(x)
+            return ((x - y) ** 2).mean()
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    inputs = [("x", torch.randn(batch, seq, hidden, generator=g)),
+              ("y", torch.randn(batch, seq, hidden, generator=g))]
+    torch_export(Stack(), inputs, os.path.join(outdir, "mlp_test.onnx"))
+
+
 def main(argv) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -202,6 +242,7 @@ def main(argv) -> int:
     generate("moe", "test", os.path.join(outdir, "moe16_test.onnx"), batch=64, mode="torch",
              overrides={"experts": 16, "group_size": 16, "capacity_factor": 0.5})
     write_transformer_layers(outdir)
+    write_mlp(outdir)
     write_truncated(outdir)
     write_not_onnx(outdir)
     write_unsupported(outdir)

@@ -89,6 +89,8 @@ def parity(a):
         extra += ["--microbatches", str(a.microbatches)]
     if a.logical_mesh:
         extra += ["--logical-mesh", a.logical_mesh]
+    if a.method == "megatron":
+        extra += ["--tp", str(a.tp), "--pp", "1", "--dp", str(a.np // a.tp)]
     plan_path = os.path.join(a.workdir, "plan.json")
     p = plan(a.bin, a.model, plan_path, cluster, a.method, a.batch, extra)
     train = ["--model", a.model, "--steps", str(a.steps), "--lr", str(a.lr), "--momentum", str(a.momentum),
@@ -176,7 +178,8 @@ def errors(a):
     expect_2(mpirun(8, a.bin, ["--plan", p3, *base]), "plan for another cluster", "--allow-cluster-mismatch", 8)
     shard = os.path.join(a.workdir, "shard.json")
     plan(a.bin, gpt, shard, "local:4", "shard", 8, ["--optimizer", "sgd"])
-    expect_2(mpirun(4, a.bin, ["--plan", shard, *base]), "a tensor-parallel plan (not executed yet)", "batch-parallel plans", 4)
+    expect_2(mpirun(4, a.bin, ["--plan", shard, *base]), "a plan with a vocab-parallel loss (not executed yet)",
+             "splits a non-batch dim of a", 4)
     pipe = os.path.join(a.workdir, "pipe.json")
     plan(a.bin, gpt, pipe, "local:4", "megatron", 8, ["--optimizer", "sgd", "--tp", "1", "--pp", "2", "--dp", "2"])
     expect_2(mpirun(4, a.bin, ["--plan", pipe, *base]), "a pipeline plan", "pipeline plan", 4)
@@ -297,6 +300,7 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--momentum", type=float, default=0.0)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--tp", type=int, default=2, help="megatron: tensor-parallel size (one stage, the rest data parallel)")
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--check-memory", action="store_true")
     a = ap.parse_args()
