@@ -45,6 +45,7 @@ struct RankState {
   RankLowering lowering;
   std::unique_ptr<TrainingGraph> tg;  // this rank's graph: one microbatch of its block
   SoftmaxCrossEntropyTarget loss_target;
+  bool count_labels = false;  // the loss's mean divides by the step's global label count
   std::unique_ptr<DataSource> data;
   std::unique_ptr<Kernels> kernels;
   std::unique_ptr<Trainer> trainer;
@@ -155,7 +156,16 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   RankLowering& low = st->lowering;
 
   const int64_t splits = plan.microbatches * low.batch_ways;
-  if (splits > 1) st->loss_target = cross_entropy_target(forward, o.model);
+  // A split batch divides a mean cross-entropy by the step's global label count; a loss that is
+  // one ReduceMean (a mean squared error) is scaled back to the whole mean by the lowering,
+  // without gradient accumulation (one device refuses that too).
+  bool has_sce = false;
+  for (const Node& n : forward.nodes()) has_sce = has_sce || n.kind == OpKind::kSoftmaxCrossEntropyLoss;
+  const Tensor& loss_tensor = forward.tensor(forward.loss);
+  const bool mean_loss = !has_sce && plan.microbatches == 1 && loss_tensor.producer != kNoId &&
+                         forward.node(loss_tensor.producer).kind == OpKind::kReduceMean;
+  st->count_labels = splits > 1 && !mean_loss;
+  if (st->count_labels) st->loss_target = cross_entropy_target(forward, o.model);
   if (splits > 1) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
   TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
@@ -265,7 +275,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
         micro[static_cast<size_t>(m)].push_back(b.data() + static_cast<size_t>(first) * per_sample);
       }
     }
-    const double normalizer = split ? count_labels(st.loss_target, forward, batch) : 0.0;
+    const double normalizer = split && st.count_labels ? count_labels(st.loss_target, forward, batch) : 0.0;
     const auto start = std::chrono::steady_clock::now();
     const StepResult r = st.trainer->step_microbatches(micro, step, normalizer);
     const double loss = r.loss;  // the lowering all-reduces the loss: every rank has the whole

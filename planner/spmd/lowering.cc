@@ -23,14 +23,41 @@ constexpr const char* kWhatRuns =
 
 // Operators whose kernels run unchanged on a block of any of their dims: element-wise ops,
 // contractions (a split contraction dim leaves a partial sum, reduced after the node),
-// reductions (likewise) and the few layout ops below.
-bool runs_on_blocks(const Node& n) {
+// reductions (likewise), softmax and normalization over an unsplit axis (a split one exchanges
+// statistics, refused below), transposes and reshapes (targets rewritten to the block); and on
+// blocks of the dims they do not index: a Gather of a whole table at a block of indices, a Split
+// or Concat along an unsplit axis, a Slice that keeps every split dim whole.
+bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
   const OpFamily f = op_info(n.kind).family;
-  // Softmax and normalization over an unsplit axis (a split one exchanges statistics, refused
-  // below); transposes; reshapes, whose target the lowering rewrites to the local block.
-  return f == OpFamily::kElementwise || f == OpFamily::kContraction || f == OpFamily::kReduction ||
-         f == OpFamily::kSoftmax || f == OpFamily::kNormalization || n.kind == OpKind::kTranspose ||
-         n.kind == OpKind::kReshape;
+  if (f == OpFamily::kElementwise || f == OpFamily::kContraction || f == OpFamily::kReduction ||
+      f == OpFamily::kSoftmax || f == OpFamily::kNormalization || n.kind == OpKind::kTranspose ||
+      n.kind == OpKind::kReshape) {
+    return true;
+  }
+  auto split = [&](const ShardingSpec& spec, int64_t d) {
+    return d >= 0 && static_cast<size_t>(d) < spec.dims.size() && spec.dims[static_cast<size_t>(d)] != DimSharding::kR;
+  };
+  if (st.in.empty()) return false;
+  const Shape& x = g.tensor(n.inputs[0]).shape;
+  const int64_t rank = static_cast<int64_t>(x.size());
+  if (n.kind == OpKind::kGather) {
+    for (size_t d = 0; d < st.in[0].dims.size(); ++d) if (split(st.in[0], static_cast<int64_t>(d))) return false;
+    return true;
+  }
+  if (n.kind == OpKind::kSplit || n.kind == OpKind::kConcat) {
+    int64_t axis = n.attrs.get_int("axis", 0);
+    if (axis < 0) axis += rank;
+    for (const ShardingSpec& s : st.in) if (split(s, axis)) return false;
+    return true;
+  }
+  if (n.kind == OpKind::kSlice) {
+    const std::vector<SliceRange> r = resolve_slice(x, n.attrs);
+    for (size_t d = 0; d < r.size(); ++d) {
+      if (split(st.in[0], static_cast<int64_t>(d)) && (r[d].start != 0 || r[d].step != 1 || r[d].count != x[d])) return false;
+    }
+    return true;
+  }
+  return false;
 }
 
 DimSharding sharding_of_axes(AxisMask axes) {
@@ -43,8 +70,11 @@ DimSharding sharding_of_axes(AxisMask axes) {
 // The local target of a reshape whose input is a block of the global one: dims are grouped as
 // the reshape merges and splits them (contiguous, row-major); a group whose leading input dim is
 // split keeps contiguous blocks, so its leading output dim is split the same number of ways.
-// Nothing when the block is not contiguous in the output.
-std::optional<Shape> local_reshape_target(const Shape& gin, const Shape& lin, const Shape& gout) {
+// Nothing when the block is not contiguous in the output, unless `merge_any` (the result's rows
+// are only summed over, in the same order as its partner's): then any block merged into one
+// output dim is.
+std::optional<Shape> local_reshape_target(const Shape& gin, const Shape& lin, const Shape& gout,
+                                         bool merge_any = false) {
   Shape out = gout;
   size_t i = 0, j = 0;
   while (i < gin.size() || j < gout.size()) {
@@ -60,8 +90,11 @@ std::optional<Shape> local_reshape_target(const Shape& gin, const Shape& lin, co
     int64_t ratio = 1;
     for (size_t d = i0; d < i; ++d) {
       if (gin[d] == lin[d]) continue;
-      if (d != i0 || lin[d] <= 0 || gin[d] % lin[d] != 0) return std::nullopt;
-      ratio = gin[d] / lin[d];
+      if (lin[d] <= 0 || gin[d] % lin[d] != 0) return std::nullopt;
+      // A block of an inner dim is not contiguous in the merged dim: only where the caller
+      // takes the merged rows as a set (a weight gradient's GEMM over all rows).
+      if (d != i0 && !(merge_any && j - j0 == 1)) return std::nullopt;
+      ratio *= gin[d] / lin[d];
     }
     if (ratio > 1) {
       if (j0 >= gout.size() || gout[j0] % ratio != 0) return std::nullopt;
@@ -98,7 +131,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
       const int l = st.axis_letter[ax];
       if (l == kNoLetter || sg.costs.axis_size(ax) == 1) continue;
       if (!sp.letters[static_cast<size_t>(l)].is_batch) {
-        if (!runs_on_blocks(g.node(static_cast<NodeId>(i)))) {
+        if (!runs_on_blocks(g, g.node(static_cast<NodeId>(i)), st)) {
           throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
                           "\"" + st.name + "\" splits a non-batch dim of a " + std::string(op_name(g.node(static_cast<NodeId>(i)).kind)) +
                               " over mesh axis " + std::to_string(ax) + "; " + kWhatRuns);
@@ -114,6 +147,29 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     }
     out.batch_axes = axes;
     axes_known = true;
+  }
+  // Each rank runs the training graph rebuilt for its block of the batch: once the batch is
+  // split, every node that has a batch dim must split it the same way.
+  if (out.batch_axes != 0) {
+    for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+      const NodeStrategy& st = *cs.node[i];
+      const IterationSpace& sp = sg.spaces[i];
+      bool has_batch = false;
+      for (const Letter& l : sp.letters) has_batch = has_batch || l.is_batch;
+      if (!has_batch) continue;
+      AxisMask axes = 0;
+      for (int ax = 0; ax < 2; ++ax) {
+        const int l = st.axis_letter[ax];
+        if (l != kNoLetter && sg.costs.axis_size(ax) > 1 && sp.letters[static_cast<size_t>(l)].is_batch) {
+          axes |= static_cast<AxisMask>(1u << ax);
+        }
+      }
+      if (axes != out.batch_axes) {
+        throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
+                        "\"" + st.name + "\" does not split the batch as the other nodes do (each rank runs its block of the "
+                        "batch); " + kWhatRuns);
+      }
+    }
   }
   // Communication: partial outputs (the loss, means over the batch), statistics inside
   // operators, parameter gathers and gradient reductions (build_rank_program); no resharding of
@@ -178,11 +234,6 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
         throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
                         "\"" + cs.node[i]->name + "\" runs a " + std::string(collective_name(step.kind)) + " inside the node; " + kWhatRuns);
       }
-    }
-  }
-  for (const CommEvent& ev : communication(sg, choice)) {
-    if (ev.step.kind == Collective::kAllToAll) {
-      throw UserError(src, quoted_path("tensors", g.tensor(ev.tensor).name), std::string("is resharded with an all-to-all; ") + kWhatRuns);
     }
   }
 
@@ -446,7 +497,9 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
         const Shape& lin = g.tensor(n.inputs[0]).shape;
         const Shape want = pg.node(in_plan).attrs.get_ints("shape");  // the plan's: whole batch too
         if (gin != lin) {
-          const std::optional<Shape> local = local_reshape_target(gin, lin, want);
+          // Autodiff's reshapes flatten rows for a weight gradient's GEMM (x and its gradient
+          // alike): any block of the merged dims will do.
+          const std::optional<Shape> local = local_reshape_target(gin, lin, want, true);
           if (!local) {
             throw UserError("plan", "/strategies/\"" + n.derived_from + "\"",
                             "the backward reshape '" + n.name + "' of a block of " + format_dims(gin) + " to " + format_dims(want) +
