@@ -22,6 +22,7 @@ class SingleProcessCommunicator : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   void all_reduce_sum(void*, int64_t, DType) override {}
+  void all_reduce_max(void*, int64_t, DType) override {}
   void all_gather(const void* send, void* recv, int64_t count, DType dtype) override {
     if (send != recv) std::memmove(recv, send, static_cast<size_t>(count * dtype_bytes(dtype)));
   }

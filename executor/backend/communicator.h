@@ -23,6 +23,8 @@ class Communicator {
   virtual int size() const = 0;
   // In place: every rank ends with the sum over ranks of `count` elements.
   virtual void all_reduce_sum(void* data, int64_t count, DType dtype) = 0;
+  // In place: the elementwise maximum over ranks (counted as an all-reduce).
+  virtual void all_reduce_max(void* data, int64_t count, DType dtype) = 0;
   // `send` holds count elements per rank; `recv` receives size()·count, rank-major.
   virtual void all_gather(const void* send, void* recv, int64_t count, DType dtype) = 0;
   // `send` holds size()·count elements; rank r receives the sum of block r.

@@ -46,6 +46,9 @@ struct StepContext {
   // microbatch (synchronised BatchNorm statistics); `batch_ways` ranks in all. Null on one rank.
   std::function<void(void* data, int64_t count, DType dtype)> sum_over_batch;
   int64_t batch_ways = 1;
+  // The classes of a SoftmaxCrossEntropyLoss split across ranks (vocab-parallel): reduces
+  // `count` per-position statistics over the ranks sharing the node's samples (max or sum).
+  std::function<void(const Node& node, void* data, int64_t count, DType dtype, bool max)> reduce_over_classes;
   // Per-channel statistics a BatchNorm forward saves for its backward, keyed by the input
   // buffer (live from the forward to the backward of one microbatch): mean, then variance.
   std::map<const void*, std::vector<double>>* saved_stats = nullptr;

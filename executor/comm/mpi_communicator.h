@@ -37,6 +37,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   void all_reduce_sum(void* data, int64_t count, DType dtype) override;
+  void all_reduce_max(void* data, int64_t count, DType dtype) override;
   void all_gather(const void* send, void* recv, int64_t count, DType dtype) override;
   void reduce_scatter_sum(const void* send, void* recv, int64_t count, DType dtype) override;
   void all_to_all(const void* send, void* recv, int64_t count, DType dtype) override;

@@ -227,6 +227,15 @@ BatchParallel batch_parallel_hooks(const RankLowering& lowering, const TrainingG
       sum_over_axes(axes, data, count, dtype, comms);
     };
   }
+  // A vocab-parallel cross-entropy's statistics: over the axes its classes are split on.
+  p.reduce_over_classes = [&comms](const Node& node, void* data, int64_t count, DType dtype, bool max) {
+    const int64_t axes = node.attrs.get_int("class_axes");
+    for (int ax : {1, 0}) {
+      if (!(axes & (1 << ax)) || comms.axis[ax]->size() == 1) continue;
+      if (max) comms.axis[ax]->all_reduce_max(data, count, dtype);
+      else comms.axis[ax]->all_reduce_sum(data, count, dtype);
+    }
+  };
   const Graph& g = tg.graph;
   // Partial outputs (the loss, means over the split batch): all-reduced in place after their node.
   auto outputs = std::make_shared<std::map<TensorId, const RankLowering::OutputReduction*>>();

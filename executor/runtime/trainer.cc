@@ -206,6 +206,7 @@ StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>
     ctx.global_samples = local_samples * parallel_.batch_ways * static_cast<int64_t>(microbatches.size());
   }
   ctx.sum_over_batch = parallel_.sum_over_batch;
+  ctx.reduce_over_classes = parallel_.reduce_over_classes;
   ctx.batch_ways = parallel_.batch_ways;
   for (size_t m = 0; m < microbatches.size(); ++m) {
     const auto& inputs = microbatches[m];

@@ -39,6 +39,13 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
   };
   if (st.in.empty()) return false;
   const Shape& x = g.tensor(n.inputs[0]).shape;
+  if (n.kind == OpKind::kSoftmaxCrossEntropyLoss) {
+    // Vocab-parallel: the class dim split (its max and sum of exponentials all-reduced inside the
+    // kernel), positions and batch as the labels; not per-position losses.
+    if (n.attrs.has("reduction") && n.attrs.get_string("reduction") == "none") return false;
+    for (size_t d = 2; d < st.in[0].dims.size(); ++d) if (split(st.in[0], static_cast<int64_t>(d))) return false;
+    return n.inputs.size() == 2;
+  }
   const int64_t rank = static_cast<int64_t>(x.size());
   if (n.kind == OpKind::kGather) {
     for (size_t d = 0; d < st.in[0].dims.size(); ++d) if (split(st.in[0], static_cast<int64_t>(d))) return false;
@@ -86,6 +93,10 @@ std::optional<Shape> local_reshape_target(const Shape& gin, const Shape& lin, co
       if (pi < po && i < gin.size()) pi *= gin[i++];
       else if (po < pi && j < gout.size()) po *= gout[j++];
       else return std::nullopt;
+    }
+    if (i - i0 == 1 && j - j0 == 1) {  // one dim kept as it is: its block (padded or not)
+      out[j0] = lin[i0];
+      continue;
     }
     int64_t ratio = 1;
     for (size_t d = i0; d < i; ++d) {
@@ -225,7 +236,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     for (size_t k = output_steps; k < st.comms.size(); ++k) {
       const CollectiveStep& step = st.comms[k];
       const int l = st.axis_letter[step.axis];
-      if (l != kNoLetter && !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) {
+      if (l != kNoLetter && !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch && n.kind != OpKind::kSoftmaxCrossEntropyLoss) {
         throw UserError(src, quoted_path("strategies", n.name),
                         "\"" + st.name + "\" exchanges statistics over a split non-batch dim; " + kWhatRuns);
       }
@@ -417,8 +428,24 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       const TensorId r = add_reshard(c, c, st.in[k], st.in_grad_partial[k], target,
                                      shared ? name + "@" + pg.tensor(t).name : name,
                                      e.param_like && !e.backward.steps.empty() && low.microbatches > 1, false, scale);
+      // The backward nodes that read it as this input's gradient: its producer's, and through
+      // the gradients the producer passes on unchanged (an Add's), theirs in turn.
+      std::set<std::string> owners;
+      if (producer != kNoId) {
+        std::vector<NodeId> todo = {producer};
+        while (!todo.empty()) {
+          const NodeId f = todo.back();
+          todo.pop_back();
+          if (!owners.insert(pg.node(f).name).second) continue;
+          for (const GradEdge& x : tg.grad_edges) {
+            if (x.grad != c || x.node != f) continue;
+            const NodeId up = pg.tensor(pg.node(f).inputs[x.input]).producer;
+            if (up != kNoId) todo.push_back(up);
+          }
+        }
+      }
       for (size_t b = 0; b < original_nodes; ++b) {
-        if (producer == kNoId || g.node(static_cast<NodeId>(b)).derived_from == owner) rewire(static_cast<NodeId>(b), c, r);
+        if (producer == kNoId || owners.count(g.node(static_cast<NodeId>(b)).derived_from)) rewire(static_cast<NodeId>(b), c, r);
       }
       for (ParameterSlot& slot : local.parameters) {
         if (slot.grad == c) slot.grad = r;
@@ -451,6 +478,36 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       if (dst == slot.param && srcu == slot.updated_param) srcu = gathered;
     }
     slot.updated_param = gathered;
+  }
+  // A vocab-parallel cross-entropy (and its gradient) learns which classes this rank holds.
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = pg.node(static_cast<NodeId>(i));
+    if (n.kind != OpKind::kSoftmaxCrossEntropyLoss) continue;
+    const ShardingSpec& spec = cs.node[i]->in[0];
+    if (spec.dims.size() < 2 || spec.dims[1] == DimSharding::kR) continue;
+    const Shape& scores = pg.tensor(n.inputs[0]).shape;
+    const int64_t c = scores[1];
+    const int64_t ways = spec.ways(1, view);
+    const int64_t block = (c + ways - 1) / ways;  // padded blocks, as the resharding cuts them
+    int64_t index = 0;
+    const std::vector<int> axes = [&] {
+      std::vector<int> a;
+      if ((spec.dims[1] == DimSharding::kS0 || spec.dims[1] == DimSharding::kS01) && view.d0 > 1) a.push_back(0);
+      if ((spec.dims[1] == DimSharding::kS1 || spec.dims[1] == DimSharding::kS01) && view.d1 > 1) a.push_back(1);
+      return a;
+    }();
+    for (int ax : axes) index = index * (ax == 0 ? view.d0 : view.d1) + low.coord[ax];
+    int mask = 0;
+    for (int ax : axes) mask |= 1 << ax;
+    for (size_t b = 0; b < original_nodes; ++b) {
+      Node& m = g.node(static_cast<NodeId>(b));
+      if (static_cast<NodeId>(b) != static_cast<NodeId>(i) &&
+          !(m.kind == OpKind::kSoftmaxCrossEntropyLossGrad && m.derived_from == n.name)) continue;
+      m.attrs.set("class_offset", index * block);
+      m.attrs.set("class_total", c);
+      m.attrs.set("class_ways", ways);
+      m.attrs.set("class_axes", static_cast<int64_t>(mask));
+    }
   }
   // Shapes downstream of what changed, in the original order (Reshard outputs are set).
   g.finalize();
