@@ -91,28 +91,29 @@ MpiCommunicator::~MpiCommunicator() {
   if (!finalized && handle_->comm != MPI_COMM_NULL) MPI_Comm_free(&handle_->comm);
 }
 
-void MpiCommunicator::all_reduce_max(void* data, int64_t count, DType dtype) {
+namespace {
+
+// In-place all-reduce with `op`, in chunks MPI's int counts can address.
+void all_reduce_in_place(void* data, int64_t count, DType dtype, MPI_Op op, MPI_Comm comm) {
   const MPI_Datatype type = mpi_type(dtype);
   const int64_t elem = dtype_bytes(dtype);
   auto* bytes = static_cast<char*>(data);
   for (int64_t done = 0; done < count; done += kMaxChunk) {
     const int64_t n = std::min(kMaxChunk, count - done);
-    ALPA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + done * elem, static_cast<int>(n), type,
-                                 MPI_MAX, handle_->comm));
+    ALPA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + done * elem, static_cast<int>(n), type, op, comm));
   }
-  this->count(CollectiveKind::kAllReduce, ring_bytes(2, size_, count * elem));
+}
+
+}  // namespace
+
+void MpiCommunicator::all_reduce_max(void* data, int64_t count, DType dtype) {
+  all_reduce_in_place(data, count, dtype, MPI_MAX, handle_->comm);
+  this->count(CollectiveKind::kAllReduce, ring_bytes(2, size_, count * dtype_bytes(dtype)));
 }
 
 void MpiCommunicator::all_reduce_sum(void* data, int64_t count, DType dtype) {
-  const MPI_Datatype type = mpi_type(dtype);
-  const int64_t elem = dtype_bytes(dtype);
-  auto* bytes = static_cast<char*>(data);
-  for (int64_t done = 0; done < count; done += kMaxChunk) {
-    const int64_t n = std::min(kMaxChunk, count - done);
-    ALPA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, bytes + done * elem, static_cast<int>(n), type,
-                                 MPI_SUM, handle_->comm));
-  }
-  this->count(CollectiveKind::kAllReduce, ring_bytes(2, size_, count * elem));
+  all_reduce_in_place(data, count, dtype, MPI_SUM, handle_->comm);
+  this->count(CollectiveKind::kAllReduce, ring_bytes(2, size_, count * dtype_bytes(dtype)));
 }
 
 void MpiCommunicator::all_gather(const void* send, void* recv, int64_t count, DType dtype) {

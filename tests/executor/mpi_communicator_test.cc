@@ -67,6 +67,12 @@ void check_all_reduce(Communicator& comm, DType dtype) {
   for (int64_t i = 0; i < kCount; ++i) EXPECT(data[i] == static_cast<T>(n * (n + 1) / 2 + 10 * i * n));
   const int64_t bytes = kCount * static_cast<int64_t>(sizeof(T));
   EXPECT_EQ_NUM(comm.bytes_sent(CollectiveKind::kAllReduce) - before, ring(bytes, n, 2));
+  // The maximum: rank r holds r − 3i at i (the largest rank wins) and −r at the last (rank 0).
+  for (int64_t i = 0; i < kCount; ++i) data[i] = static_cast<T>(i + 1 < kCount ? r - 3 * i : -r);
+  comm.all_reduce_max(data.data(), kCount, dtype);
+  for (int64_t i = 0; i + 1 < kCount; ++i) EXPECT(data[i] == static_cast<T>(n - 1 - 3 * i));
+  EXPECT(data[kCount - 1] == static_cast<T>(0));
+  EXPECT_EQ_NUM(comm.bytes_sent(CollectiveKind::kAllReduce) - before, 2 * ring(bytes, n, 2));
 }
 
 void check_all_gather(Communicator& comm) {
@@ -231,10 +237,11 @@ int run(int* argc, char*** argv) {
     check_size_one(*world);
     check_splits(*world);
     // Totals on the world communicator after one round of everything (n = world size):
-    // all-reduce of 32, 64, 64 and 32 B, each counted 2(n−1)/n·B (rounded one by one).
+    // all-reduce (sum, then max) of 32, 64, 64 and 32 B, each counted 2(n−1)/n·B (rounded one
+    // by one).
     const int n = world->size();
     EXPECT_EQ_NUM(world->bytes_sent(CollectiveKind::kAllReduce),
-                  2 * ring(32, n, 2) + 2 * ring(64, n, 2));
+                  2 * (2 * ring(32, n, 2) + 2 * ring(64, n, 2)));
     if (world->rank() == 0)
       std::printf("mpi_communicator_test: %d ranks, all checks passed\n", n);
   }  // communicators freed before MPI_Finalize
