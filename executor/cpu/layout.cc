@@ -50,11 +50,27 @@ std::vector<int64_t> checked_indices(const KernelCall& call, const TensorView& t
   return idx;
 }
 
+// A table split by rows across ranks (a vocab-parallel embedding; attributes set by the
+// lowering): this rank holds rows [index_offset, index_offset + n) of index_total. Indices are
+// checked against the whole table and made local; rows held elsewhere read as zeros (the ranks'
+// outputs are summed) and take no gradient here.
+struct RowBlock {
+  int64_t offset = 0, valid = 0, total = 0;
+};
+RowBlock row_block(const Node& node, int64_t local_rows) {
+  RowBlock r;
+  r.total = node.attrs.get_int("index_total", local_rows);
+  r.offset = node.attrs.get_int("index_offset", 0);
+  r.valid = std::max<int64_t>(0, std::min(local_rows, r.total - r.offset));
+  return r;
+}
+
 void gather(const KernelCall& call) {
   const TensorView& data = call.inputs[0];
   const int64_t axis = normalize_axis(call.node->attrs.get_int("axis", 0), data.shape.size());
   const int64_t n = data.shape[axis];
-  const std::vector<int64_t> idx = checked_indices(call, call.inputs[1], n, axis);
+  const RowBlock rb = row_block(*call.node, n);
+  const std::vector<int64_t> idx = checked_indices(call, call.inputs[1], rb.total, axis);
   const AxisBlocks b = blocks(data.shape, axis);
   const int64_t row = b.inner * dtype_bytes(data.dtype);
   const int64_t cnt = static_cast<int64_t>(idx.size());
@@ -62,7 +78,12 @@ void gather(const KernelCall& call) {
   const char* in = bytes_of(data);
   for (int64_t o = 0; o < b.outer; ++o) {
     for (int64_t t = 0; t < cnt; ++t) {
-      std::memcpy(out + (o * cnt + t) * row, in + (o * n + idx[t]) * row, static_cast<size_t>(row));
+      const int64_t local = idx[t] - rb.offset;
+      if (local >= 0 && local < rb.valid) {
+        std::memcpy(out + (o * cnt + t) * row, in + (o * n + local) * row, static_cast<size_t>(row));
+      } else {
+        std::memset(out + (o * cnt + t) * row, 0, static_cast<size_t>(row));
+      }
     }
   }
 }
@@ -73,7 +94,8 @@ void gather_grad(const KernelCall& call) {
   const TensorView& dx = call.outputs[0];
   const int64_t axis = normalize_axis(call.node->attrs.get_int("axis", 0), dx.shape.size());
   const int64_t n = dx.shape[axis];
-  const std::vector<int64_t> idx = checked_indices(call, call.inputs[1], n, axis);
+  const RowBlock rb = row_block(*call.node, n);
+  const std::vector<int64_t> idx = checked_indices(call, call.inputs[1], rb.total, axis);
   const AxisBlocks b = blocks(dx.shape, axis);
   const int64_t cnt = static_cast<int64_t>(idx.size());
   T* out = dx.as<T>();
@@ -81,7 +103,9 @@ void gather_grad(const KernelCall& call) {
   std::fill_n(out, dx.numel(), T(0));
   for (int64_t o = 0; o < b.outer; ++o) {
     for (int64_t t = 0; t < cnt; ++t) {
-      T* dst = out + (o * n + idx[t]) * b.inner;
+      const int64_t local = idx[t] - rb.offset;
+      if (local < 0 || local >= rb.valid) continue;
+      T* dst = out + (o * n + local) * b.inner;
       const T* src = g + (o * cnt + t) * b.inner;
       for (int64_t i = 0; i < b.inner; ++i) dst[i] += src[i];
     }

@@ -348,6 +348,13 @@ std::optional<NodeStrategy> Builder::make_strategy(NodeId id, std::array<int, 2>
     step.kind = Collective::kAllReduce;
     step.axis = ax;
     step.bytes = sp.stats_bytes[a[ax]];
+    // The other axis splitting a dim the statistics are kept per (the rows of a vocab-parallel
+    // loss, the channels of a BatchNorm): each device exchanges its block of them.
+    const int other = a[1 - ax];
+    if (other >= 0 && other != a[ax] && sp.stats_bytes[other] <= 0 && sg_.costs.axis_size(1 - ax) > 1) {
+      const int64_t size = sp.letters[other].size, w = sg_.costs.axis_size(1 - ax);
+      step.bytes = step.bytes * static_cast<double>((size + w - 1) / w) / static_cast<double>(size);
+    }
     step.bytes_per_device = collective_bytes_per_device(step.kind, sg_.costs.axis_size(ax), step.bytes);
     step.time_s = collective_time(step.kind, sg_.costs.axis[ax], step.bytes);
     s.comm_s += step.time_s * K;

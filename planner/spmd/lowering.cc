@@ -48,7 +48,13 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
   }
   const int64_t rank = static_cast<int64_t>(x.size());
   if (n.kind == OpKind::kGather) {
-    for (size_t d = 0; d < st.in[0].dims.size(); ++d) if (split(st.in[0], static_cast<int64_t>(d))) return false;
+    // The table whole, or split by the rows the indices pick (a vocab-parallel embedding: rows
+    // held elsewhere read as zeros, the ranks' outputs summed after the node).
+    int64_t axis = n.attrs.get_int("axis", 0);
+    if (axis < 0) axis += rank;
+    for (size_t d = 0; d < st.in[0].dims.size(); ++d) {
+      if (static_cast<int64_t>(d) != axis && split(st.in[0], static_cast<int64_t>(d))) return false;
+    }
     return true;
   }
   if (n.kind == OpKind::kSplit || n.kind == OpKind::kConcat) {
@@ -479,6 +485,29 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     }
     slot.updated_param = gathered;
   }
+  // A Gather from a table split by the rows it picks (and its gradient) learns which rows this
+  // rank holds.
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = pg.node(static_cast<NodeId>(i));
+    if (n.kind != OpKind::kGather) continue;
+    const ShardingSpec& spec = cs.node[i]->in[0];
+    const Shape& table = pg.tensor(n.inputs[0]).shape;
+    int64_t axis = n.attrs.get_int("axis", 0);
+    if (axis < 0) axis += static_cast<int64_t>(table.size());
+    if (static_cast<size_t>(axis) >= spec.dims.size() || spec.dims[static_cast<size_t>(axis)] == DimSharding::kR) continue;
+    const DimSharding ds = spec.dims[static_cast<size_t>(axis)];
+    const int64_t ways = spec.ways(static_cast<size_t>(axis), view);
+    const int64_t block = (table[static_cast<size_t>(axis)] + ways - 1) / ways;
+    int64_t index = 0;
+    if ((ds == DimSharding::kS0 || ds == DimSharding::kS01) && view.d0 > 1) index = index * view.d0 + low.coord[0];
+    if ((ds == DimSharding::kS1 || ds == DimSharding::kS01) && view.d1 > 1) index = index * view.d1 + low.coord[1];
+    for (size_t b = 0; b < original_nodes; ++b) {
+      Node& m = g.node(static_cast<NodeId>(b));
+      if (static_cast<NodeId>(b) != static_cast<NodeId>(i) && !(m.kind == OpKind::kGatherGrad && m.derived_from == n.name)) continue;
+      m.attrs.set("index_offset", index * block);
+      m.attrs.set("index_total", table[static_cast<size_t>(axis)]);
+    }
+  }
   // A vocab-parallel cross-entropy (and its gradient) learns which classes this rank holds.
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
     const Node& n = pg.node(static_cast<NodeId>(i));
@@ -546,7 +575,8 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       }
     }
     if (forward_node.count(n.name) == 0 && n.attrs.has("shape") &&
-        (n.kind == OpKind::kSumToShape || n.kind == OpKind::kExpand || n.kind == OpKind::kReshape)) {
+        (n.kind == OpKind::kSumToShape || n.kind == OpKind::kExpand || n.kind == OpKind::kReshape ||
+         n.kind == OpKind::kGatherGrad)) {
       auto fw = forward_node.find(n.derived_from);
       const NodeId in_plan = pg_node.count(n.name) ? pg_node.at(n.name) : kNoId;
       if (n.kind == OpKind::kReshape && in_plan != kNoId) {  // backward (forward ones below)
