@@ -274,6 +274,13 @@ def resume(a):
                           "--metrics", w("two.jsonl"), "--save-params", w("two")])
     if check(r.returncode == 0, "2 ranks resume at step 6"):
         compare(w("one"), w("one.jsonl"), w("two"), w("two.jsonl"), "resumed on 2 ranks", 6)
+    # Resumed under Megatron-LM tensor parallelism (the embedding, the head and every layer's
+    # weights split 2 ways) from the 4-rank checkpoint.
+    plan(a.bin, a.model, w("mg2.json"), "local:2", "megatron", 8, ["--optimizer", "sgd", "--tp", "2", "--pp", "1", "--dp", "1"])
+    r = mpirun(2, a.bin, ["--plan", w("mg2.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck,
+                          "--metrics", w("mg.jsonl"), "--save-params", w("mg")])
+    if check(r.returncode == 0, "2 ranks under a Megatron tp2 plan resume at step 6"):
+        compare(w("one"), w("one.jsonl"), w("mg"), w("mg.jsonl"), "resumed under Megatron tp2", 6)
     r = run([alpa_run, *one, "--steps", "10", "--resume", ck, "--metrics", w("single.jsonl"), "--save-params", w("single")])
     if check(r.returncode == 0, "one device resumes at step 6"):
         compare(w("one"), w("one.jsonl"), w("single"), w("single.jsonl"), "resumed on one device", 6)
