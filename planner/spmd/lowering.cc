@@ -549,6 +549,46 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     auto it = forward_node.find(g.node(static_cast<NodeId>(b)).name);
     if (it != forward_node.end()) it->second.second = static_cast<NodeId>(b);
   }
+  // Sets attribute `key` of backward op `n` (derived from the forward node `fw`: plan id, rank
+  // id) to the local shape of the forward input whose global shape it names (a Reshape's with
+  // reduced dims kept as 1); the plan's own attribute says which.
+  auto rewrite_shape_attr = [&](Node& n, const char* key, std::pair<NodeId, NodeId> fw, NodeId in_plan) {
+    const Node& fg = pg.node(fw.first);   // global shapes
+    const Node& fl = g.node(fw.second);   // this rank's (inputs rewired)
+    const Shape want = in_plan != kNoId ? pg.node(in_plan).attrs.get_ints(key)  // the plan's: whole batch too
+                                        : n.attrs.get_ints(key);
+    std::optional<Shape> local;
+    bool ambiguous = false;
+    for (size_t k = 0; k < fg.inputs.size(); ++k) {
+      const Shape& gs = pg.tensor(fg.inputs[k]).shape;
+      const Shape& ls = g.tensor(fl.inputs[k]).shape;
+      Shape cand;
+      if (gs == want) {
+        cand = ls;
+      } else if (n.kind == OpKind::kReshape && gs.size() == want.size()) {
+        cand = want;  // reduced dims (1) kept, the others as the input's
+        bool fits = true;
+        for (size_t d = 0; d < want.size(); ++d) {
+          if (want[d] == gs[d]) cand[d] = ls[d];
+          else fits = fits && want[d] == 1;
+        }
+        if (!fits) continue;
+      } else {
+        continue;
+      }
+      if (local && *local != cand) ambiguous = true;
+      local = cand;
+    }
+    if (ambiguous) {
+      throw UserError("plan", "/strategies/\"" + fg.name + "\"",
+                      "the backward of '" + fg.name + "' cannot tell which input's local shape '" + n.name + "' takes; " +
+                          kWhatRuns);
+    }
+    if (local && *local != n.attrs.get_ints(key)) {
+      n.attrs.set(key, *local);
+      for (TensorId out : n.outputs) reshaped.insert(out);
+    }
+  };
   for (size_t b = 0; b < g.num_nodes(); ++b) {
     Node& n = g.node(static_cast<NodeId>(b));
     if (n.kind == OpKind::kReshard) continue;
@@ -598,42 +638,16 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
           }
         }
       } else if (fw != forward_node.end()) {
-        const Node& fg = pg.node(fw->second.first);   // global shapes
-        const Node& fl = g.node(fw->second.second);   // this rank's (inputs rewired)
-        const Shape want = in_plan != kNoId ? pg.node(in_plan).attrs.get_ints("shape")  // the plan's: whole batch too
-                                            : n.attrs.get_ints("shape");
-        std::optional<Shape> local;
-        bool ambiguous = false;
-        for (size_t k = 0; k < fg.inputs.size(); ++k) {
-          const Shape& gs = pg.tensor(fg.inputs[k]).shape;
-          const Shape& ls = g.tensor(fl.inputs[k]).shape;
-          Shape cand;
-          if (gs == want) {
-            cand = ls;
-          } else if (n.kind == OpKind::kReshape && gs.size() == want.size()) {
-            cand = want;  // reduced dims (1) kept, the others as the input's
-            bool fits = true;
-            for (size_t d = 0; d < want.size(); ++d) {
-              if (want[d] == gs[d]) cand[d] = ls[d];
-              else fits = fits && want[d] == 1;
-            }
-            if (!fits) continue;
-          } else {
-            continue;
-          }
-          if (local && *local != cand) ambiguous = true;
-          local = cand;
-        }
-        if (ambiguous) {
-          throw UserError("plan", "/strategies/\"" + fg.name + "\"",
-                          "the backward of '" + fg.name + "' cannot tell which input's local shape '" + n.name +
-                              "' takes; " + kWhatRuns);
-        }
-        if (local && *local != n.attrs.get_ints("shape")) {
-          n.attrs.set("shape", *local);
-          for (TensorId out : n.outputs) reshaped.insert(out);
-        }
+        rewrite_shape_attr(n, "shape", fw->second, in_plan);
       }
+    }
+    // A backward op whose output is an input's shape by attribute (a convolution's or a pool's
+    // input gradient, a convolution's weight gradient): that input's local shape.
+    for (const char* key : {"input_shape", "weight_shape"}) {
+      if (forward_node.count(n.name) > 0 || !n.attrs.has(key)) continue;
+      auto fw = forward_node.find(n.derived_from);
+      if (fw == forward_node.end()) continue;
+      rewrite_shape_attr(n, key, fw->second, pg_node.count(n.name) ? pg_node.at(n.name) : kNoId);
     }
     bool touched = false;
     for (TensorId in : n.inputs) touched = touched || reshaped.count(in) > 0;
