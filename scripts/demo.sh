@@ -2,7 +2,8 @@
 # Sets up, builds, exports a small GPT with PyTorch, inspects it and the paper's GPT-3 39B
 # (shape-only), then trains the small GPT on one CPU device with alpa-run and shows the loss
 # going down; plans the same GPT data-parallel for 4 local CPU ranks and trains it on 4 MPI ranks,
-# showing its loss next to the single device's; finally plans GPT-3 2.6B on 8 V100s
+# showing its loss next to the single device's, and again under Megatron-LM tensor x data
+# parallelism; finally plans GPT-3 2.6B on 8 V100s
 # (shard-parallel, one stage) and re-costs the plan, and searches GPT-3 39B on 64 V100s with the
 # full hierarchical search (pipeline stages on submeshes, each sharded). (Pipeline plans join the
 # multi-rank part as alpa-run learns to execute them.)
@@ -50,6 +51,22 @@ print("step  loss (1 device)  loss (4 ranks)  all-reduce bytes/step/rank (4 rank
 for a, b in zip(one, four):
     if a["step"] in (1, 2, 5, 10, 20):
         print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:14.6f}  {b['comm_bytes']['all_reduce']:>12d}")
+PY
+echo "== again with Megatron-LM tensor parallelism: tp 2 x dp 2 on the 4 ranks (vocab-parallel embedding and loss)"
+build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 2 --pp 1 --dp 2 \
+  --optimizer adam --precision fp32 -o "$OUT/plan_megatron4.json" | sed -n '4,6p'
+OPENBLAS_NUM_THREADS=1 mpirun "${MPI_ROOT_FLAG[@]}" --oversubscribe --bind-to none -np 4 \
+  build/apps/alpa-run --plan "$OUT/plan_megatron4.json" --model "$OUT/gpt_test.onnx" --data "$OUT/data" --steps 20 \
+  --lr 0.003 --metrics "$OUT/metrics_megatron.jsonl"
+/usr/bin/python3 - "$OUT/metrics.jsonl" "$OUT/metrics_megatron.jsonl" <<'PY'
+import json, sys
+one = [json.loads(l) for l in open(sys.argv[1])]
+mg = [json.loads(l) for l in open(sys.argv[2])]
+print("step  loss (1 device)  loss (tp2 x dp2)  bytes/step/rank: all-gather  all-reduce  reduce-scatter")
+for a, b in zip(one, mg):
+    if a["step"] in (1, 2, 5, 10, 20):
+        c = b["comm_bytes"]
+        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:16.6f}  {c['all_gather']:>26d}  {c['all_reduce']:>10d}  {c['reduce_scatter']:>14d}")
 PY
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
