@@ -51,26 +51,47 @@ void run_cast(const KernelCall& call) {
 }
 
 // Global flat index of local element i: the batch dim of a tensor holding part of the step's
-// batch is widened to the whole batch and shifted to this call's first sample.
+// batch is widened to the whole batch and shifted to this call's first sample; a block of other
+// dims (tensor parallelism: the lowering's block_offsets and block_global attributes) is
+// shifted to its place in the whole tensor.
 struct GlobalIndex {
-  int64_t inner = 1, local = 1, global = 1, offset = 0;  // elements after the batch dim; batch dim sizes
+  Shape local, global;
+  std::vector<int64_t> offset;
   bool identity = true;
-  GlobalIndex(const StepContext& ctx, TensorId t, const Shape& shape) {
-    if (!ctx.batch_dim || ctx.global_samples <= 0 || ctx.local_samples <= 0) return;
-    const int bd = (*ctx.batch_dim)[static_cast<size_t>(t)];
-    if (bd < 0 || ctx.local_samples == ctx.global_samples) return;
-    local = shape[static_cast<size_t>(bd)];
-    const int64_t per_sample = local / ctx.local_samples;  // the batch is the dim's major factor
-    global = ctx.global_samples * per_sample;
-    offset = ctx.sample_offset * per_sample;
-    for (size_t d = static_cast<size_t>(bd) + 1; d < shape.size(); ++d) inner *= shape[d];
-    identity = false;
+  GlobalIndex(const StepContext& ctx, const Node& node, TensorId t, const Shape& shape)
+      : local(shape), global(shape), offset(shape.size(), 0) {
+    if (node.attrs.has("block_offsets")) {
+      const std::vector<int64_t> off = node.attrs.get_ints("block_offsets");
+      const std::vector<int64_t> whole = node.attrs.get_ints("block_global");
+      for (size_t d = 0; d < shape.size() && d < off.size() && d < whole.size(); ++d) {
+        offset[d] = off[d];
+        global[d] = whole[d];
+      }
+    }
+    if (ctx.batch_dim && ctx.global_samples > 0 && ctx.local_samples > 0) {
+      const int bd = (*ctx.batch_dim)[static_cast<size_t>(t)];
+      if (bd >= 0 && ctx.local_samples != ctx.global_samples) {
+        const int64_t per_sample = shape[static_cast<size_t>(bd)] / ctx.local_samples;  // the batch is the dim's major factor
+        global[static_cast<size_t>(bd)] = ctx.global_samples * per_sample;
+        offset[static_cast<size_t>(bd)] = ctx.sample_offset * per_sample;
+      } else if (bd >= 0) {
+        global[static_cast<size_t>(bd)] = shape[static_cast<size_t>(bd)];
+        offset[static_cast<size_t>(bd)] = 0;
+      }
+    }
+    identity = global == local;
+    for (int64_t o : offset) identity = identity && o == 0;
   }
   uint64_t operator()(int64_t i) const {
     if (identity) return static_cast<uint64_t>(i);
-    const int64_t outer = i / (local * inner), rest = i % (local * inner);
-    const int64_t b = rest / inner, j = rest % inner;
-    return static_cast<uint64_t>((outer * global + b + offset) * inner + j);
+    int64_t g = 0, stride = 1;
+    for (size_t d = local.size(); d-- > 0;) {
+      const int64_t idx = i % local[d];
+      i /= local[d];
+      g += (idx + offset[d]) * stride;
+      stride *= global[d];
+    }
+    return static_cast<uint64_t>(g);
   }
 };
 
@@ -86,7 +107,7 @@ void run_dropout(const KernelCall& call) {
   const TensorView& x = call.inputs[0];
   const int64_t n = x.numel();
   uint8_t* mask = has_output(call, 1) ? call.outputs[1].as<uint8_t>() : nullptr;
-  const GlobalIndex global_index(ctx, node.inputs[0], x.shape);
+  const GlobalIndex global_index(ctx, node, node.inputs[0], x.shape);
   dispatch_float(x.dtype, node, [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.as<T>();

@@ -63,6 +63,7 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
     for (const ShardingSpec& s : st.in) if (split(s, axis)) return false;
     return true;
   }
+  if (n.kind == OpKind::kDropout) return true;  // masks keyed by the global element index (block_offsets)
   if (n.kind == OpKind::kSlice) {
     const std::vector<SliceRange> r = resolve_slice(x, n.attrs);
     for (size_t d = 0; d < r.size(); ++d) {
@@ -484,6 +485,34 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       if (dst == slot.param && srcu == slot.updated_param) srcu = gathered;
     }
     slot.updated_param = gathered;
+  }
+  // Dropout on a block of non-batch dims draws the whole tensor's masks at its block's place.
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = pg.node(static_cast<NodeId>(i));
+    if (n.kind != OpKind::kDropout) continue;
+    const ShardingSpec& spec = cs.node[i]->in[0];
+    const Shape& whole = pg.tensor(n.inputs[0]).shape;
+    const int bd = sg.batch_dim[static_cast<size_t>(n.inputs[0])];
+    std::vector<int64_t> offsets(whole.size(), 0);
+    bool split = false;
+    for (size_t d = 0; d < whole.size() && d < spec.dims.size(); ++d) {
+      const DimSharding ds = spec.dims[d];
+      if (ds == DimSharding::kR || static_cast<int>(d) == bd) continue;
+      const int64_t ways = spec.ways(d, view);
+      const int64_t block = (whole[d] + ways - 1) / ways;
+      int64_t index = 0;
+      if ((ds == DimSharding::kS0 || ds == DimSharding::kS01) && view.d0 > 1) index = index * view.d0 + low.coord[0];
+      if ((ds == DimSharding::kS1 || ds == DimSharding::kS01) && view.d1 > 1) index = index * view.d1 + low.coord[1];
+      offsets[d] = index * block;
+      split = true;
+    }
+    if (!split) continue;
+    for (size_t b = 0; b < original_nodes; ++b) {  // the forward's and its backward's (the same mask)
+      Node& m = g.node(static_cast<NodeId>(b));
+      if (static_cast<NodeId>(b) != static_cast<NodeId>(i) && !(m.kind == OpKind::kDropout && m.derived_from == n.name)) continue;
+      m.attrs.set("block_offsets", offsets);
+      m.attrs.set("block_global", whole);
+    }
   }
   // A Gather from a table split by the rows it picks (and its gradient) learns which rows this
   // rank holds.
