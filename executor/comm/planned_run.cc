@@ -185,10 +185,10 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   st->block = [&low = st->lowering, &pg = st->plan_tg->graph, &g = st->tg->graph](TensorId t) {
     return held_block(low, pg, g, t, low.coord[0], low.coord[1]);
   };
-  // Sharded parameters start from their block of the whole initial value.
+  // Sharded parameters and buffers start from their block of the whole initial value.
   for (size_t t = 0; t < low.stored_spec.size(); ++t) {
     const Tensor& whole = st->plan_tg->graph.tensor(static_cast<TensorId>(t));
-    if (low.stored_spec[t].dims.empty() || whole.role != TensorRole::kParameter ||
+    if (low.stored_spec[t].dims.empty() || (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) ||
         st->tg->graph.tensor(static_cast<TensorId>(t)).shape == whole.shape) {
       continue;
     }

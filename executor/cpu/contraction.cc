@@ -57,6 +57,9 @@ void gemm_op(const KernelCall& call) {
   T beta = static_cast<T>(at.get_float("beta", 1.0));
   const int64_t m = y.shape[0], n = y.shape[1];
   const int64_t k = ta ? a.shape[0] : a.shape[1];
+  // A rank holding a block of a split contraction dim computes a partial sum that the lowering
+  // adds up across ranks: each adds its share of the bias (bias_scale = 1 / the ranks).
+  beta = static_cast<T>(static_cast<double>(beta) * at.get_float("bias_scale", 1.0));
   if (has_input(call, 2)) {
     const TensorView& c = call.inputs[2];
     if (c.dtype != y.dtype) unsupported(*call.node, "bias dtype");

@@ -63,7 +63,7 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
     for (const ShardingSpec& s : st.in) if (split(s, axis)) return false;
     return true;
   }
-  if (n.kind == OpKind::kDropout) return true;  // masks keyed by the global element index (block_offsets)
+  if (n.kind == OpKind::kDropout) return true;
   if (n.kind == OpKind::kSlice) {
     const std::vector<SliceRange> r = resolve_slice(x, n.attrs);
     for (size_t d = 0; d < r.size(); ++d) {
@@ -291,6 +291,22 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     const NodeStrategy& ps = *cs.param[static_cast<size_t>(slot.param)];
     low.stored_spec[static_cast<size_t>(slot.param)] = ps.out[0];
     for (TensorId s : slot.state) low.stored_spec[static_cast<size_t>(s)] = ps.state;
+  }
+  // A Gemm whose contraction dim is split computes partial sums that are added up across the
+  // ranks: each adds 1/ranks of the bias, and the bias gradient (whole on every rank, summed by
+  // the plan's reduction) is scaled back by the same factor.
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = pg.node(static_cast<NodeId>(i));
+    if (n.kind != OpKind::kGemm || n.inputs.size() < 3) continue;
+    const NodeStrategy& st = *cs.node[i];
+    if (st.out_partial.empty() || st.out_partial[0] == 0) continue;
+    int64_t ways = 1;
+    for (int ax = 0; ax < 2; ++ax) {
+      if (st.out_partial[0] & (1u << ax)) ways *= sg.costs.axis_size(ax);
+    }
+    if (ways == 1) continue;
+    g.node(static_cast<NodeId>(i)).attrs.set("bias_scale", 1.0 / static_cast<double>(ways));
+    low.mean_scale[{static_cast<NodeId>(i), 2}] = 1.0 / static_cast<double>(ways);
   }
   for (size_t t = 0; t < pg.num_tensors(); ++t) {
     const ShardingSpec& spec = low.stored_spec[t];

@@ -218,6 +218,30 @@ def write_mlp(outdir: str) -> None:
     torch_export(Stack(), inputs, os.path.join(outdir, "mlp_test.onnx"))
 
 
+def write_mlp2d(outdir: str) -> None:
+    # mlp2d_test.onnx: Linear(64, 256) -> ReLU -> Linear(256, 16) -> cross-entropy on a float input
+    # x [16, 64] and integer labels y [16]. On 2-D inputs torch exports each Linear as a Gemm with
+    # its bias: under Megatron-LM's pattern the second Gemm's contraction dim is split, so each
+    # rank's partial sum carries a share of the bias.
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(64, 256)
+            self.fc2 = nn.Linear(256, 16)
+
+        def forward(self, x, y):
+            return F.cross_entropy(self.fc2(F.relu(self.fc1(x))), y)
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    inputs = [("x", torch.randn(16, 64, generator=g)), ("y", torch.randint(0, 16, (16,), generator=g))]
+    torch_export(Net(), inputs, os.path.join(outdir, "mlp2d_test.onnx"))
+
+
 def main(argv) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -243,6 +267,7 @@ def main(argv) -> int:
              overrides={"experts": 16, "group_size": 16, "capacity_factor": 0.5})
     write_transformer_layers(outdir)
     write_mlp(outdir)
+    write_mlp2d(outdir)
     write_truncated(outdir)
     write_not_onnx(outdir)
     write_unsupported(outdir)
