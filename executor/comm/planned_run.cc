@@ -86,11 +86,8 @@ HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, T
   AxisMask used = 0;
   for (size_t d = 0; d < global.size(); ++d) {
     const DimSharding s = spec ? spec->dims[d] : DimSharding::kR;
-    int64_t block = 0;
-    for (int a : mesh_axes(s, low.view)) {
-      block = block * (a == 0 ? low.view.d0 : low.view.d1) + coord[a];
-      used |= static_cast<AxisMask>(1u << a);
-    }
+    const int64_t block = block_index(s, low.view, coord);
+    for (int a : mesh_axes(s, low.view)) used |= static_cast<AxisMask>(1u << a);
     const int64_t rows = g.tensor(t).shape[d];
     b.ranges.emplace_back(std::min(global[d], block * rows), std::min(global[d], (block + 1) * rows));
   }

@@ -20,13 +20,6 @@ RankComms make_rank_comms(const LogicalMesh& view) {
   return c;
 }
 
-std::vector<int> mesh_axes(DimSharding s, const LogicalMesh& view) {
-  std::vector<int> out;
-  if ((s == DimSharding::kS0 || s == DimSharding::kS01) && view.d0 > 1) out.push_back(0);
-  if ((s == DimSharding::kS1 || s == DimSharding::kS01) && view.d1 > 1) out.push_back(1);
-  return out;
-}
-
 void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms) {
   for (int ax : {1, 0}) {
     if ((axes & (1u << ax)) && comms.axis[ax]->size() > 1) comms.axis[ax]->all_reduce_sum(data, count, dtype);

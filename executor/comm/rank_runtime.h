@@ -25,8 +25,6 @@ struct RankComms {
 // (r / d1, r % d1).
 RankComms make_rank_comms(const LogicalMesh& view);
 
-// The mesh axes splitting a dim, major first; an axis of size 1 splits nothing (reshard.h).
-std::vector<int> mesh_axes(DimSharding s, const LogicalMesh& view);
 
 // Performs a resharding's steps (planner/spmd/reshard.h semantics: all-reduce, reduce-scatter,
 // all-gather, all-to-all, padding and trims, then the local slice) on this rank's block `in` of

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -127,6 +128,19 @@ std::string quoted_path(const char* section, const std::string& name) {
 }
 
 }  // namespace
+
+std::vector<int> mesh_axes(DimSharding s, const LogicalMesh& view) {
+  std::vector<int> out;
+  if ((s == DimSharding::kS0 || s == DimSharding::kS01) && view.d0 > 1) out.push_back(0);
+  if ((s == DimSharding::kS1 || s == DimSharding::kS01) && view.d1 > 1) out.push_back(1);
+  return out;
+}
+
+int64_t block_index(DimSharding s, const LogicalMesh& view, const int64_t coord[2]) {
+  int64_t index = 0;
+  for (int a : mesh_axes(s, view)) index = index * (a == 0 ? view.d0 : view.d1) + coord[a];
+  return index;
+}
 
 RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, const StrategyGraph& sg,
                                   const std::vector<int>& choice, int64_t rank) {
@@ -502,85 +516,68 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     }
     slot.updated_param = gathered;
   }
-  // Dropout on a block of non-batch dims draws the whole tensor's masks at its block's place.
-  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
-    const Node& n = pg.node(static_cast<NodeId>(i));
-    if (n.kind != OpKind::kDropout) continue;
-    const ShardingSpec& spec = cs.node[i]->in[0];
-    const Shape& whole = pg.tensor(n.inputs[0]).shape;
-    const int bd = sg.batch_dim[static_cast<size_t>(n.inputs[0])];
-    std::vector<int64_t> offsets(whole.size(), 0);
-    bool split = false;
-    for (size_t d = 0; d < whole.size() && d < spec.dims.size(); ++d) {
-      const DimSharding ds = spec.dims[d];
-      if (ds == DimSharding::kR || static_cast<int>(d) == bd) continue;
-      const int64_t ways = spec.ways(d, view);
-      const int64_t block = (whole[d] + ways - 1) / ways;
-      int64_t index = 0;
-      if ((ds == DimSharding::kS0 || ds == DimSharding::kS01) && view.d0 > 1) index = index * view.d0 + low.coord[0];
-      if ((ds == DimSharding::kS1 || ds == DimSharding::kS01) && view.d1 > 1) index = index * view.d1 + low.coord[1];
-      offsets[d] = index * block;
-      split = true;
-    }
-    if (!split) continue;
-    for (size_t b = 0; b < original_nodes; ++b) {  // the forward's and its backward's (the same mask)
-      Node& m = g.node(static_cast<NodeId>(b));
-      if (static_cast<NodeId>(b) != static_cast<NodeId>(i) && !(m.kind == OpKind::kDropout && m.derived_from == n.name)) continue;
-      m.attrs.set("block_offsets", offsets);
-      m.attrs.set("block_global", whole);
-    }
+  // Kernels that need to know which block of a split dim the rank holds: attributes on the
+  // forward node and on its backward twin of `twin` kind.
+  std::map<std::string, std::vector<NodeId>> backward_of;  // forward node name → its backward nodes
+  for (size_t b = tg.num_forward_nodes; b < original_nodes; ++b) {
+    backward_of[g.node(static_cast<NodeId>(b)).derived_from].push_back(static_cast<NodeId>(b));
   }
-  // A Gather from a table split by the rows it picks (and its gradient) learns which rows this
-  // rank holds.
-  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
-    const Node& n = pg.node(static_cast<NodeId>(i));
-    if (n.kind != OpKind::kGather) continue;
-    const ShardingSpec& spec = cs.node[i]->in[0];
-    const Shape& table = pg.tensor(n.inputs[0]).shape;
-    int64_t axis = n.attrs.get_int("axis", 0);
-    if (axis < 0) axis += static_cast<int64_t>(table.size());
-    if (static_cast<size_t>(axis) >= spec.dims.size() || spec.dims[static_cast<size_t>(axis)] == DimSharding::kR) continue;
-    const DimSharding ds = spec.dims[static_cast<size_t>(axis)];
-    const int64_t ways = spec.ways(static_cast<size_t>(axis), view);
-    const int64_t block = (table[static_cast<size_t>(axis)] + ways - 1) / ways;
-    int64_t index = 0;
-    if ((ds == DimSharding::kS0 || ds == DimSharding::kS01) && view.d0 > 1) index = index * view.d0 + low.coord[0];
-    if ((ds == DimSharding::kS1 || ds == DimSharding::kS01) && view.d1 > 1) index = index * view.d1 + low.coord[1];
-    for (size_t b = 0; b < original_nodes; ++b) {
-      Node& m = g.node(static_cast<NodeId>(b));
-      if (static_cast<NodeId>(b) != static_cast<NodeId>(i) && !(m.kind == OpKind::kGatherGrad && m.derived_from == n.name)) continue;
-      m.attrs.set("index_offset", index * block);
-      m.attrs.set("index_total", table[static_cast<size_t>(axis)]);
+  auto set_on = [&](size_t i, OpKind twin, const std::function<void(Attributes&)>& set) {
+    set(g.node(static_cast<NodeId>(i)).attrs);
+    auto it = backward_of.find(pg.node(static_cast<NodeId>(i)).name);
+    if (it == backward_of.end()) return;
+    for (NodeId b : it->second) {
+      if (g.node(b).kind == twin) set(g.node(b).attrs);
     }
-  }
-  // A vocab-parallel cross-entropy (and its gradient) learns which classes this rank holds.
+  };
+  // First index of the rank's block of dim d (size `size`) split as `spec` says.
+  auto block_start = [&](const ShardingSpec& spec, size_t d, int64_t size) {
+    const int64_t ways = spec.ways(d, view);
+    return block_index(spec.dims[d], view, low.coord) * ((size + ways - 1) / ways);  // padded blocks
+  };
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
     const Node& n = pg.node(static_cast<NodeId>(i));
-    if (n.kind != OpKind::kSoftmaxCrossEntropyLoss) continue;
-    const ShardingSpec& spec = cs.node[i]->in[0];
-    if (spec.dims.size() < 2 || spec.dims[1] == DimSharding::kR) continue;
-    const Shape& scores = pg.tensor(n.inputs[0]).shape;
-    const int64_t c = scores[1];
-    const int64_t ways = spec.ways(1, view);
-    const int64_t block = (c + ways - 1) / ways;  // padded blocks, as the resharding cuts them
-    int64_t index = 0;
-    const std::vector<int> axes = [&] {
-      std::vector<int> a;
-      if ((spec.dims[1] == DimSharding::kS0 || spec.dims[1] == DimSharding::kS01) && view.d0 > 1) a.push_back(0);
-      if ((spec.dims[1] == DimSharding::kS1 || spec.dims[1] == DimSharding::kS01) && view.d1 > 1) a.push_back(1);
-      return a;
-    }();
-    for (int ax : axes) index = index * (ax == 0 ? view.d0 : view.d1) + low.coord[ax];
-    int mask = 0;
-    for (int ax : axes) mask |= 1 << ax;
-    for (size_t b = 0; b < original_nodes; ++b) {
-      Node& m = g.node(static_cast<NodeId>(b));
-      if (static_cast<NodeId>(b) != static_cast<NodeId>(i) &&
-          !(m.kind == OpKind::kSoftmaxCrossEntropyLossGrad && m.derived_from == n.name)) continue;
-      m.attrs.set("class_offset", index * block);
-      m.attrs.set("class_total", c);
-      m.attrs.set("class_ways", ways);
-      m.attrs.set("class_axes", static_cast<int64_t>(mask));
+    const ShardingSpec& spec = cs.node[i]->in.empty() ? ShardingSpec{} : cs.node[i]->in[0];
+    if (n.kind == OpKind::kDropout) {
+      // Dropout on a block of non-batch dims draws the whole tensor's masks at its block's place
+      // (its backward applies the same mask).
+      const Shape& whole = pg.tensor(n.inputs[0]).shape;
+      const int bd = sg.batch_dim[static_cast<size_t>(n.inputs[0])];
+      std::vector<int64_t> offsets(whole.size(), 0);
+      bool split = false;
+      for (size_t d = 0; d < whole.size() && d < spec.dims.size(); ++d) {
+        if (spec.dims[d] == DimSharding::kR || static_cast<int>(d) == bd) continue;
+        offsets[d] = block_start(spec, d, whole[d]);
+        split = true;
+      }
+      if (!split) continue;
+      set_on(i, OpKind::kDropout, [&](Attributes& at) {
+        at.set("block_offsets", offsets);
+        at.set("block_global", whole);
+      });
+    } else if (n.kind == OpKind::kGather) {
+      // A Gather from a table split by the rows it picks (and its gradient): the rows it holds.
+      const Shape& table = pg.tensor(n.inputs[0]).shape;
+      int64_t axis = n.attrs.get_int("axis", 0);
+      if (axis < 0) axis += static_cast<int64_t>(table.size());
+      const size_t ax = static_cast<size_t>(axis);
+      if (ax >= spec.dims.size() || spec.dims[ax] == DimSharding::kR) continue;
+      set_on(i, OpKind::kGatherGrad, [&](Attributes& at) {
+        at.set("index_offset", block_start(spec, ax, table[ax]));
+        at.set("index_total", table[ax]);
+      });
+    } else if (n.kind == OpKind::kSoftmaxCrossEntropyLoss) {
+      // A vocab-parallel cross-entropy (and its gradient): the classes it holds.
+      if (spec.dims.size() < 2 || spec.dims[1] == DimSharding::kR) continue;
+      const int64_t c = pg.tensor(n.inputs[0]).shape[1];
+      int64_t mask = 0;
+      for (int ax : mesh_axes(spec.dims[1], view)) mask |= int64_t{1} << ax;
+      set_on(i, OpKind::kSoftmaxCrossEntropyLossGrad, [&](Attributes& at) {
+        at.set("class_offset", block_start(spec, 1, c));
+        at.set("class_total", c);
+        at.set("class_ways", spec.ways(1, view));
+        at.set("class_axes", mask);
+      });
     }
   }
   // Shapes downstream of what changed, in the original order (Reshard outputs are set).

@@ -81,6 +81,11 @@ struct RankLowering {
 // `tg` and `sg` are the plan's training graph and strategy graph (plan_training_graph,
 // plan_strategy_graph) and `choice` its checked choice (plan_choice). Throws UserError naming
 // `plan_source` and the element when the plan is not batch-parallel.
+// The mesh axes splitting a dim, major first; an axis of size 1 splits nothing (reshard.h).
+std::vector<int> mesh_axes(DimSharding s, const LogicalMesh& view);
+// Which block of a dim split as `s` the device at logical `coord` holds (0 when unsplit).
+int64_t block_index(DimSharding s, const LogicalMesh& view, const int64_t coord[2]);
+
 RankLowering lower_batch_parallel(const Plan& plan, const std::string& plan_source, const StrategyGraph& sg,
                                   const std::vector<int>& choice, int64_t rank);
 
