@@ -276,22 +276,26 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
     return res;
   }
   // Without a memory row the sub-problem is a pure sum of per-group and per-edge costs: exact
-  // variable elimination, unless its graph is too wide (then the ILP).
+  // variable elimination, unless its graph is too wide (then the ILP). With one, the ILP, or in
+  // fast mode the elimination under a memory price (below).
+  const bool eliminate = mem_cap < 0 || !options.exact_knapsack;
   MinSumProblem ms;
   ms.unary = objective;
-  for (int k : inner) {
-    const EdgeRef& e = p.edges[k];
-    MinSumProblem::Pair q;
-    q.a = local[e.from];
-    q.b = local[e.to];
-    const size_t na = cost[q.a].size(), nb = cost[q.b].size();
-    q.cost.resize(na * nb);
-    for (size_t a = 0; a < na; ++a) {
-      for (size_t b = 0; b < nb; ++b) q.cost[a * nb + b] = e.at(static_cast<int>(a), static_cast<int>(b));
+  if (eliminate) {
+    for (int k : inner) {
+      const EdgeRef& e = p.edges[k];
+      MinSumProblem::Pair q;
+      q.a = local[e.from];
+      q.b = local[e.to];
+      const size_t na = cost[q.a].size(), nb = cost[q.b].size();
+      q.cost.resize(na * nb);
+      for (size_t a = 0; a < na; ++a) {
+        for (size_t b = 0; b < nb; ++b) q.cost[a * nb + b] = e.at(static_cast<int>(a), static_cast<int>(b));
+      }
+      ms.pairs.push_back(std::move(q));
     }
-    ms.pairs.push_back(std::move(q));
   }
-  std::optional<MinSumResult> unpriced = minimize_min_sum(ms);
+  std::optional<MinSumResult> unpriced = eliminate ? minimize_min_sum(ms) : std::nullopt;
   if (unpriced && mem_cap < 0) {
     res.feasible = true;
     res.choice = std::move(unpriced->choice);
@@ -302,13 +306,14 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
     // Under a memory cap, fast and near-optimal (the inter-op pass's stage solves): the cheapest
     // choice under a memory price, the price bisected to the smallest that fits the cap (memory
     // falls as the price rises). Exact when the unconstrained choice fits.
-    auto solve_at = [&](double price) {
+    auto solve_at = [&](double price) {  // only the per-group terms change with the price
       SubResult r;
-      MinSumProblem priced = ms;
       for (size_t i = 0; i < n; ++i) {
-        for (size_t s = 0; s < priced.unary[i].size(); ++s) priced.unary[i][s] += price * static_cast<double>(p.memory[subset[i]][s]);
+        for (size_t s = 0; s < ms.unary[i].size(); ++s) {
+          ms.unary[i][s] = objective[i][s] + price * static_cast<double>(p.memory[subset[i]][s]);
+        }
       }
-      std::optional<MinSumResult> m = minimize_min_sum(priced);
+      std::optional<MinSumResult> m = minimize_min_sum(ms);
       ALPA_CHECK(m.has_value(), "variable elimination refused a problem it solved unpriced");
       r.feasible = true;
       r.choice = std::move(m->choice);
