@@ -446,18 +446,6 @@ StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, con
   return f;
 }
 
-// The bytes each device of a stage sends per step, per collective kind (the plan's estimate
-// reports the busiest stage's; transfers between stages are listed separately).
-std::map<std::string, double> stage_bytes(const StrategyGraph& sg, const std::vector<int>& choice, int64_t first,
-                                          int64_t end, const std::vector<bool>& in_stage) {
-  std::map<std::string, double> out;
-  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) out[kind] = 0;
-  for (const CommEvent& e : communication(sg, choice, first, end, in_stage)) {
-    out[std::string(collective_name(e.step.kind))] += e.step.bytes_per_device * e.count;
-  }
-  return out;
-}
-
 void account_stage(PlanEstimate& e, double& busiest, const StageFigures& f, double micro_s, int64_t B, double step_s) {
   const double step_total = micro_s * static_cast<double>(B) + step_s;
   if (step_total > busiest) {
@@ -518,7 +506,9 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     st.memory = f.memory;
     const double before = busiest;
     account_stage(p.estimate, busiest, f, sc.micro_s, ev.microbatches, sc.option.step_s);
-    if (busiest != before) p.estimate.communication_bytes = stage_bytes(*sh.graph, sh.choice, first, end, sh.in_stage);
+    // The estimate's figures are the busiest stage's: its devices' bytes too (transfers between
+    // stages are listed separately).
+    if (busiest != before) p.estimate.communication_bytes = bytes_per_kind(communication(*sh.graph, sh.choice, first, end, sh.in_stage));
     pl.stages.push_back(std::move(st));
   }
   // Transfers: every forward tensor read by a later stage than the one producing it.
@@ -931,7 +921,7 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     steps.push_back(o.step_s);
     const double before = busiest;
     account_stage(out.estimate, busiest, f, micro, B, o.step_s);
-    if (busiest != before) out.estimate.communication_bytes = stage_bytes(sg, sh.choice, first, end, sh.in_stage);
+    if (busiest != before) out.estimate.communication_bytes = bytes_per_kind(communication(sg, sh.choice, first, end, sh.in_stage));
   }
   const Totals totals = pipeline_totals(micros, steps, B);
   out.pipeline.busy_time_s = totals.busy;

@@ -296,6 +296,13 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
   std::vector<int64_t> solves(tasks.size(), 0);
   std::atomic<size_t> done{0};
   std::mutex progress_mutex;
+  auto report_done = [&] {  // one (view, phase) task finished
+    const size_t d = ++done;
+    if (rq.progress) {
+      std::lock_guard<std::mutex> lock(progress_mutex);
+      rq.progress(d, 2 * tasks.size());
+    }
+  };
   const bool allow_plain = rq.remat != RematMode::kFull;
   const bool allow_remat = rq.remat != RematMode::kNone;
   const bool debug = std::getenv("ALPA_DEBUG_STAGES") != nullptr;
@@ -328,11 +335,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
     found[t].resize(reps.size());
     const std::vector<bool>& want = wanted[tasks[t].mesh];
     if (std::find(want.begin(), want.end(), true) == want.end()) {  // nothing to cost on this mesh
-      const size_t d = ++done;
-      if (rq.progress) {
-        std::lock_guard<std::mutex> lock(progress_mutex);
-        rq.progress(d, 2 * tasks.size());
-      }
+      report_done();
       return;
     }
     const auto t_build = std::chrono::steady_clock::now();
@@ -357,11 +360,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
                    (long long)mesh.hosts, (long long)mesh.devices_per_host, (long long)view.d0, (long long)view.d1,
                    reps.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t_build).count());
     }
-    const size_t d = ++done;
-    if (rq.progress) {
-      std::lock_guard<std::mutex> lock(progress_mutex);
-      rq.progress(d, 2 * tasks.size());
-    }
+    report_done();
   });
   // Phase 2: memory-bound solves, on the view with the fastest unconstrained sharding only, and
   // only for stages that can still beat the bound: without recomputation where no option without
@@ -454,11 +453,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_p2).count());
       }
     }
-    const size_t d = ++done;
-    if (rq.progress) {
-      std::lock_guard<std::mutex> lock(progress_mutex);
-      rq.progress(d, 2 * tasks.size());
-    }
+    report_done();
   });
   for (size_t t = 0; t < tasks.size(); ++t) {
     table.solves += solves[t];

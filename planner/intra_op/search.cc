@@ -233,11 +233,9 @@ PlanEstimate estimate_choice(const StrategyGraph& sg, const std::vector<int>& ch
   const ChosenSpecs cs = chosen_specs(sg, choice);
   for (const NodeStrategy* st : cs.node) e.compute_time_s += st->compute_s;
   for (const NodeStrategy* st : cs.param) if (st) e.compute_time_s += st->compute_s;
-  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) e.communication_bytes[kind] = 0;
-  for (const CommEvent& ev : communication(sg, choice)) {
-    e.communication_time_s += ev.step.time_s * ev.count;
-    e.communication_bytes[std::string(collective_name(ev.step.kind))] += ev.step.bytes_per_device * ev.count;
-  }
+  const std::vector<CommEvent> events = communication(sg, choice);
+  for (const CommEvent& ev : events) e.communication_time_s += ev.step.time_s * ev.count;
+  e.communication_bytes = bytes_per_kind(events);
   e.iteration_time_s = e.compute_time_s + e.communication_time_s;
   e.throughput_samples_per_s = e.iteration_time_s > 0 ? static_cast<double>(global_batch) / e.iteration_time_s : 0;
   e.memory = simulate_memory(sg, choice);

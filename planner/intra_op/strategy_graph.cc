@@ -921,6 +921,13 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
   return out;
 }
 
+std::map<std::string, double> bytes_per_kind(const std::vector<CommEvent>& events) {
+  std::map<std::string, double> out;
+  for (const char* kind : {"all_gather", "all_reduce", "all_to_all", "reduce_scatter"}) out[kind] = 0;
+  for (const CommEvent& ev : events) out[std::string(collective_name(ev.step.kind))] += ev.step.bytes_per_device * ev.count;
+  return out;
+}
+
 int64_t evaluate_memory(const StrategyGraph& sg, const std::vector<int>& choice) {
   int64_t total = 0;
   for (size_t g = 0; g < sg.groups.size(); ++g) total += sg.groups[g].memory.at(choice[g]);

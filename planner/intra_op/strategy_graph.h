@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -189,6 +190,8 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
 // stage's groups (`in_groups`; tensors from other stages are transfers), its parameters.
 std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<int>& choice, int64_t first,
                                      int64_t end, const std::vector<bool>& in_groups);
+// Bytes each device sends per step for these events, per collective kind (every kind present).
+std::map<std::string, double> bytes_per_kind(const std::vector<CommEvent>& events);
 
 // Objective of a full choice (one strategy index per group), recomputed from scratch: the
 // independent check of the solver's objective.
