@@ -40,34 +40,29 @@ build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --m
   --precision fp32 -o "$OUT/plan_local4.json"
 MPI_ROOT_FLAG=()
 if [ "$(id -u)" = 0 ]; then MPI_ROOT_FLAG=(--allow-run-as-root); fi
-OPENBLAS_NUM_THREADS=1 mpirun "${MPI_ROOT_FLAG[@]}" --oversubscribe --bind-to none -np 4 \
-  build/apps/alpa-run --plan "$OUT/plan_local4.json" --model "$OUT/gpt_test.onnx" --data "$OUT/data" --steps 20 \
-  --lr 0.003 --metrics "$OUT/metrics_4ranks.jsonl"
-/usr/bin/python3 - "$OUT/metrics.jsonl" "$OUT/metrics_4ranks.jsonl" <<'PY'
+# train_4ranks PLAN NAME LABEL: 20 steps on 4 ranks (metrics_NAME.jsonl), then the losses next
+# to one device's and the bytes each rank sent per step.
+train_4ranks() {
+  OPENBLAS_NUM_THREADS=1 mpirun "${MPI_ROOT_FLAG[@]}" --oversubscribe --bind-to none -np 4 \
+    build/apps/alpa-run --plan "$1" --model "$OUT/gpt_test.onnx" --data "$OUT/data" --steps 20 \
+    --lr 0.003 --metrics "$OUT/metrics_$2.jsonl"
+  /usr/bin/python3 - "$OUT/metrics.jsonl" "$OUT/metrics_$2.jsonl" "$3" <<'PY'
 import json, sys
 one = [json.loads(l) for l in open(sys.argv[1])]
-four = [json.loads(l) for l in open(sys.argv[2])]
-print("step  loss (1 device)  loss (4 ranks)  all-reduce bytes/step/rank (4 ranks)")
-for a, b in zip(one, four):
+ranks = [json.loads(l) for l in open(sys.argv[2])]
+print(f"step  loss (1 device)  loss ({sys.argv[3]})  bytes/step/rank: all-gather  all-reduce  reduce-scatter")
+for a, b in zip(one, ranks):
     if a["step"] in (1, 2, 5, 10, 20):
-        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:14.6f}  {b['comm_bytes']['all_reduce']:>12d}")
+        c = b["comm_bytes"]
+        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:{len(sys.argv[3]) + 7}.6f}  {c['all_gather']:>26d}"
+              f"  {c['all_reduce']:>10d}  {c['reduce_scatter']:>14d}")
 PY
+}
+train_4ranks "$OUT/plan_local4.json" 4ranks "4 ranks"
 echo "== again with Megatron-LM tensor parallelism: tp 2 x dp 2 on the 4 ranks (vocab-parallel embedding and loss)"
 build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 2 --pp 1 --dp 2 \
   --optimizer adam --precision fp32 -o "$OUT/plan_megatron4.json" | sed -n '4,6p'
-OPENBLAS_NUM_THREADS=1 mpirun "${MPI_ROOT_FLAG[@]}" --oversubscribe --bind-to none -np 4 \
-  build/apps/alpa-run --plan "$OUT/plan_megatron4.json" --model "$OUT/gpt_test.onnx" --data "$OUT/data" --steps 20 \
-  --lr 0.003 --metrics "$OUT/metrics_megatron.jsonl"
-/usr/bin/python3 - "$OUT/metrics.jsonl" "$OUT/metrics_megatron.jsonl" <<'PY'
-import json, sys
-one = [json.loads(l) for l in open(sys.argv[1])]
-mg = [json.loads(l) for l in open(sys.argv[2])]
-print("step  loss (1 device)  loss (tp2 x dp2)  bytes/step/rank: all-gather  all-reduce  reduce-scatter")
-for a, b in zip(one, mg):
-    if a["step"] in (1, 2, 5, 10, 20):
-        c = b["comm_bytes"]
-        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:16.6f}  {c['all_gather']:>26d}  {c['all_reduce']:>10d}  {c['reduce_scatter']:>14d}")
-PY
+train_4ranks "$OUT/plan_megatron4.json" megatron "tp2 x dp2"
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
 build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --method shard --microbatches 128 \
