@@ -6,7 +6,9 @@
 #include <climits>
 #include <cstdlib>
 #include <cmath>
+#include <deque>
 #include <string>
+#include <vector>
 
 #include "planner/common/error.h"
 
@@ -14,6 +16,8 @@ namespace alpa::exec {
 
 struct MpiCommunicator::Handle {
   MPI_Comm comm = MPI_COMM_NULL;
+  std::vector<MPI_Request> pending;           // isend requests
+  std::deque<std::vector<char>> pending_data;  // and their copies of the data
 };
 
 namespace {
@@ -88,6 +92,9 @@ MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   // After MPI_Finalize the communicator is gone with the rest of MPI's state.
+  if (!finalized && !handle_->pending.empty()) {
+    MPI_Waitall(static_cast<int>(handle_->pending.size()), handle_->pending.data(), MPI_STATUSES_IGNORE);
+  }
   if (!finalized && handle_->comm != MPI_COMM_NULL) MPI_Comm_free(&handle_->comm);
 }
 
@@ -170,6 +177,24 @@ void MpiCommunicator::recv(void* data, int64_t count, DType dtype, int src, int 
                              std::to_string(got));
     done += n;
   } while (done < count);
+}
+
+void MpiCommunicator::isend(const void* data, int64_t count, DType dtype, int dst, int tag) {
+  const MPI_Datatype type = mpi_type(dtype);
+  const int64_t bytes = count * dtype_bytes(dtype);
+  const auto* p = static_cast<const char*>(data);
+  handle_->pending_data.emplace_back(p, p + bytes);
+  MPI_Request request;
+  ALPA_MPI_CHECK(MPI_Isend(handle_->pending_data.back().data(), mpi_count(count), type, dst, tag, handle_->comm, &request));
+  handle_->pending.push_back(request);
+  this->count(CollectiveKind::kSendRecv, bytes);
+}
+
+void MpiCommunicator::wait_sends() {
+  if (handle_->pending.empty()) return;
+  ALPA_MPI_CHECK(MPI_Waitall(static_cast<int>(handle_->pending.size()), handle_->pending.data(), MPI_STATUSES_IGNORE));
+  handle_->pending.clear();
+  handle_->pending_data.clear();
 }
 
 std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, int key) const {

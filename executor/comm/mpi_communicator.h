@@ -45,6 +45,11 @@ class MpiCommunicator : public Communicator {
   // Blocking point-to-point (for pipeline stages). `tag` must match between the pair.
   void send(const void* data, int64_t count, DType dtype, int dst, int tag);
   void recv(void* data, int64_t count, DType dtype, int src, int tag);
+  // Non-blocking send of a copy of `data` (counted as a send): the caller goes on at once, so
+  // two pipeline stages sending to each other never wait on each other. wait_sends() completes
+  // every pending one.
+  void isend(const void* data, int64_t count, DType dtype, int dst, int tag);
+  void wait_sends();
 
   // Collective over this communicator: ranks passing equal `color` form one sub-communicator,
   // ordered by `key` (ties by rank here). Used for the groups along one logical mesh axis.

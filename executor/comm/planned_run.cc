@@ -11,6 +11,7 @@
 #include <memory>
 #include <sstream>
 
+#include "executor/comm/pipeline_rank.h"
 #include "executor/comm/rank_runtime.h"
 #include "executor/runtime/checkpoint.h"
 #include "executor/runtime/data.h"
@@ -53,6 +54,10 @@ struct RankState {
   uint64_t seed = 0;
   int64_t first_step = 0;  // a resumed run's first step
   BlockOf block;           // the part of each persistent tensor this rank holds
+  // Pipeline plans (several stages): this rank's stage. Its trainer runs the stage's nodes of
+  // `tg` (the training graph of one microbatch).
+  std::unique_ptr<PipelineRank> pipe;
+  std::vector<bool> writes;  // pipelines: per tensor, whether this rank is the lowest holding it
 };
 
 // A pipeline plan of one stage is a single-stage plan: the stage's mesh, method and shardings
@@ -99,18 +104,68 @@ HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, T
   return b;
 }
 
+// The loss of a split batch divides by the step's global label count (see set_up).
+void set_loss_counting(RankState& st, const PlannedRunOptions& o, int64_t splits) {
+  const Graph& forward = st.model.graph;
+  bool has_sce = false;
+  for (const Node& n : forward.nodes()) has_sce = has_sce || n.kind == OpKind::kSoftmaxCrossEntropyLoss;
+  const Tensor& loss_tensor = forward.tensor(forward.loss);
+  const bool mean_loss = !has_sce && st.plan.microbatches == 1 && loss_tensor.producer != kNoId &&
+                         forward.node(loss_tensor.producer).kind == OpKind::kReduceMean;
+  st.count_labels = splits > 1 && !mean_loss;
+  if (st.count_labels) st.loss_target = cross_entropy_target(forward, o.model);
+  if (splits > 1) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
+}
+
+// A pipeline plan: every rank builds the training graph of one microbatch (the plan's) and runs
+// its stage's nodes of it.
+std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::unique_ptr<RankState> st, int rank, int world) {
+  const Plan& plan = st->plan;
+  const std::string& src = o.plan;
+  const Graph& forward = st->model.graph;
+  st->pipe = std::make_unique<PipelineRank>(make_pipeline_rank(plan, src, *st->plan_tg, rank, world));
+  PipelineRank& pr = *st->pipe;
+  RankLowering& low = st->lowering;
+  low.view = LogicalMesh{};
+  low.microbatch_samples = plan.global_batch / plan.microbatches;
+  low.microbatches = plan.microbatches;
+  low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0},
+                         {"send", static_cast<double>(pr.predicted_send_bytes)}};
+  low.predicted_memory = plan.pipeline->stages[static_cast<size_t>(pr.stage)].memory;
+  set_loss_counting(*st, o, plan.microbatches);
+  st->tg = std::make_unique<TrainingGraph>(std::move(pr.program->tg));
+  std::vector<int> dims = training_batch_dims(*st->tg, forward, plan.global_batch);
+  st->seed = o.seed;
+  if (!o.resume.empty()) {
+    const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
+    st->seed = info.seed;
+    st->first_step = info.step;
+  }
+  st->data = o.data == "synthetic" ? synthetic_data(forward, st->seed) : open_data_directory(o.data, forward);
+  st->kernels = make_cpu_kernels();
+  st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, st->seed, pr.program->active);
+  st->trainer->set_exported(pr.program->exported);
+  // Whole tensors; the lowest rank holding one writes it (RankState::writes, filled once the
+  // ranks can talk).
+  st->block = [&s = *st](TensorId t) {
+    HeldBlock b;
+    for (int64_t d : s.tg->graph.tensor(t).shape) b.ranges.emplace_back(0, d);
+    b.writer = s.trainer->holds(t) && static_cast<size_t>(t) < s.writes.size() && s.writes[t];
+    return b;
+  };
+  if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
+  st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
+  return st;
+}
+
 std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int world) {
   auto st = std::make_unique<RankState>();
   const std::string& src = o.plan;
   st->plan = parse_plan(read_text(o.plan, "--plan"), src);
   if (st->plan.pipeline && st->plan.pipeline->stages.size() == 1) st->plan = single_stage(st->plan, src);
   const Plan& plan = st->plan;
-  if (plan.pipeline) {
-    throw UserError(src, "pipeline", "a pipeline plan (" + std::to_string(plan.pipeline->stages.size()) +
-                    " stages) is not executed by this version of alpa-run; search with --method shard or data");
-  }
   const int64_t devices = static_cast<int64_t>(plan.device_ids.size());
-  if (devices != world) {
+  if (!plan.pipeline && devices != world) {
     throw UserError(src, "device_ids", "the plan places its stage on " + std::to_string(devices) + " devices, but mpirun started " +
                     std::to_string(world) + " rank" + (world == 1 ? "" : "s") + "; run mpirun -np " + std::to_string(devices));
   }
@@ -147,23 +202,16 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   opt.weight_decay = o.weight_decay;
   st->plan_tg = std::make_unique<TrainingGraph>(plan_training_graph(plan, src, forward, &opt));
   opt = st->plan_tg->optimizer;
+  if (plan.pipeline) return set_up_pipeline(o, std::move(st), rank, world);
   st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(plan, src, *st->plan_tg, st->cluster));
   st->choice = plan_choice(plan, src, *st->plan_tg, *st->sg);
   st->lowering = lower_batch_parallel(plan, src, *st->sg, st->choice, rank);
   RankLowering& low = st->lowering;
 
-  const int64_t splits = plan.microbatches * low.batch_ways;
   // A split batch divides a mean cross-entropy by the step's global label count; a loss that is
   // one ReduceMean (a mean squared error) is scaled back to the whole mean by the lowering,
   // without gradient accumulation (one device refuses that too).
-  bool has_sce = false;
-  for (const Node& n : forward.nodes()) has_sce = has_sce || n.kind == OpKind::kSoftmaxCrossEntropyLoss;
-  const Tensor& loss_tensor = forward.tensor(forward.loss);
-  const bool mean_loss = !has_sce && plan.microbatches == 1 && loss_tensor.producer != kNoId &&
-                         forward.node(loss_tensor.producer).kind == OpKind::kReduceMean;
-  st->count_labels = splits > 1 && !mean_loss;
-  if (st->count_labels) st->loss_target = cross_entropy_target(forward, o.model);
-  if (splits > 1) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
+  set_loss_counting(*st, o, plan.microbatches * low.batch_ways);
   TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
@@ -204,6 +252,17 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
 void save_whole_parameters(const std::string& dir, RankState& st, int rank, int world) {
   const Graph& g = st.tg->graph;
   const Graph& pg = st.plan_tg->graph;
+  if (st.pipe) {  // whole tensors, each written by the lowest rank holding it
+    std::filesystem::create_directories(dir);
+    for (size_t i = 0; i < g.num_tensors(); ++i) {
+      const Tensor& t = g.tensor(static_cast<TensorId>(i));
+      if ((t.role != TensorRole::kParameter && t.role != TensorRole::kBuffer) || !st.writes[i]) continue;
+      write_npy((std::filesystem::path(dir) / npy_file_name(t.name)).string(), t.dtype, t.shape,
+                st.trainer->value(static_cast<TensorId>(i)));
+    }
+    any_rank(st.comms, false);  // every file is written when rank 0 returns
+    return;
+  }
   if (rank == 0) std::filesystem::create_directories(dir);
   for (size_t i = 0; i < pg.num_tensors(); ++i) {
     const TensorId t = static_cast<TensorId>(i);
@@ -228,6 +287,12 @@ void save_whole_parameters(const std::string& dir, RankState& st, int rank, int 
   }
 }
 
+std::string json_list(const std::vector<int64_t>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
+  return out + "]";
+}
+
 std::string bytes_json(const std::map<std::string, int64_t>& bytes) {
   std::string out = "{";
   for (const auto& [kind, b] : bytes) {
@@ -241,7 +306,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const Plan& plan = st.plan;
   const RankLowering& low = st.lowering;
   const Graph& forward = st.model.graph;
-  st.trainer->set_batch_parallel(batch_parallel_hooks(low, *st.tg, st.comms));
+  if (!st.pipe) st.trainer->set_batch_parallel(batch_parallel_hooks(low, *st.tg, st.comms));
   std::ofstream metrics;
   if (rank == 0 && !o.metrics.empty()) {
     metrics.open(o.metrics);
@@ -252,7 +317,18 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const bool tty = rank == 0 && isatty(STDERR_FILENO) != 0;
   const int64_t K = plan.microbatches, ls = low.microbatch_samples, B = plan.global_batch;
   const bool split = K * low.batch_ways > 1;
-  std::map<std::string, int64_t> before = planned_traffic(st.comms), per_step;
+  // Bytes sent per kind: the planned collectives, and a pipeline's point-to-point sends.
+  auto traffic = [&st] {
+    std::map<std::string, int64_t> t = planned_traffic(st.comms);
+    if (st.pipe) t["send"] = st.comms.pipe->bytes_sent(CollectiveKind::kSendRecv);
+    return t;
+  };
+  std::map<std::string, int64_t> before = traffic(), per_step;
+  std::vector<int64_t> sends(static_cast<size_t>(world), 0), plan_sends(static_cast<size_t>(world), 0),
+      plan_peaks(static_cast<size_t>(world), 0);
+  int64_t my_plan_peak = low.predicted_memory.peak_bytes;
+  st.comms.control->all_gather(&my_plan_peak, plan_peaks.data(), 1, DType::kInt64);
+  if (st.pipe) st.comms.control->all_gather(&st.pipe->predicted_send_bytes, plan_sends.data(), 1, DType::kInt64);
   std::vector<int64_t> peaks(static_cast<size_t>(world), 0);
   std::string plan_bytes = "{";  // what the plan predicts per step and device, per kind
   for (const auto& [kind, b] : low.predicted_bytes) {
@@ -274,14 +350,23 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     }
     const double normalizer = split && st.count_labels ? count_labels(st.loss_target, forward, batch) : 0.0;
     const auto start = std::chrono::steady_clock::now();
-    const StepResult r = st.trainer->step_microbatches(micro, step, normalizer);
-    const double loss = r.loss;  // the lowering all-reduces the loss: every rank has the whole
+    StepResult r;
+    double loss = 0;
+    if (st.pipe) {
+      r = run_pipeline_step(*st.pipe, *st.trainer, *st.comms.pipe, micro, step, normalizer);
+      loss = r.loss;  // the last stage's: summed with the others' zeros
+      st.comms.control->all_reduce_sum(&loss, 1, DType::kFloat64);
+    } else {
+      r = st.trainer->step_microbatches(micro, step, normalizer);
+      loss = r.loss;  // the lowering all-reduces the loss: every rank has the whole
+    }
     int64_t peak = r.peak_bytes;
     st.comms.control->all_gather(&peak, peaks.data(), 1, DType::kInt64);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    const auto after = planned_traffic(st.comms);
+    const auto after = traffic();
     for (const auto& [kind, b] : after) per_step[kind] = b - before[kind];
     before = after;
+    if (st.pipe) st.comms.control->all_gather(&per_step["send"], sends.data(), 1, DType::kInt64);
     if (rank != 0) continue;
     int64_t max_peak = 0;
     std::string peak_list;
@@ -296,7 +381,9 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
                     static_cast<long long>(step + 1), loss, ms, samples_per_s, static_cast<long long>(max_peak));
       metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step)
               << ",\"plan_comm_bytes\":" << plan_bytes << ",\"plan_peak_bytes\":" << low.predicted_memory.peak_bytes
-              << "}\n" << std::flush;
+              << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks);
+      if (st.pipe) metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends);
+      metrics << "}\n" << std::flush;
     }
     const int width = 30;
     const int filled = static_cast<int>(width * (step + 1) / o.steps);  // of the steps to reach
@@ -305,17 +392,18 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
                  std::string(width - filled, '.').c_str(), loss, ms, samples_per_s,
                  format_bytes(static_cast<double>(max_peak)).c_str(),
                  format_bytes(static_cast<double>(per_step["all_reduce"] + per_step["all_gather"] + per_step["reduce_scatter"] +
-                                                  per_step["all_to_all"])).c_str(),
+                                                  per_step["all_to_all"] + per_step["send"])).c_str(),
                  tty ? "" : "\n");
   }
   if (tty) std::fprintf(stderr, "\n");
   if (rank == 0) {
     std::fprintf(stderr, "per step and device: sent");
     for (const auto& [kind, b] : per_step) {
-      if (b > 0 || low.predicted_bytes.at(kind) > 0) {
-        std::fprintf(stderr, "  %s %lld B (plan %.0f B)", kind.c_str(), static_cast<long long>(b), low.predicted_bytes.at(kind));
-      }
+      const auto it = low.predicted_bytes.find(kind);
+      const double planned = it == low.predicted_bytes.end() ? 0.0 : it->second;
+      if (b > 0 || planned > 0) std::fprintf(stderr, "  %s %lld B (plan %.0f B)", kind.c_str(), static_cast<long long>(b), planned);
     }
+    if (st.pipe) std::fprintf(stderr, " (rank 0; every rank's in the metrics)");
     std::fprintf(stderr, "\n");
     const int64_t max_peak = peaks.empty() ? 0 : *std::max_element(peaks.begin(), peaks.end());
     std::fprintf(stderr, "peak memory per device: %s measured (the allocator's high-water mark), %s planned\n",
@@ -369,7 +457,23 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
     return static_cast<int>(worst);
   }
   try {
-    st->comms = make_rank_comms(st->lowering.view);
+    if (st->pipe) {
+      st->comms = make_pipeline_comms();
+      // Which rank writes each tensor several stages hold: the lowest holding it.
+      const Graph& g = st->tg->graph;
+      const int64_t n = static_cast<int64_t>(g.num_tensors());
+      std::vector<int64_t> held(static_cast<size_t>(n)), all(static_cast<size_t>(n * world));
+      for (int64_t t = 0; t < n; ++t) held[static_cast<size_t>(t)] = st->trainer->holds(static_cast<TensorId>(t)) ? 1 : 0;
+      st->comms.control->all_gather(held.data(), all.data(), n, DType::kInt64);
+      st->writes.assign(static_cast<size_t>(n), false);
+      for (int64_t t = 0; t < n; ++t) {
+        bool lower = false;
+        for (int r = 0; r < rank; ++r) lower = lower || all[static_cast<size_t>(r * n + t)] != 0;
+        st->writes[static_cast<size_t>(t)] = held[static_cast<size_t>(t)] != 0 && !lower;
+      }
+    } else {
+      st->comms = make_rank_comms(st->lowering.view);
+    }
     train(o, *st, rank, world);
   } catch (const UserError& e) {
     std::fprintf(stderr, "alpa-run: rank %d: error: %s (stopping every rank)\n", rank, e.what());

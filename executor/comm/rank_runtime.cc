@@ -20,6 +20,17 @@ RankComms make_rank_comms(const LogicalMesh& view) {
   return c;
 }
 
+RankComms make_pipeline_comms() {
+  RankComms c;
+  c.world = make_mpi_world_communicator();
+  const int r = c.world->rank();
+  c.control = c.world->split(0, r);
+  c.axis[0] = c.world->split(r, 0);
+  c.axis[1] = c.world->split(r, 0);
+  c.pipe = c.world->split(0, r);
+  return c;
+}
+
 void sum_over_axes(AxisMask axes, void* data, int64_t count, DType dtype, RankComms& comms) {
   for (int ax : {1, 0}) {
     if ((axes & (1u << ax)) && comms.axis[ax]->size() > 1) comms.axis[ax]->all_reduce_sum(data, count, dtype);

@@ -19,11 +19,14 @@ struct RankComms {
   std::unique_ptr<MpiCommunicator> world;    // every rank; used only to split the others
   std::unique_ptr<MpiCommunicator> control;  // loss reporting, metrics, error agreement
   std::unique_ptr<MpiCommunicator> axis[2];  // the ranks that differ only in one mesh coordinate
+  std::unique_ptr<MpiCommunicator> pipe;     // pipeline plans: point to point between stages
 };
 
 // Collective over MPI_COMM_WORLD, whose size must be view.size(): rank r is logical device
 // (r / d1, r % d1).
 RankComms make_rank_comms(const LogicalMesh& view);
+// A pipeline plan whose stages each run on one rank: axis groups of one rank, and `pipe`.
+RankComms make_pipeline_comms();
 
 
 // Performs a resharding's steps (planner/spmd/reshard.h semantics: all-reduce, reduce-scatter,

@@ -236,7 +236,7 @@ void load_checkpoint(const std::string& dir, Trainer& trainer, const BlockOf& bl
   const json& tensors = m.at("tensors");
   for (size_t t = 0; t < g.num_tensors(); ++t) {
     const Tensor& ten = g.tensor(static_cast<TensorId>(t));
-    if (!checkpointed(ten)) continue;
+    if (!checkpointed(ten) || !trainer.holds(static_cast<TensorId>(t))) continue;  // another stage's
     if (!tensors.contains(ten.name)) {
       throw UserError(mpath, "/tensors/\"" + ten.name + "\"", "missing: the checkpoint is of another model or optimizer");
     }

@@ -39,26 +39,35 @@ bool in_optimizer_phase(const Node& node) {
   return node.kind == OpKind::kReshard && node.attrs.get_int("optimizer_phase", 0) != 0;
 }
 
-Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed)
-    : tg_(tg), kernels_(kernels), seed_(seed) {
+Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed, std::vector<bool> active)
+    : tg_(tg), kernels_(kernels), seed_(seed), active_(std::move(active)) {
   const Graph& g = tg.graph;
+  ALPA_CHECK(active_.empty() || active_.size() == g.num_nodes(), "Trainer: one active flag per node expected");
   ptr_.assign(g.num_tensors(), nullptr);
   last_use_.assign(g.num_tensors(), -1);
   keep_to_end_.assign(g.num_tensors(), false);
+  std::vector<bool> produced(g.num_tensors(), false);
   for (size_t k = 0; k < g.num_nodes(); ++k) {
+    if (!runs(k)) continue;
     for (TensorId t : g.node(static_cast<NodeId>(k)).inputs) last_use_[t] = static_cast<int64_t>(k);
+    for (TensorId t : g.node(static_cast<NodeId>(k)).outputs) produced[t] = true;
   }
-  keep_to_end_[g.loss] = true;
+  if (g.loss != kNoId) keep_to_end_[g.loss] = true;
   for (const auto& [dst, src] : tg.state_updates) keep_to_end_[src] = true;
   for (const ParameterSlot& slot : tg.parameters) keep_to_end_[slot.grad] = true;
   from_optimizer_.assign(g.num_tensors(), false);
-  for (const Node& n : g.nodes()) {
-    if (in_optimizer_phase(n)) {
+  for (size_t k = 0; k < g.num_nodes(); ++k) {
+    const Node& n = g.node(static_cast<NodeId>(k));
+    if (runs(k) && in_optimizer_phase(n)) {
       for (TensorId t : n.outputs) from_optimizer_[t] = true;
     }
   }
+  // A stage holds the persistent tensors its nodes read and those its nodes update.
+  std::vector<bool> held(g.num_tensors(), active_.empty());
+  for (size_t t = 0; t < g.num_tensors(); ++t) held[t] = held[t] || last_use_[t] >= 0;
+  for (const auto& [dst, src] : tg.state_updates) held[dst] = held[dst] || produced[src];
   for (size_t t = 0; t < g.num_tensors(); ++t) {
-    if (is_persistent(static_cast<TensorId>(t))) initialize(static_cast<TensorId>(t), seed);
+    if (held[t] && is_persistent(static_cast<TensorId>(t))) initialize(static_cast<TensorId>(t), seed);
   }
   persistent_bytes_ = pool_.bytes_in_use();
 }
@@ -142,7 +151,8 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
   }
   // Free what no later node reads.
   auto maybe_free = [&](TensorId t) {
-    if (!is_persistent(t) && !keep_to_end_[t] && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
+    const bool exported = static_cast<size_t>(t) < exported_.size() && exported_[t];
+    if (!is_persistent(t) && !keep_to_end_[t] && !exported && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
       pool_.release(ptr_[t]);
       ptr_[t] = nullptr;
     }
@@ -176,83 +186,168 @@ void accumulate_into(void* acc, const void* grad, int64_t n) {
   for (int64_t i = 0; i < n; ++i) a[i] += g[i];
 }
 
-StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>>& microbatches,
-                                      int64_t step_index, double loss_normalizer) {
-  const Graph& g = tg_.graph;
-  ALPA_CHECK(!microbatches.empty(), "a step needs at least one microbatch");
+void Trainer::begin_step(int64_t step_index, double loss_normalizer, size_t microbatches) {
+  ALPA_CHECK(microbatches > 0, "a step needs at least one microbatch");
   pool_.reset_peak();
-  StepContext ctx;
-  ctx.seed = seed_;
-  ctx.step = step_index;
-  ctx.loss_normalizer = loss_normalizer;
-  std::vector<void*> scratch;
-  KernelCall call;
-  call.ctx = &ctx;
-  call.scratch = [&](size_t bytes) {
-    scratch.push_back(pool_.allocate(bytes));
-    return scratch.back();
+  ctx_ = StepContext{};
+  ctx_.seed = seed_;
+  ctx_.step = step_index;
+  ctx_.loss_normalizer = loss_normalizer;
+  call_ = KernelCall{};
+  call_.ctx = &ctx_;
+  call_.scratch = [this](size_t bytes) {
+    scratch_.push_back(pool_.allocate(bytes));
+    return scratch_.back();
   };
-  const bool accumulate = microbatches.size() > 1;
-  std::vector<void*> acc(tg_.parameters.size(), nullptr);
-  StepResult result;
-  // Where each microbatch's samples sit in the step's whole batch (dropout masks), and the
-  // statistics BatchNorm saves for its backward.
-  const int64_t local_samples = local_samples_;
-  std::map<const void*, std::vector<double>> saved_stats;
-  ctx.saved_stats = &saved_stats;
-  if (!batch_dim_.empty() && local_samples > 0) {
-    ctx.batch_dim = &batch_dim_;
-    ctx.local_samples = local_samples;
-    ctx.global_samples = local_samples * parallel_.batch_ways * static_cast<int64_t>(microbatches.size());
+  // Where each microbatch's samples sit in the step's whole batch (dropout masks).
+  if (!batch_dim_.empty() && local_samples_ > 0) {
+    ctx_.batch_dim = &batch_dim_;
+    ctx_.local_samples = local_samples_;
+    ctx_.global_samples = local_samples_ * parallel_.batch_ways * static_cast<int64_t>(microbatches);
   }
-  ctx.sum_over_batch = parallel_.sum_over_batch;
-  ctx.reduce_over_classes = parallel_.reduce_over_classes;
-  ctx.batch_ways = parallel_.batch_ways;
-  for (size_t m = 0; m < microbatches.size(); ++m) {
-    const auto& inputs = microbatches[m];
-    ctx.sample_offset = (static_cast<int64_t>(m) * parallel_.batch_ways + parallel_.batch_block) * local_samples;
-    microbatch_ = m;
-    microbatches_ = microbatches.size();
-    saved_stats.clear();
-    ALPA_CHECK(inputs.size() == g.inputs.size(), "one buffer per graph input expected");
+  ctx_.sum_over_batch = parallel_.sum_over_batch;
+  ctx_.reduce_over_classes = parallel_.reduce_over_classes;
+  ctx_.batch_ways = parallel_.batch_ways;
+  microbatches_ = microbatches;
+  slots_.assign(microbatches, Slot{});
+  acc_.assign(tg_.parameters.size(), nullptr);
+  result_ = StepResult{};
+}
+
+void Trainer::enter(size_t m) {
+  ALPA_CHECK(current_ == SIZE_MAX && m < slots_.size() && !slots_[m].finished,
+             "Trainer: microbatch " + std::to_string(m) + " outside the step or already done");
+  for (const auto& [t, p] : slots_[m].live) ptr_[t] = p;
+  slots_[m].live.clear();
+  current_ = m;
+  microbatch_ = m;
+  ctx_.sample_offset = (static_cast<int64_t>(m) * parallel_.batch_ways + parallel_.batch_block) * local_samples_;
+  ctx_.saved_stats = &slots_[m].saved_stats;  // BatchNorm's statistics, forward to backward
+}
+
+void Trainer::leave() {
+  Slot& slot = slots_[current_];
+  for (size_t t = 0; t < ptr_.size(); ++t) {
+    if (ptr_[t] && !is_persistent(static_cast<TensorId>(t))) {
+      slot.live.emplace_back(static_cast<TensorId>(t), ptr_[t]);
+      ptr_[t] = nullptr;
+    }
+  }
+  current_ = SIZE_MAX;
+}
+
+void* Trainer::provide(size_t m, TensorId t) {
+  ALPA_CHECK(m < slots_.size(), "Trainer::provide: microbatch outside the step");
+  void* p = pool_.allocate(static_cast<size_t>(tg_.graph.tensor(t).bytes()));
+  slots_[m].live.emplace_back(t, p);
+  return p;
+}
+
+const void* Trainer::slot_value(size_t m, TensorId t) const {
+  for (const auto& [id, p] : slots_.at(m).live) {
+    if (id == t) return p;
+  }
+  ALPA_CHECK(false, "Trainer: tensor '" + tg_.graph.tensor(t).name + "' is not held for microbatch " + std::to_string(m));
+  return nullptr;
+}
+
+void Trainer::release_exports(size_t m) {
+  auto& live = slots_.at(m).live;
+  for (auto it = live.begin(); it != live.end();) {
+    const TensorId t = it->first;
+    const bool exported = static_cast<size_t>(t) < exported_.size() && exported_[t];
+    // After the backward, everything; after the forward, what no backward here reads.
+    if (slots_[m].finished || (exported && !keep_to_end_[t] && last_use_[t] < static_cast<int64_t>(tg_.num_forward_nodes))) {
+      pool_.release(it->second);
+      it = live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Trainer::run_range(size_t m, const std::vector<const void*>* inputs, size_t first, size_t end, bool finish) {
+  const Graph& g = tg_.graph;
+  enter(m);
+  if (inputs) {
+    ALPA_CHECK(inputs->size() == g.inputs.size(), "one buffer per graph input expected");
     for (size_t i = 0; i < g.inputs.size(); ++i) {
       const TensorId id = g.inputs[i];
+      if (last_use_[id] < 0) continue;  // another stage's input
       ptr_[id] = pool_.allocate(static_cast<size_t>(g.tensor(id).bytes()));
-      std::memcpy(ptr_[id], inputs[i], static_cast<size_t>(g.tensor(id).bytes()));
+      std::memcpy(ptr_[id], (*inputs)[i], static_cast<size_t>(g.tensor(id).bytes()));
     }
-    for (size_t k = 0; k < g.num_nodes(); ++k) {
-      if (!in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call, scratch);
-    }
-    const Tensor& loss = g.tensor(g.loss);
-    result.loss += loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
-                                                 : *static_cast<const float*>(ptr_[g.loss]);
-    if (!accumulate) break;
-    for (size_t p = 0; p < tg_.parameters.size(); ++p) {
-      const TensorId grad = tg_.parameters[p].grad;
-      if (acc[p] == nullptr) {
-        acc[p] = ptr_[grad];  // the first microbatch's gradient becomes the accumulator
-        ptr_[grad] = nullptr;
-      } else if (g.tensor(grad).dtype == DType::kFloat64) {
-        accumulate_into<double>(acc[p], ptr_[grad], g.tensor(grad).numel());
-      } else {
-        accumulate_into<float>(acc[p], ptr_[grad], g.tensor(grad).numel());
-      }
-    }
-    apply_updates(/*optimizer=*/false);  // BatchNorm running statistics, per microbatch
-    release_step_tensors();
   }
-  if (accumulate) {
-    for (size_t p = 0; p < tg_.parameters.size(); ++p) ptr_[tg_.parameters[p].grad] = acc[p];
-  } else {
-    apply_updates(/*optimizer=*/false);
+  for (size_t k = first; k < end; ++k) {
+    if (runs(k) && !in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call_, scratch_);
+  }
+  const NodeId loss_node = g.loss != kNoId ? g.tensor(g.loss).producer : kNoId;
+  if (loss_node != kNoId && static_cast<size_t>(loss_node) >= first && static_cast<size_t>(loss_node) < end && ptr_[g.loss]) {
+    const Tensor& loss = g.tensor(g.loss);
+    result_.loss += loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
+                                                  : *static_cast<const float*>(ptr_[g.loss]);
+  }
+  if (!finish) {
+    leave();
+    return;
+  }
+  for (size_t p = 0; p < tg_.parameters.size(); ++p) {
+    const TensorId grad = tg_.parameters[p].grad;
+    if (!ptr_[grad]) continue;  // another stage's parameter
+    if (acc_[p] == nullptr) {
+      acc_[p] = ptr_[grad];  // the first microbatch's gradient becomes the accumulator
+    } else {
+      if (g.tensor(grad).dtype == DType::kFloat64) accumulate_into<double>(acc_[p], ptr_[grad], g.tensor(grad).numel());
+      else accumulate_into<float>(acc_[p], ptr_[grad], g.tensor(grad).numel());
+      pool_.release(ptr_[grad]);
+    }
+    ptr_[grad] = nullptr;
+  }
+  apply_updates(/*optimizer=*/false);  // BatchNorm running statistics, per microbatch
+  Slot& slot = slots_[m];
+  slot.saved_stats.clear();
+  slot.finished = true;
+  for (size_t t = 0; t < ptr_.size(); ++t) {  // the microbatch is done, but for what it sends
+    if (!ptr_[t] || is_persistent(static_cast<TensorId>(t))) continue;
+    if (t < exported_.size() && exported_[t]) slot.live.emplace_back(static_cast<TensorId>(t), ptr_[t]);
+    else pool_.release(ptr_[t]);
+    ptr_[t] = nullptr;
+  }
+  current_ = SIZE_MAX;
+}
+
+void Trainer::forward(size_t m, const std::vector<const void*>& inputs) {
+  run_range(m, &inputs, 0, tg_.num_forward_nodes, false);
+}
+
+void Trainer::backward(size_t m) { run_range(m, nullptr, tg_.num_forward_nodes, tg_.graph.num_nodes(), true); }
+
+StepResult Trainer::end_step() {
+  const Graph& g = tg_.graph;
+  ALPA_CHECK(current_ == SIZE_MAX, "Trainer::end_step inside a microbatch");
+  for (const Slot& slot : slots_) {
+    ALPA_CHECK(slot.live.empty(), "Trainer::end_step: a microbatch's backward has not run");
+  }
+  for (size_t p = 0; p < tg_.parameters.size(); ++p) {
+    if (acc_[p]) ptr_[tg_.parameters[p].grad] = acc_[p];
   }
   for (size_t k = 0; k < g.num_nodes(); ++k) {
-    if (in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call, scratch);
+    if (runs(k) && in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call_, scratch_);
   }
-  result.peak_bytes = pool_.peak_bytes();
+  result_.peak_bytes = pool_.peak_bytes();
   apply_updates(/*optimizer=*/true);
   release_step_tensors();
-  return result;
+  acc_.assign(acc_.size(), nullptr);
+  return result_;
+}
+
+StepResult Trainer::step_microbatches(const std::vector<std::vector<const void*>>& microbatches,
+                                      int64_t step_index, double loss_normalizer) {
+  begin_step(step_index, loss_normalizer, microbatches.size());
+  // One range per microbatch: a rank program's inserted nodes need not keep the forward
+  // nodes first.
+  for (size_t m = 0; m < microbatches.size(); ++m) run_range(m, &microbatches[m], 0, tg_.graph.num_nodes(), true);
+  return end_step();
 }
 
 void save_parameters(const std::string& dir, const Trainer& trainer) {

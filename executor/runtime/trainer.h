@@ -52,7 +52,9 @@ class Trainer {
  public:
   // Parameters and buffers start from the model's initializers; shape-only ones from the
   // counter-based RNG keyed by `seed` and the tensor's name; optimizer state from zeros.
-  Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed);
+  // `active` (per node; empty: every node) restricts the trainer to a pipeline stage's nodes:
+  // only the persistent tensors those nodes read or update are allocated.
+  Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed, std::vector<bool> active = {});
   ~Trainer();
 
   // `inputs` holds one host buffer per graph input (in Graph::inputs order), each with the
@@ -67,10 +69,28 @@ class Trainer {
   StepResult step_microbatches(const std::vector<std::vector<const void*>>& microbatches,
                                int64_t step_index, double loss_normalizer);
 
+  // The same step in phases, as a pipeline stage runs it: microbatches' forwards and backwards
+  // in any order the schedule gives (each microbatch's tensors live in their own slot until its
+  // backward ends), then end_step. Tensors produced by other stages are placed with `provide`
+  // before the phase that reads them; tensors marked `exported` stay alive after the phase that
+  // makes them until `release_exports`.
+  void begin_step(int64_t step_index, double loss_normalizer, size_t microbatches);
+  void forward(size_t microbatch, const std::vector<const void*>& inputs);
+  void backward(size_t microbatch);
+  void* provide(size_t microbatch, TensorId t);  // a buffer for t in the microbatch's slot
+  const void* slot_value(size_t microbatch, TensorId t) const;
+  void release_exports(size_t microbatch);
+  void set_exported(std::vector<bool> exported) { exported_ = std::move(exported); }
+  // The step's gradient of parameter slot p summed over its microbatches so far (null when
+  // this trainer does not compute it); valid between the last backward and end_step.
+  void* accumulated_gradient(size_t p) { return acc_.at(p); }
+  StepResult end_step();
+
   // Current value of a persistent tensor (parameter, buffer, optimizer state).
   const void* value(TensorId t) const { return ptr_.at(static_cast<size_t>(t)); }
   void* mutable_value(TensorId t) { return ptr_.at(static_cast<size_t>(t)); }  // between steps (checkpoints)
   const TrainingGraph& training_graph() const { return tg_; }
+  bool holds(TensorId t) const { return ptr_.at(static_cast<size_t>(t)) != nullptr; }
   // Dropout masks keyed by global element index need each tensor's batch dim (-1: none) and
   // the samples of one microbatch on this rank.
   void set_batch_dims(std::vector<int> batch_dim, int64_t samples_per_microbatch) {
@@ -82,7 +102,13 @@ class Trainer {
 
  private:
   bool is_persistent(TensorId t) const;
+  bool runs(size_t node) const { return active_.empty() || active_[node]; }
   void run_node(size_t k, KernelCall& call, std::vector<void*>& scratch);
+  // Runs the active nodes [first, end) of a microbatch (with its graph inputs when given);
+  // `finish`: then its gradients are accumulated and its tensors freed.
+  void run_range(size_t microbatch, const std::vector<const void*>* inputs, size_t first, size_t end, bool finish);
+  void enter(size_t microbatch);  // the microbatch's slot becomes the live tensors
+  void leave();                   // and goes back to its slot
   void apply_updates(bool optimizer);  // state_updates whose source an optimizer node writes, or not
   void release_step_tensors();
   void initialize(TensorId t, uint64_t seed);
@@ -91,15 +117,30 @@ class Trainer {
   Kernels& kernels_;
   MemoryPool pool_;
   uint64_t seed_;
+  std::vector<bool> active_;
   std::vector<void*> ptr_;
   std::vector<int64_t> last_use_;     // index of the last node reading each tensor
   std::vector<bool> keep_to_end_;     // loss, state-update sources and parameter gradients
   std::vector<bool> from_optimizer_;  // tensors written by optimizer nodes
+  std::vector<bool> exported_;        // sent to other stages: kept until release_exports
   int64_t persistent_bytes_ = 0;
   std::vector<int> batch_dim_;
   int64_t local_samples_ = 0;
   BatchParallel parallel_;
   size_t microbatch_ = 0, microbatches_ = 1;  // of the step being run
+  // The step in progress (begin_step .. end_step).
+  struct Slot {
+    std::vector<std::pair<TensorId, void*>> live;  // non-persistent tensors of the microbatch
+    std::map<const void*, std::vector<double>> saved_stats;
+    bool finished = false;  // its backward has run
+  };
+  std::vector<Slot> slots_;
+  std::vector<void*> acc_;  // per parameter slot
+  StepContext ctx_;
+  std::vector<void*> scratch_;
+  KernelCall call_;
+  StepResult result_;
+  size_t current_ = SIZE_MAX;  // the slot entered
 };
 
 // A persistent tensor's initial value at its (global) shape: the model's initializer, or for a

@@ -1,0 +1,41 @@
+// One MPI rank of a pipeline plan: its stage's program (planner/spmd/pipeline_program.h) and
+// the step that runs the stage's instruction list — boundary activations and gradients sent
+// point to point between the stages' ranks (non-blocking sends, so 1F1B's crossing messages
+// never deadlock), shared parameters' gradients exchanged between their holders, then the
+// optimizer update.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "executor/comm/mpi_communicator.h"
+#include "executor/runtime/trainer.h"
+#include "planner/spmd/pipeline_program.h"
+
+namespace alpa::exec {
+
+struct PipelineRank {
+  PipelineSplit split;
+  int stage = 0;
+  std::vector<int> stage_rank;  // the MPI rank running each stage
+  std::unique_ptr<StageProgram> program;
+  std::vector<PipeInstruction> instructions;
+  int64_t microbatches = 1;
+  // What the plan predicts this rank sends per step: its boundary activations and gradients
+  // (the plan's transfers) and its shared parameters' gradient sums.
+  int64_t predicted_send_bytes = 0;
+};
+
+// Throws UserError naming `plan_source` when the plan's stages do not fit `world` ranks (one
+// device per stage in this version) or the split fails (split_pipeline).
+PipelineRank make_pipeline_rank(const Plan& plan, const std::string& plan_source, TrainingGraph tg, int rank, int world);
+
+// One step: the instructions in order. `micro` holds each microbatch's graph inputs. Returns the
+// trainer's step result (the loss is the last stage's; 0 on the others).
+StepResult run_pipeline_step(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
+                             const std::vector<std::vector<const void*>>& micro, int64_t step, double normalizer);
+
+}  // namespace alpa::exec
