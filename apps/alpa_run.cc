@@ -137,6 +137,7 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", f.metrics, "write JSON Lines metrics, one object per step");
   app.add_option("--save-params", f.save_params, "after the last step, write every parameter and buffer as DIR/<name>.npy");
   app.add_option("--save", f.save, "after the last step, write a checkpoint to DIR (parameters, buffers, optimizer state, step)");
+  app.add_option("--trace", f.trace, "--plan: write a Chrome trace (Perfetto, chrome://tracing) of the steps, one track per rank");
   app.add_option("--resume", f.resume, "start from the checkpoint in DIR (written by --save under any plan) and train to --steps");
   try {
     app.parse(argc, argv);

@@ -40,22 +40,22 @@ build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --m
   --precision fp32 -o "$OUT/plan_local4.json"
 MPI_ROOT_FLAG=()
 if [ "$(id -u)" = 0 ]; then MPI_ROOT_FLAG=(--allow-run-as-root); fi
-# train_4ranks PLAN NAME LABEL: 20 steps on 4 ranks (metrics_NAME.jsonl), then the losses next
+# train_4ranks PLAN NAME LABEL [alpa-run flags]: 20 steps on 4 ranks (metrics_NAME.jsonl), then the losses next
 # to one device's and the bytes each rank sent per step.
 train_4ranks() {
   OPENBLAS_NUM_THREADS=1 mpirun "${MPI_ROOT_FLAG[@]}" --oversubscribe --bind-to none -np 4 \
     build/apps/alpa-run --plan "$1" --model "$OUT/gpt_test.onnx" --data "$OUT/data" --steps 20 \
-    --lr 0.003 --metrics "$OUT/metrics_$2.jsonl"
+    --lr 0.003 --metrics "$OUT/metrics_$2.jsonl" "${@:4}"
   /usr/bin/python3 - "$OUT/metrics.jsonl" "$OUT/metrics_$2.jsonl" "$3" <<'PY'
 import json, sys
 one = [json.loads(l) for l in open(sys.argv[1])]
 ranks = [json.loads(l) for l in open(sys.argv[2])]
-print(f"step  loss (1 device)  loss ({sys.argv[3]})  bytes/step/rank: all-gather  all-reduce  reduce-scatter")
+print(f"step  loss (1 device)  loss ({sys.argv[3]})  bytes/step (rank 0): all-gather  all-reduce  reduce-scatter  send")
 for a, b in zip(one, ranks):
     if a["step"] in (1, 2, 5, 10, 20):
         c = b["comm_bytes"]
-        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:{len(sys.argv[3]) + 7}.6f}  {c['all_gather']:>26d}"
-              f"  {c['all_reduce']:>10d}  {c['reduce_scatter']:>14d}")
+        print(f"{a['step']:4d}  {a['loss']:15.6f}  {b['loss']:{len(sys.argv[3]) + 7}.6f}  {c['all_gather']:>30d}"
+              f"  {c['all_reduce']:>10d}  {c['reduce_scatter']:>14d}  {c.get('send', 0):>4d}")
 PY
 }
 train_4ranks "$OUT/plan_local4.json" 4ranks "4 ranks"
@@ -63,6 +63,12 @@ echo "== again with Megatron-LM tensor parallelism: tp 2 x dp 2 on the 4 ranks (
 build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 2 --pp 1 --dp 2 \
   --optimizer adam --precision fp32 -o "$OUT/plan_megatron4.json" | sed -n '4,6p'
 train_4ranks "$OUT/plan_megatron4.json" megatron "tp2 x dp2"
+echo "== and as a pipeline: 4 stages of one rank each, 1F1B over 4 microbatches (the tied embedding's"
+echo "   gradient is exchanged between stages 0 and 3 once per step)"
+build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 1 --pp 4 --dp 1 \
+  --layers 4 --microbatches 4 --optimizer adam --precision fp32 -o "$OUT/plan_pipeline4.json" | sed -n '3,8p'
+train_4ranks "$OUT/plan_pipeline4.json" pipeline "4 stages" --trace "$OUT/pipeline_trace.json"
+echo "   the pipeline's timeline: $OUT/pipeline_trace.json (open it in https://ui.perfetto.dev)"
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
 build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --method shard --microbatches 128 \

@@ -56,6 +56,11 @@ PipelineRank make_pipeline_rank(const Plan& plan, const std::string& src, Traini
     if (t.from_stage == pr.stage) pr.predicted_send_bytes += t.bytes * plan.microbatches;  // the activation
     if (t.to_stage == pr.stage) pr.predicted_send_bytes += t.bytes * plan.microbatches;    // its gradient back
   }
+  for (const PlanSharedParameter& sp : pl.shared) {
+    if (std::count(sp.stages.begin(), sp.stages.end(), pr.stage) > 0) {
+      pr.predicted_send_bytes += sp.bytes * static_cast<int64_t>(sp.stages.size() - 1);
+    }
+  }
   return pr;
 }
 
@@ -68,6 +73,10 @@ void add_into(void* acc, const void* part, int64_t n) {
   for (int64_t i = 0; i < n; ++i) a[i] += p[i];
 }
 
+void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
+                     const std::vector<std::vector<const void*>>& micro, const PipeInstruction& in, size_t m, int nb,
+                     const TrainingGraph& tg);
+
 }  // namespace
 
 StepResult run_pipeline_step(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
@@ -78,6 +87,41 @@ StepResult run_pipeline_step(PipelineRank& pr, Trainer& trainer, MpiCommunicator
   trainer.begin_step(step, normalizer, static_cast<size_t>(pr.microbatches));
   for (const PipeInstruction& in : pr.instructions) {
     const size_t m = static_cast<size_t>(in.microbatch);
+    const auto start = std::chrono::steady_clock::now();
+    run_instruction(pr, trainer, p2p, micro, in, m, nb, tg);
+    if (!pr.tracing) continue;
+    const auto end = std::chrono::steady_clock::now();
+    TraceEvent e;
+    const bool boundary = in.op == PipeOp::kRecvActivation || in.op == PipeOp::kRecvGradient ||
+                          in.op == PipeOp::kSendActivation || in.op == PipeOp::kSendGradient;
+    e.name = std::string(pipe_op_name(in.op)) + (in.microbatch >= 0 ? " " + std::to_string(in.microbatch) : "");
+    if (boundary) e.name += " " + g.tensor(pr.split.boundaries[static_cast<size_t>(in.index)].tensor).name;
+    if (in.op == PipeOp::kSyncShared) e.name += " " + g.tensor(tg.parameters[pr.split.shared[static_cast<size_t>(in.index)].slot].param).name;
+    e.category = in.op == PipeOp::kRecvActivation || in.op == PipeOp::kRecvGradient ? "recv"
+                 : in.op == PipeOp::kSendActivation || in.op == PipeOp::kSendGradient ? "send"
+                 : in.op == PipeOp::kSyncShared ? "sync" : "compute";
+    e.start_us = std::chrono::duration<double, std::micro>(start - pr.origin).count();
+    e.duration_us = std::chrono::duration<double, std::micro>(end - start).count();
+    pr.events.push_back(std::move(e));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  p2p.wait_sends();
+  StepResult r = trainer.end_step();
+  if (pr.tracing) {
+    const auto end = std::chrono::steady_clock::now();
+    pr.events.push_back({"update", "compute", std::chrono::duration<double, std::micro>(start - pr.origin).count(),
+                         std::chrono::duration<double, std::micro>(end - start).count()});
+  }
+  return r;
+}
+
+namespace {
+
+void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
+                     const std::vector<std::vector<const void*>>& micro, const PipeInstruction& in, size_t m, int nb,
+                     const TrainingGraph& tg) {
+  const Graph& g = tg.graph;
+  {
     switch (in.op) {
       case PipeOp::kRecvActivation:
       case PipeOp::kRecvGradient: {
@@ -128,11 +172,11 @@ StepResult run_pipeline_step(PipelineRank& pr, Trainer& trainer, MpiCommunicator
         break;
       }
       case PipeOp::kUpdate:
-        break;  // end_step below
+        break;  // end_step, after the loop
     }
   }
-  p2p.wait_sends();
-  return trainer.end_step();
 }
+
+}  // namespace
 
 }  // namespace alpa::exec

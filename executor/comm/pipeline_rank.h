@@ -5,6 +5,7 @@
 // optimizer update.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -17,6 +18,13 @@
 
 namespace alpa::exec {
 
+// One timed piece of a rank's step, for --trace: compute (forward, backward, update), send,
+// recv (the time blocked waiting for the message) or sync (a shared parameter's exchange).
+struct TraceEvent {
+  std::string name, category;
+  double start_us = 0, duration_us = 0;  // since the run's common origin
+};
+
 struct PipelineRank {
   PipelineSplit split;
   int stage = 0;
@@ -27,6 +35,10 @@ struct PipelineRank {
   // What the plan predicts this rank sends per step: its boundary activations and gradients
   // (the plan's transfers) and its shared parameters' gradient sums.
   int64_t predicted_send_bytes = 0;
+  // --trace: the events of every step so far, timed from `origin` (taken after a barrier).
+  bool tracing = false;
+  std::chrono::steady_clock::time_point origin;
+  std::vector<TraceEvent> events;
 };
 
 // Throws UserError naming `plan_source` when the plan's stages do not fit `world` ranks (one

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <filesystem>
 #include <memory>
@@ -287,6 +288,47 @@ void save_whole_parameters(const std::string& dir, RankState& st, int rank, int 
   }
 }
 
+std::string json_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) >= 0x20) out += c;
+  }
+  return out;
+}
+
+// --trace: every rank's events gathered on rank 0 (through the control channel) and written as
+// a Chrome trace: one track per rank, named by its stage.
+void write_trace(const std::string& path, const std::vector<TraceEvent>& events, const std::string& track, RankComms& comms,
+                 int rank, int world) {
+  std::string mine = "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":0,\"tid\":" + std::to_string(rank) +
+                     ",\"args\":{\"name\":\"" + json_escape(track) + "\"}}";
+  char line[160];
+  for (const TraceEvent& e : events) {
+    std::snprintf(line, sizeof line, "\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f}", rank, e.start_us, e.duration_us);
+    mine += ",\n{\"name\":\"" + json_escape(e.name) + "\",\"cat\":\"" + e.category + line;
+  }
+  int64_t size = static_cast<int64_t>(mine.size()), longest = size;
+  comms.control->all_reduce_max(&longest, 1, DType::kInt64);
+  const int64_t words = (longest + 7) / 8;
+  std::vector<int64_t> packed(static_cast<size_t>(words), 0), all(static_cast<size_t>(words * world));
+  std::memcpy(packed.data(), mine.data(), mine.size());
+  std::vector<int64_t> sizes(static_cast<size_t>(world));
+  comms.control->all_gather(&size, sizes.data(), 1, DType::kInt64);
+  comms.control->all_gather(packed.data(), all.data(), words, DType::kInt64);
+  if (rank != 0) return;
+  std::ofstream out(path);
+  if (!out) throw UserError(path, "--trace", "cannot be written");
+  out << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  for (int r = 0; r < world; ++r) {
+    out << (r ? ",\n" : "")
+        << std::string(reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * static_cast<size_t>(words)),
+                       static_cast<size_t>(sizes[static_cast<size_t>(r)]));
+  }
+  out << "\n]}\n";
+  std::fprintf(stderr, "wrote %s (open it in https://ui.perfetto.dev or chrome://tracing)\n", path.c_str());
+}
+
 std::string json_list(const std::vector<int64_t>& v) {
   std::string out = "[";
   for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
@@ -335,6 +377,16 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     plan_bytes += (plan_bytes.size() > 1 ? "," : "") + ("\"" + kind + "\":" + format_number(b));
   }
   plan_bytes += "}";
+  std::vector<TraceEvent> step_events;  // --trace of a single-stage plan: one event per step
+  if (!o.trace.empty()) {
+    any_rank(st.comms, false);  // a common origin
+    const auto origin = std::chrono::steady_clock::now();
+    if (st.pipe) {
+      st.pipe->tracing = true;
+      st.pipe->origin = origin;
+    }
+  }
+  const auto trace_origin = std::chrono::steady_clock::now();
   for (int64_t step = st.first_step; step < o.steps; ++step) {
     if (fail_rank && fail_step && std::atoi(fail_rank) == rank && std::atoll(fail_step) == step + 1) {
       throw UserError("ALPA_TEST_FAIL_RANK", std::to_string(rank), "injected failure at step " + std::to_string(step + 1));
@@ -359,6 +411,12 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     } else {
       r = st.trainer->step_microbatches(micro, step, normalizer);
       loss = r.loss;  // the lowering all-reduces the loss: every rank has the whole
+      if (!o.trace.empty()) {
+        const auto end = std::chrono::steady_clock::now();
+        step_events.push_back({"step " + std::to_string(step + 1), "compute",
+                               std::chrono::duration<double, std::micro>(start - trace_origin).count(),
+                               std::chrono::duration<double, std::micro>(end - start).count()});
+      }
     }
     int64_t peak = r.peak_bytes;
     st.comms.control->all_gather(&peak, peaks.data(), 1, DType::kInt64);
@@ -409,6 +467,11 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     std::fprintf(stderr, "peak memory per device: %s measured (the allocator's high-water mark), %s planned\n",
                  format_bytes(static_cast<double>(max_peak)).c_str(),
                  format_bytes(static_cast<double>(low.predicted_memory.peak_bytes)).c_str());
+  }
+  if (!o.trace.empty()) {
+    const std::string track = st.pipe ? "rank " + std::to_string(rank) + " (stage " + std::to_string(st.pipe->stage) + ")"
+                                      : "rank " + std::to_string(rank);
+    write_trace(o.trace, st.pipe ? st.pipe->events : step_events, track, st.comms, rank, world);
   }
   if (!o.save_params.empty()) save_whole_parameters(o.save_params, st, rank, world);
   if (!o.save.empty()) {

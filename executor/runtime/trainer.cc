@@ -287,6 +287,9 @@ void Trainer::run_range(size_t m, const std::vector<const void*>* inputs, size_t
     result_.loss += loss.dtype == DType::kFloat64 ? *static_cast<const double*>(ptr_[g.loss])
                                                   : *static_cast<const float*>(ptr_[g.loss]);
   }
+  // BatchNorm running statistics: the next microbatch's forward reads them (a pipeline stage
+  // may run several forwards before the first backward).
+  apply_updates(/*optimizer=*/false);
   if (!finish) {
     leave();
     return;
@@ -303,13 +306,14 @@ void Trainer::run_range(size_t m, const std::vector<const void*>* inputs, size_t
     }
     ptr_[grad] = nullptr;
   }
-  apply_updates(/*optimizer=*/false);  // BatchNorm running statistics, per microbatch
   Slot& slot = slots_[m];
   slot.saved_stats.clear();
   slot.finished = true;
   for (size_t t = 0; t < ptr_.size(); ++t) {  // the microbatch is done, but for what it sends
     if (!ptr_[t] || is_persistent(static_cast<TensorId>(t))) continue;
-    if (t < exported_.size() && exported_[t]) slot.live.emplace_back(static_cast<TensorId>(t), ptr_[t]);
+    const NodeId producer = tg_.graph.tensor(static_cast<TensorId>(t)).producer;
+    const bool sends_now = t < exported_.size() && exported_[t] && producer >= static_cast<NodeId>(tg_.num_forward_nodes);
+    if (sends_now) slot.live.emplace_back(static_cast<TensorId>(t), ptr_[t]);  // the backward's sends read it
     else pool_.release(ptr_[t]);
     ptr_[t] = nullptr;
   }

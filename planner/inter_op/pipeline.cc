@@ -36,6 +36,57 @@ double transfer_time(const Cluster& c, int64_t bytes) {
   return 2 * (link.latency_s + static_cast<double>(bytes) / bw);  // activation, then its gradient
 }
 
+// The plan's traffic between stages, from which stage runs each forward node: every forward
+// tensor a later stage reads (sent per microbatch, its gradient back), and every parameter the
+// forward nodes of several stages read (its gradient sums exchanged once per step).
+void boundary_traffic(const TrainingGraph& tg, const std::vector<int>& stage_of_node, const Cluster& cl, PlanPipeline& pl) {
+  const Graph& g = tg.graph;
+  pl.transfers.clear();
+  pl.shared.clear();
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const Node& n = g.node(static_cast<NodeId>(i));
+    for (TensorId t : n.outputs) {
+      std::vector<int> to;
+      for (NodeId c : g.tensor(t).consumers) {
+        if (c < tg.num_forward_nodes && stage_of_node[c] > stage_of_node[i]) to.push_back(stage_of_node[c]);
+      }
+      std::sort(to.begin(), to.end());
+      to.erase(std::unique(to.begin(), to.end()), to.end());
+      for (int s : to) {
+        PlanTransfer tr;
+        tr.from_stage = stage_of_node[i];
+        tr.to_stage = s;
+        tr.tensor = g.tensor(t).name;
+        tr.bytes = g.tensor(t).bytes();
+        tr.time_s = transfer_time(cl, tr.bytes);
+        pl.transfers.push_back(std::move(tr));
+      }
+    }
+  }
+  for (const ParameterSlot& slot : tg.parameters) {
+    std::vector<int64_t> holders;
+    for (NodeId c : g.tensor(slot.param).consumers) {
+      if (c < static_cast<NodeId>(tg.num_forward_nodes)) holders.push_back(stage_of_node[c]);
+    }
+    std::sort(holders.begin(), holders.end());
+    holders.erase(std::unique(holders.begin(), holders.end()), holders.end());
+    if (holders.size() < 2) continue;
+    PlanSharedParameter sp;
+    sp.parameter = g.tensor(slot.param).name;
+    sp.stages = holders;
+    sp.bytes = g.tensor(slot.grad).bytes();
+    // Each holder sends to the others one after another; transfer_time counts two directions.
+    sp.time_s = static_cast<double>(holders.size() - 1) * transfer_time(cl, sp.bytes) / 2;
+    pl.shared.push_back(std::move(sp));
+  }
+}
+
+double shared_exchange_time(const PlanPipeline& pl) {
+  double t = 0;
+  for (const PlanSharedParameter& sp : pl.shared) t += sp.time_s;
+  return t;
+}
+
 struct StageChoice {
   int first = 0, end = 0;
   MeshShape mesh;
@@ -511,33 +562,15 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     if (busiest != before) p.estimate.communication_bytes = bytes_per_kind(communication(*sh.graph, sh.choice, first, end, sh.in_stage));
     pl.stages.push_back(std::move(st));
   }
-  // Transfers: every forward tensor read by a later stage than the one producing it.
-  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
-    const Node& n = g.node(static_cast<NodeId>(i));
-    for (TensorId t : n.outputs) {
-      std::vector<int> to;
-      for (NodeId c : g.tensor(t).consumers) {
-        if (c < tg.num_forward_nodes && stage_of_node[c] > stage_of_node[i]) to.push_back(stage_of_node[c]);
-      }
-      std::sort(to.begin(), to.end());
-      to.erase(std::unique(to.begin(), to.end()), to.end());
-      for (int s : to) {
-        PlanTransfer tr;
-        tr.from_stage = stage_of_node[i];
-        tr.to_stage = s;
-        tr.tensor = g.tensor(t).name;
-        tr.bytes = g.tensor(t).bytes();
-        tr.time_s = transfer_time(cl, tr.bytes);
-        pl.transfers.push_back(std::move(tr));
-      }
-    }
-  }
+  boundary_traffic(tg, stage_of_node, cl, pl);
+  const double exchange = shared_exchange_time(pl);
   pl.busy_time_s = ev.busy;
   pl.bubble_time_s = ev.bubble;
-  pl.step_tail_s = ev.tail;
+  pl.step_tail_s = ev.tail + exchange;
   p.pipeline = std::move(pl);
-  p.estimate.iteration_time_s = ev.total;
-  p.estimate.throughput_samples_per_s = ev.total > 0 ? static_cast<double>(rq.global_batch) / ev.total : 0;
+  p.estimate.iteration_time_s = ev.total + exchange;
+  p.estimate.throughput_samples_per_s =
+      p.estimate.iteration_time_s > 0 ? static_cast<double>(rq.global_batch) / p.estimate.iteration_time_s : 0;
   p.solver.ilps_solved = ev.solves;
   return p;
 }
@@ -924,12 +957,19 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     if (busiest != before) out.estimate.communication_bytes = bytes_per_kind(communication(sg, sh.choice, first, end, sh.in_stage));
   }
   const Totals totals = pipeline_totals(micros, steps, B);
+  std::vector<int> stage_of_node(tg.num_forward_nodes, 0);
+  for (size_t k = 0; k < pl.stages.size(); ++k) {
+    for (int64_t i = layers.first[pl.stages[k].first_layer]; i < layers.end[pl.stages[k].end_layer - 1]; ++i) {
+      stage_of_node[static_cast<size_t>(i)] = static_cast<int>(k);
+    }
+  }
+  boundary_traffic(tg, stage_of_node, cl, out.pipeline);  // as the stages now lie (a hand edit may move them)
+  const double exchange = shared_exchange_time(out.pipeline);
   out.pipeline.busy_time_s = totals.busy;
   out.pipeline.bubble_time_s = totals.bubble;
-  out.pipeline.step_tail_s = totals.tail;
-  out.estimate.iteration_time_s = totals.total;
+  out.pipeline.step_tail_s = totals.tail + exchange;
+  out.estimate.iteration_time_s = totals.total + exchange;
   out.estimate.throughput_samples_per_s = static_cast<double>(plan.global_batch) / out.estimate.iteration_time_s;
-  for (PlanTransfer& t : out.pipeline.transfers) t.time_s = transfer_time(cl, t.bytes);
   return out;
 }
 

@@ -90,14 +90,27 @@ struct PlanTransfer {  // a boundary activation sent from one stage to the next 
   bool operator==(const PlanTransfer&) const = default;
 };
 
+// A parameter several stages read (a tied embedding): each holder sums its own contributions to
+// the gradient over the step's microbatches, sends that sum to the other holders once per step,
+// and every holder applies the same update.
+struct PlanSharedParameter {
+  std::string parameter;
+  std::vector<int64_t> stages;  // holders, ascending
+  int64_t bytes = 0;            // the gradient one holder sends to each other holder, per step
+  double time_s = 0;            // the exchange (in the step's tail)
+  bool operator==(const PlanSharedParameter&) const = default;
+};
+
 struct PlanPipeline {
   std::string schedule = "1f1b";  // 1f1b | gpipe
   std::vector<PlanLayer> layers;
   std::vector<PlanStage> stages;
   std::vector<PlanTransfer> transfers;
+  std::vector<PlanSharedParameter> shared;
   // Iteration time = busy + bubble + tail: the slowest stage's B microbatches, the time it
   // waits while the pipeline fills and drains (Σ stage times − the slowest), and the step's tail
-  // (the slowest stage's gradient synchronisation and optimizer update).
+  // (the slowest stage's gradient synchronisation and optimizer update, then the shared
+  // parameters' exchange).
   double busy_time_s = 0;
   double bubble_time_s = 0;
   double step_tail_s = 0;

@@ -236,6 +236,7 @@ class Node {
       if (!in(it.key(), known))
         child(it.key()).fail("unknown key (expected one of: " + join(known) + ")");
   }
+  bool has(const char* key) const { return value_->is_object() && value_->contains(key); }
   // A required key of an object.
   Node operator[](const char* key) const {
     if (!value_->is_object()) fail("expected an object");
@@ -447,7 +448,7 @@ PlanEstimate read_estimate(const Node& node) {
 }
 
 PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
-  node.expect_keys({"schedule", "busy_time_s", "bubble_time_s", "step_tail_s", "layers", "stages", "transfers"});
+  node.expect_keys({"schedule", "busy_time_s", "bubble_time_s", "step_tail_s", "layers", "stages", "transfers", "shared"});
   PlanPipeline pl;
   pl.schedule = node["schedule"].one_of({"1f1b", "gpipe"});
   pl.busy_time_s = node["busy_time_s"].number();
@@ -522,6 +523,24 @@ PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
     t.bytes = tn["bytes"].integer(0);
     t.time_s = tn["time_s"].number();
     pl.transfers.push_back(std::move(t));
+  }
+  if (node.has("shared")) {
+    for (const Node& sn : node["shared"].elements()) {
+      sn.expect_keys({"parameter", "stages", "bytes", "time_s"});
+      PlanSharedParameter sp;
+      sp.parameter = sn["parameter"].nonempty_string();
+      for (const Node& k : sn["stages"].elements()) {
+        const int64_t s = k.integer(0);
+        if (s >= static_cast<int64_t>(pl.stages.size()) || (!sp.stages.empty() && s <= sp.stages.back())) {
+          k.fail("holders must be stages of this plan, ascending");
+        }
+        sp.stages.push_back(s);
+      }
+      if (sp.stages.size() < 2) sn["stages"].fail("a shared parameter has at least two holders");
+      sp.bytes = sn["bytes"].integer(0);
+      sp.time_s = sn["time_s"].number();
+      pl.shared.push_back(std::move(sp));
+    }
   }
   return pl;
 }
@@ -601,13 +620,26 @@ std::string pipeline_json(const PlanPipeline& pl) {
                                 {"time_s", number("pipeline.transfers.time_s", t.time_s)}});
   }
   transfers += pl.transfers.empty() ? "]" : "\n    ]";
+  std::string shared = "[";
+  for (size_t k = 0; k < pl.shared.size(); ++k) {
+    const PlanSharedParameter& sp = pl.shared[k];
+    std::string holders = "[";
+    for (size_t i = 0; i < sp.stages.size(); ++i) holders += (i ? ", " : "") + integer(sp.stages[i]);
+    shared += std::string(k ? "," : "") + "\n      " +
+              inline_object({{"parameter", quote(sp.parameter)},
+                             {"stages", holders + "]"},
+                             {"bytes", integer(sp.bytes)},
+                             {"time_s", number("pipeline.shared.time_s", sp.time_s)}});
+  }
+  shared += pl.shared.empty() ? "]" : "\n    ]";
   return block({{"schedule", quote(pl.schedule)},
                 {"busy_time_s", number("pipeline.busy_time_s", pl.busy_time_s)},
                 {"bubble_time_s", number("pipeline.bubble_time_s", pl.bubble_time_s)},
                 {"step_tail_s", number("pipeline.step_tail_s", pl.step_tail_s)},
                 {"layers", layers},
                 {"stages", stages},
-                {"transfers", transfers}},
+                {"transfers", transfers},
+                {"shared", shared}},
                2);
 }
 
