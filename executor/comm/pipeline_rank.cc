@@ -21,10 +21,6 @@ PipelineRank make_pipeline_rank(const Plan& plan, const std::string& src, Traini
       throw UserError(src, where + "/device_ids", "a stage on " + std::to_string(st.device_ids.size()) +
                       " devices: this version of alpa-run executes pipeline stages of one device each");
     }
-    if (st.remat) {
-      throw UserError(src, where + "/remat", "recomputation is not executed by this version of alpa-run; "
-                      "set it to false (alpa-plan cost re-costs the edit)");
-    }
     const int64_t id = st.device_ids[0];
     if (id < 0 || id >= world) {
       throw UserError(src, where + "/device_ids", "device " + std::to_string(id) + " is not one of the " + std::to_string(world) + " ranks");
@@ -41,6 +37,7 @@ PipelineRank make_pipeline_rank(const Plan& plan, const std::string& src, Traini
                     std::to_string(world) + " ranks; run mpirun -np " + std::to_string(devices));
   }
   pr.microbatches = plan.microbatches;
+  pr.remat = pl.stages[static_cast<size_t>(pr.stage)].remat;
   pr.split = split_pipeline(tg, plan, src);
   pr.program = std::make_unique<StageProgram>(stage_program(std::move(tg), pr.split, pr.stage));
   const Schedule schedule = pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B;

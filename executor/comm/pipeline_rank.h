@@ -32,6 +32,7 @@ struct PipelineRank {
   std::unique_ptr<StageProgram> program;
   std::vector<PipeInstruction> instructions;
   int64_t microbatches = 1;
+  bool remat = false;  // the stage recomputes its forward during the backward
   // What the plan predicts this rank sends per step: its boundary activations and gradients
   // (the plan's transfers) and its shared parameters' gradient sums.
   int64_t predicted_send_bytes = 0;

@@ -146,6 +146,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   st->kernels = make_cpu_kernels();
   st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, st->seed, pr.program->active);
   st->trainer->set_exported(pr.program->exported);
+  st->trainer->set_recompute(pr.remat);
   // Whole tensors; the lowest rank holding one writes it (RankState::writes, filled once the
   // ranks can talk).
   st->block = [&s = *st](TensorId t) {

@@ -152,7 +152,9 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
   // Free what no later node reads.
   auto maybe_free = [&](TensorId t) {
     const bool exported = static_cast<size_t>(t) < exported_.size() && exported_[t];
-    if (!is_persistent(t) && !keep_to_end_[t] && !exported && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
+    const NodeId producer = g.tensor(t).producer;
+    const bool kept_input = keep_inputs_ && (producer == kNoId || !runs(static_cast<size_t>(producer)));
+    if (!is_persistent(t) && !keep_to_end_[t] && !exported && !kept_input && last_use_[t] <= static_cast<int64_t>(k) && ptr_[t]) {
       pool_.release(ptr_[t]);
       ptr_[t] = nullptr;
     }
@@ -278,9 +280,30 @@ void Trainer::run_range(size_t m, const std::vector<const void*>* inputs, size_t
       std::memcpy(ptr_[id], (*inputs)[i], static_cast<size_t>(g.tensor(id).bytes()));
     }
   }
+  const size_t nf = tg_.num_forward_nodes;
+  if (recompute_ && finish && first == nf) {
+    // The forward again, from the inputs the forward kept; its running statistics and loss
+    // were taken the first time.
+    for (size_t k = 0; k < nf; ++k) {
+      if (!runs(k)) continue;
+      for (TensorId t : g.node(static_cast<NodeId>(k)).outputs) {  // kept to be sent: made again
+        if (ptr_[t]) pool_.release(ptr_[t]);
+        ptr_[t] = nullptr;
+      }
+      run_node(k, call_, scratch_);
+    }
+    for (const auto& [dst, src] : tg_.state_updates) {
+      if (ptr_[src] && !from_optimizer_[src] && tg_.graph.tensor(src).producer < static_cast<NodeId>(nf)) {
+        pool_.release(ptr_[src]);
+        ptr_[src] = nullptr;
+      }
+    }
+  }
+  keep_inputs_ = recompute_ && !finish;  // the recomputation reads them again
   for (size_t k = first; k < end; ++k) {
     if (runs(k) && !in_optimizer_phase(g.node(static_cast<NodeId>(k)))) run_node(k, call_, scratch_);
   }
+  keep_inputs_ = false;
   const NodeId loss_node = g.loss != kNoId ? g.tensor(g.loss).producer : kNoId;
   if (loss_node != kNoId && static_cast<size_t>(loss_node) >= first && static_cast<size_t>(loss_node) < end && ptr_[g.loss]) {
     const Tensor& loss = g.tensor(g.loss);
@@ -291,6 +314,18 @@ void Trainer::run_range(size_t m, const std::vector<const void*>* inputs, size_t
   // may run several forwards before the first backward).
   apply_updates(/*optimizer=*/false);
   if (!finish) {
+    if (recompute_) {  // keep the stage's inputs and what it sends; the backward recomputes the rest
+      for (size_t t = 0; t < ptr_.size(); ++t) {
+        const TensorId id = static_cast<TensorId>(t);
+        const NodeId producer = g.tensor(id).producer;
+        const bool input = producer == kNoId || !runs(static_cast<size_t>(producer));
+        const bool sends = t < exported_.size() && exported_[t];
+        if (ptr_[t] && !is_persistent(id) && !input && !sends) {
+          pool_.release(ptr_[t]);
+          ptr_[t] = nullptr;
+        }
+      }
+    }
     leave();
     return;
   }

@@ -81,6 +81,11 @@ class Trainer {
   const void* slot_value(size_t microbatch, TensorId t) const;
   void release_exports(size_t microbatch);
   void set_exported(std::vector<bool> exported) { exported_ = std::move(exported); }
+  // Recomputation (a pipeline stage marked remat): a microbatch's forward keeps only the stage's
+  // inputs (graph inputs and received tensors) and what it sends; its backward first runs the
+  // forward again (same dropout masks: they are keyed by the step and element), without counting
+  // the loss or updating running statistics twice.
+  void set_recompute(bool recompute) { recompute_ = recompute; }
   // The step's gradient of parameter slot p summed over its microbatches so far (null when
   // this trainer does not compute it); valid between the last backward and end_step.
   void* accumulated_gradient(size_t p) { return acc_.at(p); }
@@ -123,6 +128,8 @@ class Trainer {
   std::vector<bool> keep_to_end_;     // loss, state-update sources and parameter gradients
   std::vector<bool> from_optimizer_;  // tensors written by optimizer nodes
   std::vector<bool> exported_;        // sent to other stages: kept until release_exports
+  bool recompute_ = false;
+  bool keep_inputs_ = false;  // a recomputing stage's forward: its inputs outlive their last read
   int64_t persistent_bytes_ = 0;
   std::vector<int> batch_dim_;
   int64_t local_samples_ = 0;
