@@ -97,6 +97,8 @@ def parity(a):
     extra += a.plan_extra.split() if a.plan_extra else []
     plan_path = os.path.join(a.workdir, "plan.json")
     p = plan(a.bin, a.model, plan_path, cluster, a.method, a.batch, extra)
+    if a.move_boundary:
+        p = move_boundary(a, p, plan_path)
     train = ["--model", a.model, "--steps", str(a.steps), "--lr", str(a.lr), "--momentum", str(a.momentum),
              "--seed", "7"]
     ref_dir, dist_dir = os.path.join(a.workdir, "one"), os.path.join(a.workdir, "ranks")
@@ -184,6 +186,34 @@ def parity(a):
         check(within, what)
     else:
         print(("info " if within else "info (outside tolerance) ") + what)
+
+
+def move_boundary(a, p, plan_path):
+    """Hand-edits a two-stage plan as a user would: stage 0's last layer moves to stage 1 (its
+    nodes' strategies with it; stage 1 also takes stage 0's tensor specs), then `alpa-plan cost
+    --json` validates and re-costs it (transfers and shared parameters as the stages now lie).
+    The edited plan is what runs."""
+    pl = p["pipeline"]
+    s0, s1 = pl["stages"]
+    last = s0["layers"][1] - 1
+    names = list(s0["strategies"])
+    i, j = names.index(pl["layers"][last]["first"]), names.index(pl["layers"][last]["last"])
+    moved = {n: s0["strategies"][n] for n in names[i:j + 1]}
+    s0["strategies"] = {n: v for n, v in s0["strategies"].items() if n not in moved}
+    s1["strategies"] = {**moved, **s1["strategies"]}
+    s0["layers"], s1["layers"] = [s0["layers"][0], last], [last, s1["layers"][1]]
+    s1["tensors"] = {**s0["tensors"], **s1["tensors"]}
+    edited = plan_path + ".edited"
+    with open(edited, "w") as f:
+        json.dump(p, f, indent=1)
+    r = run([os.path.join(a.bin, "alpa-plan"), "cost", edited, "--model", a.model, "--json"])
+    check(r.returncode == 0, f"alpa-plan cost accepts the plan with stage 0's last layer moved to stage 1 {r.stderr.strip()[:200]}")
+    with open(plan_path, "w") as f:
+        f.write(r.stdout)
+    out = json.loads(r.stdout)
+    check([st["layers"] for st in out["pipeline"]["stages"]] == [s0["layers"], s1["layers"]],
+          f"the edited stages: {[st['layers'] for st in out['pipeline']['stages']]}")
+    return out
 
 
 def pipeline_bytes(a, p, dist):
@@ -387,6 +417,7 @@ def main():
     ap.add_argument("--schedule", help="pipeline schedule (1f1b or gpipe)")
     ap.add_argument("--plan-extra", help="more alpa-plan search flags, space-separated")
     ap.add_argument("--hand-pipeline", action="store_true", help="GPT in two stages: point-to-point bytes by hand")
+    ap.add_argument("--move-boundary", action="store_true", help="two stages: hand-edit the plan (a layer moved), re-cost, run")
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--hand-megatron", action="store_true", help="transformer_layers_test under --tp: all-reduces by hand")
     ap.add_argument("--check-memory", action="store_true")
