@@ -28,13 +28,16 @@ struct TraceEvent {
 struct PipelineRank {
   PipelineSplit split;
   int stage = 0;
-  std::vector<int> stage_rank;  // the MPI rank running each stage
+  int index = 0;                             // this rank's place in its stage (its batch block)
+  std::vector<std::vector<int>> stage_ranks;  // the MPI ranks of each stage, in device order
+  std::vector<int64_t> stage_rows;            // samples per rank and microbatch, per stage
+  std::vector<int> boundary_batch_dim;        // per boundary: 0 (rows split like the batch) or -1
   std::unique_ptr<StageProgram> program;
   std::vector<PipeInstruction> instructions;
   int64_t microbatches = 1;
   bool remat = false;  // the stage recomputes its forward during the backward
-  // What the plan predicts this rank sends per step: its boundary activations and gradients
-  // (the plan's transfers) and its shared parameters' gradient sums.
+  // What the plan predicts this rank sends per step: its share of the boundary activations and
+  // gradients (the plan's transfers) and its shared parameters' gradient sums.
   int64_t predicted_send_bytes = 0;
   // --trace: the events of every step so far, timed from `origin` (taken after a barrier).
   bool tracing = false;
@@ -42,9 +45,18 @@ struct PipelineRank {
   std::vector<TraceEvent> events;
 };
 
-// Throws UserError naming `plan_source` when the plan's stages do not fit `world` ranks (one
-// device per stage in this version) or the split fails (split_pipeline).
-PipelineRank make_pipeline_rank(const Plan& plan, const std::string& plan_source, TrainingGraph tg, int rank, int world);
+// This rank's stage and place in it. Throws UserError naming `plan_source` when the stages'
+// devices are not the `world` ranks, each once, or a stage's microbatch rows do not split.
+PipelineRank place_pipeline(const Plan& plan, const std::string& plan_source, int rank, int world);
+
+// The stage's program from `program` (the training graph of one microbatch of this rank's rows:
+// the plan's for a one-device stage, the data-parallel rank program otherwise; `batch_dims` its
+// tensors' batch dims) and the instruction list.
+void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& plan_source, TrainingGraph program,
+                            const std::vector<int>& batch_dims);
+
+// The ranks of holder stage `other` that this rank sends a shared parameter's gradient sum to.
+std::vector<int> shared_peers(const PipelineRank& pr, int other);
 
 // One step: the instructions in order. `micro` holds each microbatch's graph inputs. Returns the
 // trainer's step result (the loss is the last stage's; 0 on the others).

@@ -120,22 +120,108 @@ void set_loss_counting(RankState& st, const PlannedRunOptions& o, int64_t splits
 
 // A pipeline plan: every rank builds the training graph of one microbatch (the plan's) and runs
 // its stage's nodes of it.
-std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::unique_ptr<RankState> st, int rank, int world) {
+// What the lowering's collectives send per step on this rank, counting only those its stage's
+// nodes run: gradient reductions (once per step or per microbatch), partial outputs and
+// statistics inside operators (per microbatch).
+std::map<std::string, double> stage_collective_bytes(const RankLowering& low, const TrainingGraph& tg,
+                                                      const std::vector<bool>& active) {
+  std::map<std::string, double> out = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
+  const Graph& g = tg.graph;
+  const double K = static_cast<double>(low.microbatches);
+  auto add = [&](const CollectiveStep& c, double times) { out[std::string(collective_name(c.kind))] += times * c.bytes_per_device; };
+  for (size_t k = 0; k < g.num_nodes(); ++k) {
+    const Node& n = g.node(static_cast<NodeId>(k));
+    if (!active[k]) continue;
+    if (n.kind == OpKind::kReshard) {
+      const auto& step = low.reshards.at(static_cast<size_t>(n.attrs.get_int("reshard", 0)));
+      for (const CollectiveStep& c : step.reshard.steps) add(c, step.per_step || step.optimizer_phase ? 1.0 : K);
+    }
+    for (const auto& r : low.output_reductions) {
+      for (TensorId t : n.outputs) {
+        if (g.tensor(t).name != r.tensor) continue;
+        for (const CollectiveStep& c : r.reshard.steps) add(c, K);
+      }
+    }
+    if (k < low.stats.size() && k < tg.num_forward_nodes) {
+      for (const CollectiveStep& c : low.stats[k]) add(c, K);
+    }
+  }
+  return out;
+}
+
+// A pipeline plan: every rank builds the training graph of one microbatch of its rows and runs
+// its stage's nodes of it. A stage on several devices runs data parallel: the single-stage
+// data-parallel plan of its mesh, lowered as for shard-parallel plans (gradients all-reduced
+// inside the stage, BatchNorm statistics synchronised), when the plan's stage chose exactly that.
+std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::unique_ptr<RankState> st, int rank, int world,
+                                           const OptimizerConfig& opt) {
   const Plan& plan = st->plan;
   const std::string& src = o.plan;
   const Graph& forward = st->model.graph;
-  st->pipe = std::make_unique<PipelineRank>(make_pipeline_rank(plan, src, *st->plan_tg, rank, world));
+  st->pipe = std::make_unique<PipelineRank>(place_pipeline(plan, src, rank, world));
   PipelineRank& pr = *st->pipe;
+  const PlanStage& stage = plan.pipeline->stages[static_cast<size_t>(pr.stage)];
+  const std::string where = "/pipeline/stages/" + std::to_string(pr.stage);
   RankLowering& low = st->lowering;
-  low.view = LogicalMesh{};
-  low.microbatch_samples = plan.global_batch / plan.microbatches;
-  low.microbatches = plan.microbatches;
-  low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0},
-                         {"send", static_cast<double>(pr.predicted_send_bytes)}};
-  low.predicted_memory = plan.pipeline->stages[static_cast<size_t>(pr.stage)].memory;
-  set_loss_counting(*st, o, plan.microbatches);
+  TrainingGraph program;
+  std::vector<int> dims;
+  const int64_t n = static_cast<int64_t>(stage.device_ids.size());
+  if (n == 1) {
+    program = *st->plan_tg;
+    dims = training_batch_dims(program, forward, plan.global_batch);
+    low.view = LogicalMesh{};
+    low.microbatch_samples = plan.global_batch / plan.microbatches;
+    low.microbatches = plan.microbatches;
+  } else {
+    const Cluster mesh = load_cluster("local:" + std::to_string(n));
+    SearchRequest rq;
+    rq.forward = &forward;
+    rq.model_name = o.model;
+    rq.global_batch = plan.global_batch;
+    rq.microbatches = plan.microbatches;
+    rq.optimizer = opt;
+    rq.method = Method::kData;
+    rq.cluster = &mesh;
+    rq.cluster_label = "local:" + std::to_string(n);
+    rq.logical = LogicalMesh{stage.logical_d0, stage.logical_d1};
+    const SearchResult data = search_shard_parallel(rq);
+    if (!data.found) throw UserError(src, where, "no data-parallel sharding of the model fits " + std::to_string(n) + " CPU devices");
+    std::map<std::string, std::string> dp;
+    for (const auto& s : data.plan.strategies) dp[s.node] = s.strategy;
+    for (const auto& s : stage.strategies) {
+      if (dp[s.node] != s.strategy) {
+        throw UserError(src, where + "/strategies/\"" + s.node + "\"",
+                        "\"" + s.strategy + "\": this version runs a stage on several devices when it is data parallel (here \"" +
+                        dp[s.node] + "\"); stages of one device run any sharding");
+      }
+    }
+    st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(data.plan, src, *st->plan_tg, mesh));
+    st->choice = plan_choice(data.plan, src, *st->plan_tg, *st->sg);
+    low = lower_batch_parallel(data.plan, src, *st->sg, st->choice, pr.index);
+    if (low.batch_ways != n || low.batch_block != pr.index) {
+      throw UserError(src, where, "the stage's data parallelism splits the batch " + std::to_string(low.batch_ways) + " ways over its " +
+                      std::to_string(n) + " devices; stages on several devices need one block per device");
+    }
+    TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
+    dims = training_batch_dims(local, forward, plan.global_batch);
+    program = build_rank_program(low, *st->sg, st->choice, std::move(local));
+    dims.resize(program.graph.num_tensors(), -1);
+    for (size_t k = 0; k < program.num_forward_nodes; ++k) {
+      const Node& node = program.graph.node(static_cast<NodeId>(k));
+      ALPA_CHECK(node.derived_from.empty() && node.kind != OpKind::kReshard,
+                 "pipeline: the data-parallel rank program does not keep its forward nodes first ('" + node.name + "')");
+    }
+  }
+  build_pipeline_program(pr, plan, src, std::move(program), dims);
+  if (n == 1) {
+    low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
+  } else {
+    low.predicted_bytes = stage_collective_bytes(low, pr.program->tg, pr.program->active);
+  }
+  low.predicted_bytes["send"] = static_cast<double>(pr.predicted_send_bytes);
+  low.predicted_memory = stage.memory;
+  set_loss_counting(*st, o, plan.microbatches * n);
   st->tg = std::make_unique<TrainingGraph>(std::move(pr.program->tg));
-  std::vector<int> dims = training_batch_dims(*st->tg, forward, plan.global_batch);
   st->seed = o.seed;
   if (!o.resume.empty()) {
     const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
@@ -204,7 +290,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   opt.weight_decay = o.weight_decay;
   st->plan_tg = std::make_unique<TrainingGraph>(plan_training_graph(plan, src, forward, &opt));
   opt = st->plan_tg->optimizer;
-  if (plan.pipeline) return set_up_pipeline(o, std::move(st), rank, world);
+  if (plan.pipeline) return set_up_pipeline(o, std::move(st), rank, world, opt);
   st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(plan, src, *st->plan_tg, st->cluster));
   st->choice = plan_choice(plan, src, *st->plan_tg, *st->sg);
   st->lowering = lower_batch_parallel(plan, src, *st->sg, st->choice, rank);
@@ -258,7 +344,7 @@ void save_whole_parameters(const std::string& dir, RankState& st, int rank, int 
     std::filesystem::create_directories(dir);
     for (size_t i = 0; i < g.num_tensors(); ++i) {
       const Tensor& t = g.tensor(static_cast<TensorId>(i));
-      if ((t.role != TensorRole::kParameter && t.role != TensorRole::kBuffer) || !st.writes[i]) continue;
+      if ((t.role != TensorRole::kParameter && t.role != TensorRole::kBuffer) || i >= st.writes.size() || !st.writes[i]) continue;
       write_npy((std::filesystem::path(dir) / npy_file_name(t.name)).string(), t.dtype, t.shape,
                 st.trainer->value(static_cast<TensorId>(i)));
     }
@@ -349,7 +435,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const Plan& plan = st.plan;
   const RankLowering& low = st.lowering;
   const Graph& forward = st.model.graph;
-  if (!st.pipe) st.trainer->set_batch_parallel(batch_parallel_hooks(low, *st.tg, st.comms));
+  if (!st.pipe || st.sg) st.trainer->set_batch_parallel(batch_parallel_hooks(low, *st.tg, st.comms));
   std::ofstream metrics;
   if (rank == 0 && !o.metrics.empty()) {
     metrics.open(o.metrics);
@@ -407,7 +493,8 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     double loss = 0;
     if (st.pipe) {
       r = run_pipeline_step(*st.pipe, *st.trainer, *st.comms.pipe, micro, step, normalizer);
-      loss = r.loss;  // the last stage's: summed with the others' zeros
+      // The last stage's (whole on each of its ranks): its first rank's, summed with zeros.
+      loss = st.pipe->index == 0 ? r.loss : 0.0;
       st.comms.control->all_reduce_sum(&loss, 1, DType::kFloat64);
     } else {
       r = st.trainer->step_microbatches(micro, step, normalizer);
@@ -522,10 +609,10 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
   }
   try {
     if (st->pipe) {
-      st->comms = make_pipeline_comms();
+      st->comms = make_pipeline_comms(st->pipe->stage, st->pipe->index, st->lowering.view);
       // Which rank writes each tensor several stages hold: the lowest holding it.
-      const Graph& g = st->tg->graph;
-      const int64_t n = static_cast<int64_t>(g.num_tensors());
+      // (The plan's tensors: a rank program's own additions hold nothing persistent.)
+      const int64_t n = static_cast<int64_t>(st->plan_tg->graph.num_tensors());
       std::vector<int64_t> held(static_cast<size_t>(n)), all(static_cast<size_t>(n * world));
       for (int64_t t = 0; t < n; ++t) held[static_cast<size_t>(t)] = st->trainer->holds(static_cast<TensorId>(t)) ? 1 : 0;
       st->comms.control->all_gather(held.data(), all.data(), n, DType::kInt64);

@@ -20,13 +20,16 @@ RankComms make_rank_comms(const LogicalMesh& view) {
   return c;
 }
 
-RankComms make_pipeline_comms() {
+RankComms make_pipeline_comms(int stage, int index, const LogicalMesh& view) {
   RankComms c;
   c.world = make_mpi_world_communicator();
   const int r = c.world->rank();
+  const int d1 = static_cast<int>(view.d1);
   c.control = c.world->split(0, r);
-  c.axis[0] = c.world->split(r, 0);
-  c.axis[1] = c.world->split(r, 0);
+  std::unique_ptr<MpiCommunicator> in_stage = c.world->split(stage, index);
+  ALPA_CHECK(in_stage->size() == view.size(), "make_pipeline_comms: the stage's ranks differ from its mesh");
+  c.axis[0] = in_stage->split(index % d1, index / d1);
+  c.axis[1] = in_stage->split(index / d1, index % d1);
   c.pipe = c.world->split(0, r);
   return c;
 }

@@ -25,8 +25,10 @@ struct RankComms {
 // Collective over MPI_COMM_WORLD, whose size must be view.size(): rank r is logical device
 // (r / d1, r % d1).
 RankComms make_rank_comms(const LogicalMesh& view);
-// A pipeline plan whose stages each run on one rank: axis groups of one rank, and `pipe`.
-RankComms make_pipeline_comms();
+// A pipeline plan: the axis groups of this rank's stage (rank `index` of the stage is logical
+// device (index / d1, index % d1) of `view`), and `pipe` over every rank. Collective over
+// MPI_COMM_WORLD.
+RankComms make_pipeline_comms(int stage, int index, const LogicalMesh& view);
 
 
 // Performs a resharding's steps (planner/spmd/reshard.h semantics: all-reduce, reduce-scatter,

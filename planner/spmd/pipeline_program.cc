@@ -82,7 +82,17 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
     std::vector<int> st;
     auto fw = forward_stage.find(n.derived_from);
     auto hold = holders.find(n.derived_from);
-    if (hold != holders.end() && is_grad_sum(n)) {
+    if (n.kind == OpKind::kReshard) {
+      // A rank program's collective (a gradient's reduction): with the node that makes its input.
+      st = made_by[n.inputs[0]];
+      if (st.empty()) {
+        std::set<int> readers;
+        for (NodeId c : g.tensor(n.outputs[0]).consumers) {
+          if (static_cast<size_t>(c) < nf) readers.insert(out.node_stages[static_cast<size_t>(c)][0]);
+        }
+        st.assign(readers.begin(), readers.end());
+      }
+    } else if (hold != holders.end() && is_grad_sum(n)) {
       std::set<int> parts;  // a parameter's gradient sum: in each stage that has a part
       for (TensorId t : n.inputs) parts.insert(made_by[t].begin(), made_by[t].end());
       st.assign(parts.begin(), parts.end());
@@ -138,6 +148,9 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
       }
     }
   }
+  // By tensor: the same order on every rank, whatever collectives its program adds.
+  std::sort(out.boundaries.begin(), out.boundaries.end(),
+            [](const auto& a, const auto& b) { return a.tensor != b.tensor ? a.tensor < b.tensor : a.to < b.to; });
   return out;
 }
 

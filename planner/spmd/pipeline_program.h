@@ -33,7 +33,7 @@ struct PipelineSplit {
     bool backward = false;  // a gradient (sent during the backward), else an activation
     int64_t bytes = 0;      // one microbatch
   };
-  std::vector<Boundary> boundaries;  // in the order of the graph's nodes
+  std::vector<Boundary> boundaries;  // by tensor id, then reading stage
   struct SharedParameter {
     size_t slot = 0;          // index into TrainingGraph::parameters
     std::vector<int> stages;  // holders, ascending

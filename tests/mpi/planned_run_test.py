@@ -96,7 +96,10 @@ def parity(a):
         extra += ["--schedule", a.schedule]
     extra += a.plan_extra.split() if a.plan_extra else []
     plan_path = os.path.join(a.workdir, "plan.json")
-    p = plan(a.bin, a.model, plan_path, cluster, a.method, a.batch, extra)
+    if a.stages_2_1_1:
+        p = stages_2_1_1(a, plan_path)
+    else:
+        p = plan(a.bin, a.model, plan_path, cluster, a.method, a.batch, extra)
     if a.move_boundary:
         p = move_boundary(a, p, plan_path)
     train = ["--model", a.model, "--steps", str(a.steps), "--lr", str(a.lr), "--momentum", str(a.momentum),
@@ -188,6 +191,29 @@ def parity(a):
         print(("info " if within else "info (outside tolerance) ") + what)
 
 
+def stages_2_1_1(a, plan_path):
+    """A 3-stage plan on 4 ranks with submeshes of 2, 1 and 1 devices and different logical
+    shapes (2x1, 1x1, 1x1), put together by hand from two searched plans with the same 4 layers —
+    pp-dp's first stage (data parallel on devices 0-1) and Megatron pp4's last two stages — and
+    re-costed by `alpa-plan cost --json`. The tied embedding is then shared by a 2-device and a
+    1-device stage."""
+    common = ["--optimizer", a.optimizer, "--microbatches", str(a.microbatches), "--layers", "4", "--remat", "none"]
+    ppdp = plan(a.bin, a.model, plan_path + ".ppdp", "local:4", "pp-dp", a.batch, common + ["--memory-budget", "2000000"])
+    pp4 = plan(a.bin, a.model, plan_path + ".pp4", "local:4", "megatron", a.batch, common + ["--tp", "1", "--pp", "4", "--dp", "1"])
+    first, third, fourth = ppdp["pipeline"]["stages"][0], pp4["pipeline"]["stages"][2], pp4["pipeline"]["stages"][3]
+    check(first["layers"] == [0, 2] and first["device_ids"] == [0, 1], f"pp-dp's first stage: layers {first['layers']} on {first['device_ids']}")
+    third["device_ids"], fourth["device_ids"] = [2], [3]
+    first["inflight"], third["inflight"], fourth["inflight"] = 3, 2, 1
+    ppdp["pipeline"]["stages"] = [first, third, fourth]
+    with open(plan_path + ".edited", "w") as f:
+        json.dump(ppdp, f, indent=1)
+    r = run([os.path.join(a.bin, "alpa-plan"), "cost", plan_path + ".edited", "--model", a.model, "--json"])
+    check(r.returncode == 0, f"alpa-plan cost accepts the 2-1-1 plan {r.stderr.strip()[:200]}")
+    with open(plan_path, "w") as f:
+        f.write(r.stdout)
+    return json.loads(r.stdout)
+
+
 def move_boundary(a, p, plan_path):
     """Hand-edits a two-stage plan as a user would: stage 0's last layer moves to stage 1 (its
     nodes' strategies with it; stage 1 also takes stage 0's tensor specs), then `alpa-plan cost
@@ -222,14 +248,31 @@ def pipeline_bytes(a, p, dist):
     holder sends its gradient sum to every other holder once per step), summed here from the
     plan file; with --hand-pipeline also by hand from the model's sidecar."""
     pl, K = p["pipeline"], p["microbatches"]
-    rank_of = {i: st["device_ids"][0] for i, st in enumerate(pl["stages"])}
+    ranks = [st["device_ids"] for st in pl["stages"]]
+    rows = p["global_batch"] // K  # one microbatch; a stage of n ranks holds rows/n each, in order
     from_plan = [0] * a.np
+
+    def share(sender, receiver, nbytes):
+        """Each rank of the sending stage sends each reader the rows of its block it holds
+        (boundary activations and their gradients are split by batch rows)."""
+        ns, nr = len(ranks[sender]), len(ranks[receiver])
+        for i, r in enumerate(ranks[sender]):
+            for j in range(nr):
+                lo = max(i * rows // ns, j * rows // nr)
+                hi = min((i + 1) * rows // ns, (j + 1) * rows // nr)
+                from_plan[r] += K * nbytes * max(0, hi - lo) // rows
+
     for t in pl["transfers"]:
-        from_plan[rank_of[t["from_stage"]]] += K * t["bytes"]
-        from_plan[rank_of[t["to_stage"]]] += K * t["bytes"]
+        share(t["from_stage"], t["to_stage"], t["bytes"])
+        share(t["to_stage"], t["from_stage"], t["bytes"])
     for sp in pl.get("shared", []):
+        # Each rank of a holder stage sends the stage's gradient sum to the ranks of every other
+        # holder whose place it serves (rank i of a stage of n takes it from rank i mod n).
         for s in sp["stages"]:
-            from_plan[rank_of[s]] += sp["bytes"] * (len(sp["stages"]) - 1)
+            for i, r in enumerate(ranks[s]):
+                for t in sp["stages"]:
+                    if t != s:
+                        from_plan[r] += sp["bytes"] * sum(1 for j in range(len(ranks[t])) if j % len(ranks[s]) == i)
     measured = dist[-1]["send_bytes_per_rank"]
     check(all(m["send_bytes_per_rank"] == measured for m in dist), "the same bytes sent every step")
     check(measured == from_plan == dist[0]["plan_send_bytes_per_rank"],
@@ -271,9 +314,9 @@ def errors(a):
     expect_2(mpirun(4, a.bin, ["--plan", shard, *base]), "a plan that splits the batch in some nodes only (not executed yet)",
              "does not split the batch as the other nodes do", 4)
     pipe = os.path.join(a.workdir, "pipe.json")
-    plan(a.bin, gpt, pipe, "local:4", "megatron", 8, ["--optimizer", "sgd", "--tp", "1", "--pp", "2", "--dp", "2"])
-    expect_2(mpirun(4, a.bin, ["--plan", pipe, *base]), "a pipeline plan with stages on several devices (not executed yet)",
-             "pipeline stages of one device each", 4)
+    plan(a.bin, gpt, pipe, "local:4", "megatron", 8, ["--optimizer", "sgd", "--tp", "2", "--pp", "2", "--dp", "1"])
+    expect_2(mpirun(4, a.bin, ["--plan", pipe, *base]), "a pipeline plan with tensor-parallel stages (not executed yet)",
+             "when it is data parallel", 4)
 
     # A rank that fails inside a step: every rank stops, the failed one named.
     env_fail = dict(ENV, ALPA_TEST_FAIL_RANK="1", ALPA_TEST_FAIL_STEP="2")
@@ -418,6 +461,7 @@ def main():
     ap.add_argument("--plan-extra", help="more alpa-plan search flags, space-separated")
     ap.add_argument("--hand-pipeline", action="store_true", help="GPT in two stages: point-to-point bytes by hand")
     ap.add_argument("--move-boundary", action="store_true", help="two stages: hand-edit the plan (a layer moved), re-cost, run")
+    ap.add_argument("--stages-2-1-1", action="store_true", help="GPT: three stages on 2, 1 and 1 ranks, composed by hand, re-costed, run")
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--hand-megatron", action="store_true", help="transformer_layers_test under --tp: all-reduces by hand")
     ap.add_argument("--check-memory", action="store_true")
