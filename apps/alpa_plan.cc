@@ -71,6 +71,7 @@ struct SearchFlags {
   bool ilp_stats = false;
   bool no_decompose = false;
   std::string output;
+  std::string trace;
 };
 
 std::string read_file(const std::string& path) {
@@ -277,6 +278,10 @@ int run_pipeline_search(const SearchFlags& f) {
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!f.trace.empty()) {
+    write_file(f.trace, alpa::predicted_trace_json(p));
+    std::printf("wrote %s (the predicted timeline; open it in https://ui.perfetto.dev)\n", f.trace.c_str());
+  }
   if (!f.output.empty()) {
     write_file(f.output, alpa::plan_to_json(p));
     std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
@@ -349,6 +354,10 @@ int run_search(const SearchFlags& f) {
   std::printf("best: %lldx%lld mesh\n%s", static_cast<long long>(r.plan.logical_d0), static_cast<long long>(r.plan.logical_d1),
               estimate_text(r.plan.estimate).c_str());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!f.trace.empty()) {
+    write_file(f.trace, alpa::predicted_trace_json(r.plan));
+    std::printf("wrote %s (the predicted timeline; open it in https://ui.perfetto.dev)\n", f.trace.c_str());
+  }
   if (!f.output.empty()) {
     write_file(f.output, alpa::plan_to_json(r.plan));
     std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
@@ -456,6 +465,7 @@ int main(int argc, char** argv) {
   search->add_flag("--ilp-stats", sf.ilp_stats, "also print the size of the whole graph as one ILP, before and after follower merging");
   search->add_flag("--no-decompose", sf.no_decompose, "solve the whole graph as one ILP (slow; the benchmark's baseline)");
   search->add_option("-o,--output", sf.output, "where to write the plan (JSON)");
+  search->add_option("--trace", sf.trace, "write the plan's predicted timeline of one step as a Chrome trace (as alpa-run --trace measures it)");
 
   std::string cost_plan_path, cost_cluster, cost_profile;
   ModelFlags cost_model;

@@ -66,9 +66,11 @@ train_4ranks "$OUT/plan_megatron4.json" megatron "tp2 x dp2"
 echo "== and as a pipeline: 4 stages of one rank each, 1F1B over 4 microbatches (the tied embedding's"
 echo "   gradient is exchanged between stages 0 and 3 once per step)"
 build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 1 --pp 4 --dp 1 \
-  --layers 4 --microbatches 4 --optimizer adam --precision fp32 -o "$OUT/plan_pipeline4.json" | sed -n '3,8p'
+  --layers 4 --microbatches 4 --optimizer adam --precision fp32 -o "$OUT/plan_pipeline4.json" \
+  --trace "$OUT/pipeline_predicted.json" | sed -n '3,8p'
 train_4ranks "$OUT/plan_pipeline4.json" pipeline "4 stages" --trace "$OUT/pipeline_trace.json"
-echo "   the pipeline's timeline: $OUT/pipeline_trace.json (open it in https://ui.perfetto.dev)"
+echo "   the pipeline's timeline, measured: $OUT/pipeline_trace.json; predicted by the plan:"
+echo "   $OUT/pipeline_predicted.json (open both in https://ui.perfetto.dev)"
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
 build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --method shard --microbatches 128 \

@@ -973,4 +973,56 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
   return out;
 }
 
+std::string predicted_trace_json(const Plan& plan) {
+  std::string out = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[";
+  bool first = true;
+  char buf[256];
+  auto event = [&](int track, const std::string& name, const char* cat, double start_s, double dur_s) {
+    std::snprintf(buf, sizeof buf, "\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f}", cat, track,
+                  start_s * 1e6, dur_s * 1e6);
+    out += std::string(first ? "\n" : ",\n") + "{\"name\":\"" + name + buf;
+    first = false;
+  };
+  auto track_name = [&](int track, const std::string& name) {
+    out += std::string(first ? "\n" : ",\n") + "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":0,\"tid\":" +
+           std::to_string(track) + ",\"args\":{\"name\":\"" + name + "\"}}";
+    first = false;
+  };
+  if (!plan.pipeline) {
+    track_name(0, "all " + std::to_string(plan.device_ids.size()) + " devices (predicted)");
+    event(0, "step", "compute", 0, plan.estimate.iteration_time_s);
+    return out + "\n]}\n";
+  }
+  const PlanPipeline& pl = *plan.pipeline;
+  const int64_t B = plan.microbatches;
+  std::vector<double> fwd, bwd;
+  for (const PlanStage& st : pl.stages) {
+    fwd.push_back(st.microbatch_time_s / 3);
+    bwd.push_back(st.microbatch_time_s * 2 / 3);
+  }
+  const ScheduleResult sim = simulate_schedule(pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B, fwd, bwd, B);
+  double exchange = 0;
+  for (const PlanSharedParameter& sp : pl.shared) exchange += sp.time_s;
+  for (size_t s = 0; s < pl.stages.size(); ++s) {
+    const PlanStage& st = pl.stages[s];
+    std::string devices;
+    for (int64_t d : st.device_ids) devices += (devices.empty() ? "" : ",") + std::to_string(d);
+    track_name(static_cast<int>(s), "stage " + std::to_string(s) + " (devices " + devices + ", predicted)");
+    double end = 0;
+    for (size_t k = 0; k < sim.order[s].size(); ++k) {
+      const int64_t e = sim.order[s][k];
+      const bool f = e >= 0;
+      const double dur = f ? fwd[s] : bwd[s];
+      event(static_cast<int>(s), std::string(f ? "forward " : "backward ") + std::to_string(f ? e : -e - 1), "compute",
+            sim.start_s[s][k], dur);
+      end = std::max(end, sim.start_s[s][k] + dur);
+    }
+    event(static_cast<int>(s), "update", "compute", end, st.step_time_s);
+    bool holds = false;
+    for (const PlanSharedParameter& sp : pl.shared) holds = holds || std::count(sp.stages.begin(), sp.stages.end(), static_cast<int64_t>(s)) > 0;
+    if (holds && exchange > 0) event(static_cast<int>(s), "sync_shared", "sync", end + st.step_time_s, exchange);
+  }
+  return out + "\n]}\n";
+}
+
 }  // namespace alpa

@@ -81,4 +81,12 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& plan_source
                                 const Cluster& cluster, const Profile* profile = nullptr,
                                 const std::string& profile_text = "");
 
+// The plan's predicted timeline of one step as a Chrome trace (the format `alpa-run --trace`
+// writes, so predicted and measured open side by side): one track per stage with each
+// microbatch's forward and backward where the schedule model places them (a stage's microbatch
+// time split 1:2 between forward and backward, the usual ratio; the plan keeps only the sum),
+// then the step's tail (gradient synchronisation, update, the shared parameters' exchange).
+// A single-stage plan is one track with one step.
+std::string predicted_trace_json(const Plan& plan);
+
 }  // namespace alpa

@@ -5,8 +5,11 @@
 // 1F1B).
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -14,6 +17,7 @@
 #include <string>
 
 #include "planner/common/error.h"
+#include "planner/inter_op/pipeline.h"
 #include "planner/intra_op/search.h"
 #include "planner/onnx/import.h"
 #include "planner/spmd/pipeline_program.h"
@@ -166,6 +170,36 @@ TEST(PipelineProgram, InstructionListsKeepTheScheduleInvariants) {
       }
     }
   }
+}
+
+// `alpa-plan search --trace`: the predicted timeline has one track per stage, each with its B
+// forwards and B backwards in schedule order, never overlapping, and ends within the plan's
+// iteration time (the pipeline's busy + bubble + tail).
+TEST(PipelineProgram, PredictedTraceFollowsTheSchedule) {
+  Fixture f = gpt_plan("--cluster local:4 --method megatron --tp 1 --pp 4 --dp 1 --layers 4 --microbatches 4",
+                       "/tmp/pipeline_program_test_pp4c.json");
+  const nlohmann::json trace = nlohmann::json::parse(predicted_trace_json(f.plan));
+  std::map<int, std::vector<std::pair<double, double>>> spans;
+  std::map<int, int> work;
+  int tracks = 0;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] == "M") { ++tracks; continue; }
+    const int tid = e["tid"];
+    spans[tid].emplace_back(e["ts"].get<double>(), e["ts"].get<double>() + e["dur"].get<double>());
+    const std::string name = e["name"];
+    work[tid] += name.rfind("forward", 0) == 0 || name.rfind("backward", 0) == 0;
+  }
+  EXPECT_EQ(tracks, 4);
+  double end = 0;
+  for (auto& [tid, v] : spans) {
+    EXPECT_EQ(work[tid], 8) << "stage " << tid;
+    std::sort(v.begin(), v.end());
+    for (size_t k = 1; k < v.size(); ++k) EXPECT_LE(v[k - 1].second, v[k].first + 2e-3) << "stage " << tid;  // 1 ns printed
+    end = std::max(end, v.back().second);
+  }
+  const double iteration_us = f.plan.estimate.iteration_time_s * 1e6;
+  EXPECT_GT(end, f.plan.pipeline->busy_time_s * 1e6);
+  EXPECT_LE(end, iteration_us * 1.001);
 }
 
 TEST(PipelineProgram, LayersThatSkipNodesAreRefused) {
