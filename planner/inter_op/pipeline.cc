@@ -478,9 +478,9 @@ struct StageFigures {
   double compute_s = 0;
 };
 
-StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, const ChosenSpecs& cs,
-                           const std::vector<bool>& in_stage, int64_t first, int64_t end, const StageOption& o,
-                           int64_t inflight) {
+StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, const std::vector<int>& choice,
+                           const ChosenSpecs& cs, const std::vector<bool>& in_stage, int64_t first, int64_t end, const StageOption& o,
+                           int64_t inflight, int64_t microbatches) {
   StageFigures f;
   for (int64_t i = first; i < end; ++i) f.compute_s += cs.node[i]->compute_s;
   for (const ParameterSlot& ps : tg.parameters) {
@@ -492,8 +492,32 @@ StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, con
     f.memory.optimizer_state_bytes += ns.state_bytes;
     f.compute_s += ns.compute_s;
   }
-  f.memory.activation_bytes = o.activation_bytes(inflight);
-  f.memory.peak_bytes = o.memory(inflight);
+  // The peak reported is a simulation of the stage's allocation sequence (its forward nodes,
+  // their backward nodes and its parameters' updates) for one microbatch, plus what each other
+  // microbatch in flight keeps: its saved activations, or with recomputation the stage's
+  // inputs. The search keeps its bound, o.memory(inflight), within the budget (as the
+  // single-stage search does with its memory model).
+  const Graph& g = tg.graph;
+  std::vector<bool> nodes(g.num_nodes(), false);
+  std::set<std::string> owners;
+  for (int64_t i = first; i < end; ++i) {
+    nodes[static_cast<size_t>(i)] = true;
+    owners.insert(g.node(static_cast<NodeId>(i)).name);
+  }
+  for (const ParameterSlot& ps : tg.parameters) {
+    const int gi = sg.group_of_param[ps.param];
+    if (gi >= 0 && in_stage[gi]) owners.insert(g.tensor(ps.param).name);
+  }
+  for (size_t k = tg.num_forward_nodes; k < g.num_nodes(); ++k) {
+    nodes[k] = owners.count(g.node(static_cast<NodeId>(k)).derived_from) > 0;
+  }
+  const PlanMemory sim = simulate_memory(sg, choice, &nodes);
+  const int64_t kept = o.remat ? o.input_bytes : sim.activation_bytes;
+  f.memory.activation_bytes = o.remat ? o.activation_bytes(inflight) : inflight * sim.activation_bytes;
+  // With several microbatches the step's gradients accumulate in a buffer of their own while
+  // each microbatch's backward makes its part.
+  const int64_t accumulator = microbatches > 1 ? sim.gradient_bytes : 0;
+  f.memory.peak_bytes = sim.peak_bytes + std::max<int64_t>(0, inflight - 1) * kept + accumulator;
   return f;
 }
 
@@ -553,7 +577,7 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
       const int gi = sh.graph->group_of_param[param];
       return gi >= 0 && sh.in_stage[gi];
     });
-    const StageFigures f = stage_figures(tg, *sh.graph, cs, sh.in_stage, first, end, sc.option, sc.inflight);
+    const StageFigures f = stage_figures(tg, *sh.graph, sh.choice, cs, sh.in_stage, first, end, sc.option, sc.inflight, ev.microbatches);
     st.memory = f.memory;
     const double before = busiest;
     account_stage(p.estimate, busiest, f, sc.micro_s, ev.microbatches, sc.option.step_s);
@@ -943,7 +967,7 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     PlanStage& rs = out.pipeline.stages[k];
     rs.microbatch_time_s = micro;
     rs.step_time_s = o.step_s;
-    const StageFigures f = stage_figures(tg, sg, cs, sh.in_stage, first, end, o, inflight);
+    const StageFigures f = stage_figures(tg, sg, sh.choice, cs, sh.in_stage, first, end, o, inflight, B);
     rs.memory = f.memory;
     if (rs.memory.peak_bytes > budget) {
       throw UserError(src, where, "needs " + format_bytes(static_cast<double>(rs.memory.peak_bytes)) + " per device with " +

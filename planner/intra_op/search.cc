@@ -109,7 +109,7 @@ std::string cluster_fingerprint(const Cluster& c, const std::string& profile_tex
   return "cluster:" + hex64(stable_key(text));
 }
 
-PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice) {
+PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice, const std::vector<bool>* nodes) {
   const TrainingGraph& tg = *sg.training;
   const Graph& g = tg.graph;
   const ChosenSpecs cs = chosen_specs(sg, choice);
@@ -118,8 +118,15 @@ PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choi
   PlanMemory mem;
   std::vector<int64_t> size(nt, -1);
   std::vector<bool> persistent(nt, false);
+  auto runs = [&](NodeId k) { return nodes == nullptr || (*nodes)[static_cast<size_t>(k)]; };
+  std::vector<bool> read(nt, nodes == nullptr);  // read by a node that runs
+  for (size_t i = 0; i < g.num_nodes(); ++i) {
+    if (!runs(static_cast<NodeId>(i))) continue;
+    for (TensorId t : g.node(static_cast<NodeId>(i)).inputs) read[t] = true;
+  }
   // Parameters, their gradients and optimizer state, as their strategies shard them.
   for (const ParameterSlot& ps : tg.parameters) {
+    if (!read[ps.param]) continue;  // another stage's
     const NodeStrategy* st = cs.param[ps.param];
     ALPA_CHECK(st != nullptr, "parameter without a strategy");
     size[ps.param] = st->param_bytes;
@@ -153,11 +160,11 @@ PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choi
       size[t] = local_bytes_of(ten, cs.tensor[t], v);
       continue;
     }
-    // Graph inputs: as their first consumer reads them.
-    if (ten.producer == kNoId) {
+    // Graph inputs, and tensors another stage makes: as their first consumer reads them.
+    if (ten.producer == kNoId || !runs(ten.producer)) {
       int64_t b = ten.bytes();
       for (NodeId c : ten.consumers) {
-        if (static_cast<size_t>(c) >= nf) continue;
+        if (static_cast<size_t>(c) >= nf || !runs(c)) continue;
         const Node& cn = g.node(c);
         for (size_t k = 0; k < cn.inputs.size(); ++k) {
           if (cn.inputs[k] == static_cast<TensorId>(t)) b = local_bytes_of(ten, cs.node[c]->in[k], v);
@@ -190,21 +197,25 @@ PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choi
   }
   // Activations the backward pass reads.
   for (size_t t = 0; t < nt; ++t) {
-    if (sg.saved[t] && !persistent[t]) mem.activation_bytes += size[t];
+    const NodeId p = g.tensor(static_cast<TensorId>(t)).producer;
+    if (sg.saved[t] && !persistent[t] && (p == kNoId ? read[t] : runs(p))) mem.activation_bytes += size[t];
   }
   // Allocation/free sequence: outputs allocated when produced, freed after the last reader.
   std::vector<int64_t> last_use(nt, -1);
   for (size_t i = 0; i < g.num_nodes(); ++i) {
+    if (!runs(static_cast<NodeId>(i))) continue;
     for (TensorId t : g.node(static_cast<NodeId>(i)).inputs) last_use[t] = static_cast<int64_t>(i);
   }
   int64_t live = 0;
   for (size_t t = 0; t < nt; ++t) {
     const Tensor& ten = g.tensor(static_cast<TensorId>(t));
-    if (persistent[t] && ten.producer == kNoId) live += size[t];
-    else if (ten.producer == kNoId && last_use[t] >= 0) live += size[t];  // inputs
+    const bool outside = ten.producer == kNoId || !runs(ten.producer);  // inputs, received tensors
+    if (persistent[t] && ten.producer == kNoId && read[t]) live += size[t];
+    else if (outside && !persistent[t] && last_use[t] >= 0) live += size[t];
   }
   int64_t peak = live;
   for (size_t i = 0; i < g.num_nodes(); ++i) {
+    if (!runs(static_cast<NodeId>(i))) continue;
     const Node& n = g.node(static_cast<NodeId>(i));
     for (TensorId t : n.outputs) live += size[t];
     peak = std::max(peak, live);

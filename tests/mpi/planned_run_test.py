@@ -205,6 +205,7 @@ def stages_2_1_1(a, plan_path):
     third["device_ids"], fourth["device_ids"] = [2], [3]
     first["inflight"], third["inflight"], fourth["inflight"] = 3, 2, 1
     ppdp["pipeline"]["stages"] = [first, third, fourth]
+    ppdp["memory_budget_bytes"] = pp4["memory_budget_bytes"]  # the devices' own (the first stage now holds 3 microbatches)
     with open(plan_path + ".edited", "w") as f:
         json.dump(ppdp, f, indent=1)
     r = run([os.path.join(a.bin, "alpa-plan"), "cost", plan_path + ".edited", "--model", a.model, "--json"])
