@@ -69,6 +69,7 @@ int run(const Flags& f) {
                             : alpa::exec::open_data_directory(f.data, model.graph);
   auto kernels = alpa::exec::make_cpu_kernels();
   alpa::exec::Trainer trainer(tg, *kernels, seed);
+  trainer.set_dump(f.dump_tensors, f.dump_dir + "/rank0");
   if (!f.resume.empty()) alpa::exec::load_checkpoint(f.resume, trainer, {});
   if (k > 1) {  // dropout masks keyed by global element index, as in the whole-batch step
     trainer.set_batch_dims(alpa::exec::training_batch_dims(tg, model.graph, model.batch), model.batch / k);
@@ -137,6 +138,9 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", f.metrics, "write JSON Lines metrics, one object per step");
   app.add_option("--save-params", f.save_params, "after the last step, write every parameter and buffer as DIR/<name>.npy");
   app.add_option("--save", f.save, "after the last step, write a checkpoint to DIR (parameters, buffers, optimizer state, step)");
+  app.add_option("--dump-tensors", f.dump_tensors,
+                 "write every tensor whose name matches this regex as it is made: DIR/rank<r>/s<step>_m<microbatch>_<name>.npy");
+  app.add_option("--dump-dir", f.dump_dir, "where --dump-tensors writes (default alpa_dump)");
   app.add_option("--trace", f.trace, "--plan: write a Chrome trace (Perfetto, chrome://tracing) of the steps, one track per rank");
   app.add_option("--resume", f.resume, "start from the checkpoint in DIR (written by --save under any plan) and train to --steps");
   try {

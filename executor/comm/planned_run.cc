@@ -242,6 +242,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     return b;
   };
   if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
+  st->trainer->set_dump(o.dump_tensors, o.dump_dir + "/rank" + std::to_string(rank));
   st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
   return st;
 }
@@ -331,6 +332,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
                st->trainer->mutable_value(static_cast<TensorId>(t)));
   }
   if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
+  st->trainer->set_dump(o.dump_tensors, o.dump_dir + "/rank" + std::to_string(rank));
   st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
   return st;
 }

@@ -12,6 +12,7 @@ struct PlannedRunOptions {
   std::string save;    // write a checkpoint here after the last step
   std::string resume;  // start from this checkpoint (its step, seed, parameters and optimizer state)
   std::string trace;   // write a Chrome trace of every rank's steps here
+  std::string dump_tensors, dump_dir = "alpa_dump";  // tensors written as they are made (Trainer::set_dump)
   std::string optimizer;  // empty: the plan's
   int64_t steps = 10;  // the step count to reach (a resumed run continues from its checkpoint's)
   int64_t batch = 0;      // 0: the plan's global batch (anything else must equal it)

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <regex>
 
 #include "executor/runtime/npy.h"
 #include "planner/common/error.h"
@@ -142,6 +143,14 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
   }
   for (void* p : scratch) pool_.release(p);
   scratch.clear();
+  if (!dump_.empty()) {
+    for (TensorId t : node.outputs) {
+      if (!dump_[t]) continue;
+      const Tensor& ten = g.tensor(t);
+      const std::string file = "s" + std::to_string(ctx_.step + 1) + "_m" + std::to_string(microbatch_) + "_" + npy_file_name(ten.name);
+      write_npy((std::filesystem::path(dump_dir_) / file).string(), ten.dtype, ten.shape, ptr_[t]);
+    }
+  }
   if (parallel_.on_output) {
     for (TensorId t : node.outputs) {
       if (static_cast<size_t>(t) < parallel_.watch.size() && parallel_.watch[t]) {
@@ -161,6 +170,22 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
   };
   for (TensorId t : node.inputs) maybe_free(t);
   for (TensorId t : node.outputs) maybe_free(t);
+}
+
+void Trainer::set_dump(const std::string& pattern, std::string dir) {
+  dump_.clear();
+  if (pattern.empty()) return;
+  std::regex re;
+  try {
+    re = std::regex(pattern);
+  } catch (const std::regex_error& e) {
+    throw UserError("--dump-tensors", pattern, std::string("not a regular expression: ") + e.what());
+  }
+  const Graph& g = tg_.graph;
+  dump_.assign(g.num_tensors(), false);
+  for (size_t t = 0; t < g.num_tensors(); ++t) dump_[t] = std::regex_match(g.tensor(static_cast<TensorId>(t)).name, re);
+  std::filesystem::create_directories(dir);
+  dump_dir_ = std::move(dir);
 }
 
 void Trainer::apply_updates(bool optimizer) {

@@ -103,6 +103,10 @@ class Trainer {
     local_samples_ = samples_per_microbatch;
   }
   void set_batch_parallel(BatchParallel parallel) { parallel_ = std::move(parallel); }
+  // --dump-tensors: every tensor whose name matches `pattern` (ECMAScript regex, whole name) is
+  // written right after the node that makes it, as DIR/s<step>_m<microbatch>_<name>.npy (this
+  // rank's block of it). Empty pattern: nothing.
+  void set_dump(const std::string& pattern, std::string dir);
   int64_t persistent_bytes() const { return persistent_bytes_; }
 
  private:
@@ -129,6 +133,8 @@ class Trainer {
   std::vector<bool> from_optimizer_;  // tensors written by optimizer nodes
   std::vector<bool> exported_;        // sent to other stages: kept until release_exports
   bool recompute_ = false;
+  std::vector<bool> dump_;  // per tensor: written after it is made (set_dump)
+  std::string dump_dir_;
   bool keep_inputs_ = false;  // a recomputing stage's forward: its inputs outlive their last read
   int64_t persistent_bytes_ = 0;
   std::vector<int> batch_dim_;

@@ -191,6 +191,16 @@ TEST(TrainRun, SyntheticDataWritesMetricsAndParams) {
   EXPECT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --microbatches 3").exit_code, 2);
   expect_user_error(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --precision fp16"),
                     "--precision: fp16: the CPU backend runs fp32 only", "alpa-run");
+  expect_user_error(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --steps 1 --dump-tensors '('"),
+                    "--dump-tensors: (: not a regular expression", "alpa-run");
+  // --dump-tensors writes each matching tensor as it is made, per step and microbatch.
+  const std::string dump = ::testing::TempDir() + "alpa_cli_dump";
+  std::filesystem::remove_all(dump);
+  ASSERT_EQ(run_train("--model " + model("gpt_test.onnx") + " --batch 2 --steps 2 --microbatches 2 --dump-tensors '.*ln_f.*output_0'"
+                      " --dump-dir " + dump).exit_code, 0);
+  for (const char* f : {"s1_m0", "s1_m1", "s2_m0", "s2_m1"}) {
+    EXPECT_TRUE(std::filesystem::exists(dump + "/rank0/" + f + "__ln_f_LayerNormalization_output_0.npy")) << f;
+  }
 }
 
 }  // namespace

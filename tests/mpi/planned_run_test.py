@@ -35,6 +35,7 @@ Exits 1 on any failure, printing every check.
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,15 +106,21 @@ def parity(a):
     train = ["--model", a.model, "--steps", str(a.steps), "--lr", str(a.lr), "--momentum", str(a.momentum),
              "--seed", "7"]
     ref_dir, dist_dir = os.path.join(a.workdir, "one"), os.path.join(a.workdir, "ranks")
+    dump_one, dump_ranks = os.path.join(a.workdir, "dump_one"), os.path.join(a.workdir, "dump_ranks")
+    if a.check_routing:
+        for d in (dump_one, dump_ranks):
+            shutil.rmtree(d, ignore_errors=True)
     r = run([os.path.join(a.bin, "alpa-run"), *train, "--batch", str(a.batch), "--optimizer", a.optimizer,
-             "--microbatches", str(a.microbatches), "--metrics", ref_dir + ".jsonl", "--save-params", ref_dir])
+             "--microbatches", str(a.microbatches), "--metrics", ref_dir + ".jsonl", "--save-params", ref_dir,
+             *(["--dump-tensors", a.check_routing, "--dump-dir", dump_one] if a.check_routing else [])])
     if not check(r.returncode == 0, f"one device trains ({r.seconds:.1f} s)"):
         print(r.stderr)
         return
     extra_run = ["--allow-cluster-mismatch"] if a.cluster else []
     trace = os.path.join(a.workdir, "trace.json")
     r = mpirun(a.np, a.bin, ["--plan", plan_path, *train, *extra_run, "--metrics", dist_dir + ".jsonl",
-                             "--save-params", dist_dir, "--trace", trace])
+                             "--save-params", dist_dir, "--trace", trace,
+                             *(["--dump-tensors", a.check_routing, "--dump-dir", dump_ranks] if a.check_routing else [])])
     if not check(r.returncode == 0, f"{a.np} ranks train ({r.seconds:.1f} s)"):
         print(r.stdout, r.stderr)
         return
@@ -135,6 +142,8 @@ def parity(a):
         if err > worst_p:
             worst_p, name_p = err, f
     check(count > 0 and worst_p <= 1e-5, f"{count} parameters and buffers agree: worst {name_p} {worst_p:.2e} (tol 1e-5)")
+    if a.check_routing:
+        routing(a, dump_one, dump_ranks)
     stages = len(p["pipeline"]["stages"]) if "pipeline" in p else 1
     if stages > 1:
         pipeline_bytes(a, p, dist)
@@ -189,6 +198,30 @@ def parity(a):
         check(within, what)
     else:
         print(("info " if within else "info (outside tolerance) ") + what)
+
+
+def routing(a, dump_one, dump_ranks):
+    """The tensors --check-routing names (an MoE's TopK indices: the experts each token goes
+    to), every step and microbatch, are the same on the ranks as on one device: a rank holding
+    the whole tensor has it exactly; ranks holding a block of its rows (a split batch; ranks
+    r // (np / ways) share block r) have, put together, exactly one device's."""
+    files = sorted(os.listdir(os.path.join(dump_one, "rank0")))
+    same, total = 0, 0
+    for f in files:
+        one = np.load(os.path.join(dump_one, "rank0", f))
+        parts = [np.load(os.path.join(dump_ranks, f"rank{r}", f)) for r in range(a.np)]
+        ways = one.shape[0] // parts[0].shape[0]
+        if ways == 1:
+            ok = all(np.array_equal(x, one) for x in parts)
+        else:
+            per = a.np // ways
+            blocks = [parts[b * per] for b in range(ways)]
+            ok = np.array_equal(np.concatenate(blocks, 0), one) and all(
+                np.array_equal(parts[r], blocks[r // per]) for r in range(a.np))
+        same += ok
+        total += one.size
+    check(files and same == len(files),
+          f"routing: {same} of {len(files)} dumps ({total} choices) identical to one device's ({a.check_routing})")
 
 
 def stages_2_1_1(a, plan_path):
@@ -463,6 +496,7 @@ def main():
     ap.add_argument("--hand-pipeline", action="store_true", help="GPT in two stages: point-to-point bytes by hand")
     ap.add_argument("--move-boundary", action="store_true", help="two stages: hand-edit the plan (a layer moved), re-cost, run")
     ap.add_argument("--stages-2-1-1", action="store_true", help="GPT: three stages on 2, 1 and 1 ranks, composed by hand, re-costed, run")
+    ap.add_argument("--check-routing", help="regex of tensors (an MoE's TopK indices) that must equal one device's")
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--hand-megatron", action="store_true", help="transformer_layers_test under --tp: all-reduces by hand")
     ap.add_argument("--check-memory", action="store_true")
