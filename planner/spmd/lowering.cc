@@ -19,8 +19,9 @@ namespace {
 
 constexpr const char* kWhatRuns =
     "alpa-run executes batch-parallel plans (parameters and optimizer state replicated or sharded "
-    "as ZeRO does) and tensor parallelism of element-wise ops, contractions and reductions in this "
-    "version; plans that split other operators are searched and costed but not executed yet";
+    "as ZeRO does) and tensor parallelism of element-wise ops, contractions, reductions and of "
+    "convolutions and pools on channel blocks in this version; plans that split other operators "
+    "are searched and costed but not executed yet";
 
 // Operators whose kernels run unchanged on a block of any of their dims: element-wise ops,
 // contractions (a split contraction dim leaves a partial sum, reduced after the node),
@@ -65,6 +66,18 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
     return true;
   }
   if (n.kind == OpKind::kDropout) return true;
+  if (n.kind == OpKind::kConv || n.kind == OpKind::kMaxPool || n.kind == OpKind::kAveragePool ||
+      n.kind == OpKind::kGlobalAveragePool || n.kind == OpKind::kFlatten) {
+    // Channels split (a Conv's output channels, or its input channels leaving a partial sum);
+    // the spatial dims a window slides over (and a Conv's kernel) whole.
+    for (const ShardingSpec& s : st.in) {
+      for (size_t d = 2; d < s.dims.size(); ++d) if (s.dims[d] != DimSharding::kR) return false;
+    }
+    for (const ShardingSpec& s : st.out) {
+      for (size_t d = 2; d < s.dims.size(); ++d) if (s.dims[d] != DimSharding::kR) return false;
+    }
+    return true;
+  }
   if (n.kind == OpKind::kSlice) {
     const std::vector<SliceRange> r = resolve_slice(x, n.attrs);
     for (size_t d = 0; d < r.size(); ++d) {
@@ -306,6 +319,15 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     low.stored_spec[static_cast<size_t>(slot.param)] = ps.out[0];
     for (TensorId s : slot.state) low.stored_spec[static_cast<size_t>(s)] = ps.state;
   }
+  // Buffers a node updates in blocks (BatchNorm's running statistics under split channels) are
+  // stored as the update makes them, so the next step reads and replaces the rank's block.
+  for (const auto& [dst, src] : tg.state_updates) {
+    if (pg.tensor(dst).role != TensorRole::kBuffer || static_cast<size_t>(src) >= cs.tensor.size()) continue;
+    const ShardingSpec& made = cs.tensor[static_cast<size_t>(src)];
+    bool split = false;
+    for (DimSharding d : made.dims) split = split || d != DimSharding::kR;
+    if (split) low.stored_spec[static_cast<size_t>(dst)] = made;
+  }
   // A Gemm whose contraction dim is split computes partial sums that are added up across the
   // ranks: each adds 1/ranks of the bias, and the bias gradient (whole on every rank, summed by
   // the plan's reduction) is scaled back by the same factor.
@@ -397,7 +419,8 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
         // that reads a block of other dims takes it locally.
         const Tensor& ten = pg.tensor(t);
         if (st.in[k].dims.size() != ten.shape.size()) continue;
-        ShardingSpec loaded = ShardingSpec::replicated(ten.shape.size());
+        ShardingSpec loaded = low.stored_spec[static_cast<size_t>(t)].dims.empty() ? ShardingSpec::replicated(ten.shape.size())
+                                                                                  : low.stored_spec[static_cast<size_t>(t)];
         const int bd = sg.batch_dim[static_cast<size_t>(t)];
         if (bd >= 0 && ten.producer == kNoId && ten.role != TensorRole::kConstant) {
           loaded.dims[static_cast<size_t>(bd)] = sharding_of_axes(low.batch_axes);

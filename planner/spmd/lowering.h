@@ -9,10 +9,11 @@
 // sharded (ZeRO-2: gradients reduce-scattered, each rank updates its shard, the parameter
 // all-gathered; ZeRO-3: parameters stored sharded and gathered where nodes read them). Other
 // letters (tensor parallelism) are lowered for element-wise ops, contractions, reductions,
-// softmax and normalization over unsplit axes, transposes and reshapes: every tensor takes its
-// block's shape, activations are resharded between nodes as the plan's edges say, partial sums
-// are reduced after their node, reshape targets follow the block. Plans that split other
-// operators are refused with a UserError naming the node.
+// softmax and normalization over unsplit axes, transposes and reshapes, and convolutions, pools
+// and Flatten on channel blocks (BatchNorm's running statistics then stored in blocks): every
+// tensor takes its block's shape, activations are resharded between nodes as the plan's edges
+// say, partial sums are reduced after their node, reshape targets follow the block. Plans that
+// split other operators are refused with a UserError naming the node.
 #pragma once
 
 #include <cstdint>

@@ -104,7 +104,7 @@ def parity(a):
     if a.move_boundary:
         p = move_boundary(a, p, plan_path)
     train = ["--model", a.model, "--steps", str(a.steps), "--lr", str(a.lr), "--momentum", str(a.momentum),
-             "--seed", "7"]
+             "--seed", str(a.seed)]
     ref_dir, dist_dir = os.path.join(a.workdir, "one"), os.path.join(a.workdir, "ranks")
     dump_one, dump_ranks = os.path.join(a.workdir, "dump_one"), os.path.join(a.workdir, "dump_ranks")
     if a.check_routing:
@@ -496,6 +496,7 @@ def main():
     ap.add_argument("--hand-pipeline", action="store_true", help="GPT in two stages: point-to-point bytes by hand")
     ap.add_argument("--move-boundary", action="store_true", help="two stages: hand-edit the plan (a layer moved), re-cost, run")
     ap.add_argument("--stages-2-1-1", action="store_true", help="GPT: three stages on 2, 1 and 1 ranks, composed by hand, re-costed, run")
+    ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--check-routing", help="regex of tensors (an MoE's TopK indices) that must equal one device's")
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--hand-megatron", action="store_true", help="transformer_layers_test under --tp: all-reduces by hand")
