@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "planner/common/error.h"
+#include "planner/common/format.h"
 
 namespace alpa::exec {
 
@@ -17,7 +18,6 @@ PipelineRank place_pipeline(const Plan& plan, const std::string& src, int rank, 
   std::vector<int> owner(static_cast<size_t>(world), -1);
   int64_t devices = 0;
   pr.stage = -1;
-  const int64_t rows = plan.global_batch / plan.microbatches;
   for (size_t s = 0; s < pl.stages.size(); ++s) {
     const PlanStage& st = pl.stages[s];
     const std::string where = "/pipeline/stages/" + std::to_string(s);
@@ -32,18 +32,14 @@ PipelineRank place_pipeline(const Plan& plan, const std::string& src, int rank, 
       }
       owner[static_cast<size_t>(id)] = static_cast<int>(s);
       if (id == rank) {
+        pr.self = rank;
         pr.stage = static_cast<int>(s);
         pr.index = static_cast<int>(pr.stage_ranks.back().size());
       }
       pr.stage_ranks.back().push_back(static_cast<int>(id));
       devices += 1;
     }
-    const int64_t n = static_cast<int64_t>(st.device_ids.size());
-    if (n == 0 || rows % n != 0) {
-      throw UserError(src, where + "/device_ids", "a microbatch of " + std::to_string(rows) + " samples does not split over " +
-                      std::to_string(n) + " devices");
-    }
-    pr.stage_rows.push_back(rows / n);
+    if (st.device_ids.empty()) throw UserError(src, where + "/device_ids", "a stage needs at least one device");
   }
   if (devices != world) {
     throw UserError(src, "pipeline", "the plan's stages use " + std::to_string(devices) + " devices, but mpirun started " +
@@ -53,33 +49,6 @@ PipelineRank place_pipeline(const Plan& plan, const std::string& src, int rank, 
   pr.remat = pl.stages[static_cast<size_t>(pr.stage)].remat;
   return pr;
 }
-
-namespace {
-
-// The rows [first, end) of a microbatch that rank `index` of a stage with `rows` per rank holds.
-std::pair<int64_t, int64_t> rows_of(int64_t rows, int index) { return {index * rows, (index + 1) * rows}; }
-
-// Bytes rank `index` of stage `from` sends of a boundary whose whole tensor (one microbatch) is
-// `bytes`: its rows that each reader needs (rows split like the batch), or the whole tensor to
-// each reader whose place it serves (replicated: reader j from sender j mod senders).
-int64_t share_sent(const PipelineRank& pr, int from, int to, int index, int batch_dim, int64_t bytes) {
-  const int64_t na = static_cast<int64_t>(pr.stage_ranks[static_cast<size_t>(from)].size());
-  const int64_t nb = static_cast<int64_t>(pr.stage_ranks[static_cast<size_t>(to)].size());
-  int64_t out = 0;
-  for (int64_t j = 0; j < nb; ++j) {
-    if (batch_dim < 0) {
-      if (j % na == index) out += bytes;
-      continue;
-    }
-    const auto [a0, a1] = rows_of(pr.stage_rows[static_cast<size_t>(from)], index);
-    const auto [b0, b1] = rows_of(pr.stage_rows[static_cast<size_t>(to)], static_cast<int>(j));
-    const int64_t overlap = std::max<int64_t>(0, std::min(a1, b1) - std::max(a0, b0));
-    out += bytes / (pr.stage_rows[static_cast<size_t>(from)] * na) * overlap;
-  }
-  return out;
-}
-
-}  // namespace
 
 std::vector<int> shared_peers(const PipelineRank& pr, int other) {
   // Every rank of a holder stage has the stage's whole gradient sum (reduced inside the stage):
@@ -94,34 +63,30 @@ std::vector<int> shared_peers(const PipelineRank& pr, int other) {
 }
 
 void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& src, TrainingGraph tg,
-                            const std::vector<int>& batch_dims) {
+                            const Graph& plan_graph, int64_t batch_ways, int64_t batch_block) {
   const PlanPipeline& pl = *plan.pipeline;
   pr.split = split_pipeline(tg, plan, src);
-  // Each boundary's batch dim: an activation's own; a gradient's that of the tensor it is the
-  // gradient of (autodiff's contributions and their sums).
+  // The rows of each boundary tensor this rank holds: all of them (a stage of one device, or a
+  // tensor its stage replicates), or its block of the batch; other layouts are refused.
   const Graph& g = tg.graph;
-  std::vector<TensorId> grad_of(g.num_tensors(), kNoId);
-  for (const GradEdge& e : tg.grad_edges) {
-    if (static_cast<size_t>(e.grad) < grad_of.size()) grad_of[e.grad] = g.node(e.node).inputs[e.input];
-  }
-  for (size_t k = tg.num_forward_nodes; k < g.num_nodes(); ++k) {
-    const Node& n = g.node(static_cast<NodeId>(k));
-    if ((n.kind == OpKind::kAdd || n.kind == OpKind::kReshard) && grad_of[n.outputs[0]] == kNoId && grad_of[n.inputs[0]] != kNoId) {
-      grad_of[n.outputs[0]] = grad_of[n.inputs[0]];
+  const int64_t nb = static_cast<int64_t>(pr.split.boundaries.size());
+  pr.my_rows.assign(static_cast<size_t>(nb), {-1, -1});
+  for (int64_t k = 0; k < nb; ++k) {
+    const auto& b = pr.split.boundaries[static_cast<size_t>(k)];
+    if (b.from != pr.stage && b.to != pr.stage) continue;
+    const Shape& local = g.tensor(b.tensor).shape;
+    const Shape& whole = plan_graph.tensor(b.root).shape;
+    bool rest_whole = local.size() == whole.size() && !local.empty();
+    for (size_t d = 1; rest_whole && d < local.size(); ++d) rest_whole = local[d] == whole[d];
+    if (rest_whole && local[0] == whole[0]) {
+      pr.my_rows[static_cast<size_t>(k)] = {0, whole[0]};
+    } else if (rest_whole && local[0] * batch_ways == whole[0]) {
+      pr.my_rows[static_cast<size_t>(k)] = {batch_block * local[0], (batch_block + 1) * local[0]};
+    } else {
+      throw UserError(src, "/pipeline/stages/" + std::to_string(pr.stage),
+                      "boundary tensor \"" + g.tensor(b.root).name + "\" is held here as " + format_dims(local) + " of " +
+                          format_dims(whole) + "; stages exchange tensors whole or split by batch rows (dim 0) only");
     }
-  }
-  std::map<std::string, int> dim_by_name;
-  for (const auto& b : pr.split.boundaries) {
-    const TensorId of = b.backward ? grad_of[b.tensor] : b.tensor;
-    ALPA_CHECK(of != kNoId, "pipeline: gradient boundary '" + g.tensor(b.tensor).name + "' of no known tensor");
-    const int d = static_cast<size_t>(of) < batch_dims.size() ? batch_dims[of] : -1;
-    const bool split = pr.stage_ranks[static_cast<size_t>(b.from)].size() > 1 || pr.stage_ranks[static_cast<size_t>(b.to)].size() > 1;
-    if (split && d > 0) {
-      throw UserError(src, "pipeline", "boundary tensor \"" + g.tensor(b.tensor).name + "\" has its batch in dim " + std::to_string(d) +
-                      "; stages on several devices exchange rows of dim 0 only");
-    }
-    pr.boundary_batch_dim.push_back(d);
-    if (!b.backward) dim_by_name[g.tensor(b.tensor).name] = d;
   }
   pr.program = std::make_unique<StageProgram>(stage_program(std::move(tg), pr.split, pr.stage));
   const Schedule schedule = pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B;
@@ -133,14 +98,50 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
     }
     std::fprintf(stderr, "%s\n", line.c_str());
   }
-  // The plan's traffic, as this rank's share of it.
-  for (const PlanTransfer& t : pl.transfers) {
-    auto d = dim_by_name.find(t.tensor);
-    const int dim = d == dim_by_name.end() ? -1 : d->second;
-    if (t.from_stage == pr.stage) pr.predicted_send_bytes += plan.microbatches * share_sent(pr, static_cast<int>(t.from_stage), static_cast<int>(t.to_stage), pr.index, dim, t.bytes);
-    if (t.to_stage == pr.stage) pr.predicted_send_bytes += plan.microbatches * share_sent(pr, static_cast<int>(t.to_stage), static_cast<int>(t.from_stage), pr.index, dim, t.bytes);
+}
+
+std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k) {
+  // Each receiving rank takes each range of rows it needs from one holder: among the sending
+  // ranks that hold the same rows, the one at the receiver's place modulo their count.
+  const auto& b = pr.split.boundaries[k];
+  const auto& senders = pr.stage_ranks[static_cast<size_t>(b.from)];
+  const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
+  std::vector<PipelinePiece> out;
+  for (size_t j = 0; j < readers.size(); ++j) {
+    const auto [r0, r1] = pr.rows[k][static_cast<size_t>(readers[j])];
+    std::map<std::pair<int64_t, int64_t>, std::vector<int>> holders;  // by row range, ascending
+    for (int s : senders) holders[pr.rows[k][static_cast<size_t>(s)]].push_back(s);
+    for (const auto& [range, ranks] : holders) {
+      const int64_t lo = std::max(r0, range.first), hi = std::min(r1, range.second);
+      if (hi > lo) out.push_back({ranks[j % ranks.size()], readers[j], lo, hi});
+    }
   }
-  for (const PlanSharedParameter& sp : pl.shared) {
+  return out;
+}
+
+void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_rows, int world) {
+  const size_t nb = pr.split.boundaries.size();
+  pr.rows.assign(nb, std::vector<std::pair<int64_t, int64_t>>(static_cast<size_t>(world)));
+  for (size_t k = 0; k < nb; ++k) {
+    for (int r = 0; r < world; ++r) {
+      const size_t at = (static_cast<size_t>(r) * nb + k) * 2;
+      pr.rows[k][static_cast<size_t>(r)] = {all_rows[at], all_rows[at + 1]};
+    }
+  }
+  // What the plan's traffic is on this rank: its pieces of every boundary (each row of the
+  // tensor is its bytes over the rows), and its shared parameters' gradient sums.
+  pr.predicted_send_bytes = 0;
+  for (size_t k = 0; k < nb; ++k) {
+    const auto& b = pr.split.boundaries[k];
+    if (b.from != pr.stage) continue;
+    const Tensor& whole = plan_graph.tensor(b.root);
+    for (const PipelinePiece& p : boundary_pieces(pr, k)) {
+      if (p.sender == pr.stage_ranks[static_cast<size_t>(pr.stage)][static_cast<size_t>(pr.index)]) {
+        pr.predicted_send_bytes += plan.microbatches * whole.bytes() / whole.shape[0] * (p.hi - p.lo);
+      }
+    }
+  }
+  for (const PlanSharedParameter& sp : plan.pipeline->shared) {
     if (std::count(sp.stages.begin(), sp.stages.end(), pr.stage) == 0) continue;
     for (int64_t s : sp.stages) {
       if (s != pr.stage) pr.predicted_send_bytes += sp.bytes * static_cast<int64_t>(shared_peers(pr, static_cast<int>(s)).size());
@@ -209,23 +210,15 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
     switch (in.op) {
       case PipeOp::kRecvActivation:
       case PipeOp::kRecvGradient: {
-        // From each rank of the producing stage, the rows of this rank's block it holds.
-        const auto& b = pr.split.boundaries[static_cast<size_t>(in.index)];
-        const Tensor& t = g.tensor(b.tensor);
-        auto* dst = static_cast<uint8_t*>(trainer.provide(m, b.tensor));
-        const auto& senders = pr.stage_ranks[static_cast<size_t>(b.from)];
-        const int dim = pr.boundary_batch_dim[static_cast<size_t>(in.index)];
-        if (dim < 0 || (senders.size() == 1 && pr.stage_ranks[static_cast<size_t>(pr.stage)].size() == 1)) {
-          p2p.recv(dst, t.numel(), t.dtype, senders[static_cast<size_t>(pr.index) % senders.size()], in.index);
-          break;
-        }
+        // From the ranks holding them, the rows of the tensor this rank holds.
+        const size_t k = static_cast<size_t>(in.index);
+        const Tensor& t = g.tensor(pr.split.boundaries[k].tensor);
+        auto* dst = static_cast<uint8_t*>(trainer.provide(m, pr.split.boundaries[k].tensor));
         const int64_t row = t.numel() / t.shape[0];
-        const auto [m0, m1] = rows_of(pr.stage_rows[static_cast<size_t>(pr.stage)], pr.index);
-        for (size_t a = 0; a < senders.size(); ++a) {
-          const auto [a0, a1] = rows_of(pr.stage_rows[static_cast<size_t>(b.from)], static_cast<int>(a));
-          const int64_t lo = std::max(m0, a0), hi = std::min(m1, a1);
-          if (hi <= lo) continue;
-          p2p.recv(dst + (lo - m0) * row * dtype_bytes(t.dtype), (hi - lo) * row, t.dtype, senders[a], in.index);
+        const int64_t first = pr.my_rows[k].first;
+        for (const PipelinePiece& p : boundary_pieces(pr, k)) {
+          if (p.reader != pr.self) continue;
+          p2p.recv(dst + (p.lo - first) * row * dtype_bytes(t.dtype), (p.hi - p.lo) * row, t.dtype, p.sender, in.index);
         }
         break;
       }
@@ -237,25 +230,15 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
         break;
       case PipeOp::kSendActivation:
       case PipeOp::kSendGradient: {
-        // To each rank of the reading stage, the rows of its block this rank holds.
-        const auto& b = pr.split.boundaries[static_cast<size_t>(in.index)];
-        const Tensor& t = g.tensor(b.tensor);
-        const auto* src = static_cast<const uint8_t*>(trainer.slot_value(m, b.tensor));
-        const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
-        const int dim = pr.boundary_batch_dim[static_cast<size_t>(in.index)];
-        const size_t senders = pr.stage_ranks[static_cast<size_t>(pr.stage)].size();
-        if (dim < 0 || (senders == 1 && readers.size() == 1)) {
-          for (size_t j = 0; j < readers.size(); ++j) {
-            if (j % senders == static_cast<size_t>(pr.index)) p2p.isend(src, t.numel(), t.dtype, readers[j], in.index);
-          }
-        } else {
-          const int64_t row = t.numel() / t.shape[0];
-          const auto [m0, m1] = rows_of(pr.stage_rows[static_cast<size_t>(pr.stage)], pr.index);
-          for (size_t j = 0; j < readers.size(); ++j) {
-            const auto [b0, b1] = rows_of(pr.stage_rows[static_cast<size_t>(b.to)], static_cast<int>(j));
-            const int64_t lo = std::max(m0, b0), hi = std::min(m1, b1);
-            if (hi > lo) p2p.isend(src + (lo - m0) * row * dtype_bytes(t.dtype), (hi - lo) * row, t.dtype, readers[j], in.index);
-          }
+        // To each reader, the rows of its part this rank is to send.
+        const size_t k = static_cast<size_t>(in.index);
+        const Tensor& t = g.tensor(pr.split.boundaries[k].tensor);
+        const auto* src = static_cast<const uint8_t*>(trainer.slot_value(m, pr.split.boundaries[k].tensor));
+        const int64_t row = t.numel() / t.shape[0];
+        const int64_t first = pr.my_rows[k].first;
+        for (const PipelinePiece& p : boundary_pieces(pr, k)) {
+          if (p.sender != pr.self) continue;
+          p2p.isend(src + (p.lo - first) * row * dtype_bytes(t.dtype), (p.hi - p.lo) * row, t.dtype, p.reader, in.index);
         }
         // After the phase's last send the trainer frees what it exported.
         const PipeInstruction* next = &in + 1 < pr.instructions.data() + pr.instructions.size() ? &in + 1 : nullptr;

@@ -25,19 +25,28 @@ struct TraceEvent {
   double start_us = 0, duration_us = 0;  // since the run's common origin
 };
 
+// Part of one boundary tensor sent from one rank to another: rows [lo, hi) of a microbatch.
+struct PipelinePiece {
+  int sender = 0, reader = 0;
+  int64_t lo = 0, hi = 0;
+};
+
 struct PipelineRank {
   PipelineSplit split;
   int stage = 0;
-  int index = 0;                             // this rank's place in its stage (its batch block)
+  int index = 0;  // this rank's place in its stage
+  int self = 0;   // its MPI rank
   std::vector<std::vector<int>> stage_ranks;  // the MPI ranks of each stage, in device order
-  std::vector<int64_t> stage_rows;            // samples per rank and microbatch, per stage
-  std::vector<int> boundary_batch_dim;        // per boundary: 0 (rows split like the batch) or -1
+  // Per boundary: the rows of a microbatch of the tensor this rank holds ({-1, -1} when it neither
+  // sends nor reads it), and after finish_pipeline_layout every rank's.
+  std::vector<std::pair<int64_t, int64_t>> my_rows;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> rows;  // [boundary][rank]
   std::unique_ptr<StageProgram> program;
   std::vector<PipeInstruction> instructions;
   int64_t microbatches = 1;
   bool remat = false;  // the stage recomputes its forward during the backward
-  // What the plan predicts this rank sends per step: its share of the boundary activations and
-  // gradients (the plan's transfers) and its shared parameters' gradient sums.
+  // What the plan's traffic is on this rank per step: its pieces of the boundary activations
+  // and gradients, and its shared parameters' gradient sums (finish_pipeline_layout).
   int64_t predicted_send_bytes = 0;
   // --trace: the events of every step so far, timed from `origin` (taken after a barrier).
   bool tracing = false;
@@ -46,14 +55,23 @@ struct PipelineRank {
 };
 
 // This rank's stage and place in it. Throws UserError naming `plan_source` when the stages'
-// devices are not the `world` ranks, each once, or a stage's microbatch rows do not split.
+// devices are not the `world` ranks, each once.
 PipelineRank place_pipeline(const Plan& plan, const std::string& plan_source, int rank, int world);
 
-// The stage's program from `program` (the training graph of one microbatch of this rank's rows:
-// the plan's for a one-device stage, the data-parallel rank program otherwise; `batch_dims` its
-// tensors' batch dims) and the instruction list.
+// The stage's program from `program` (the training graph of one microbatch as this rank runs it:
+// the plan's for a one-device stage, the stage's rank program otherwise, whose batch is split
+// `batch_ways` ways with this rank holding block `batch_block`) and the instruction list.
+// `plan_graph` is the plan's training graph (whole shapes). Throws UserError when a boundary
+// tensor is held other than whole or by batch rows.
 void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& plan_source, TrainingGraph program,
-                            const std::vector<int>& batch_dims);
+                            const Graph& plan_graph, int64_t batch_ways, int64_t batch_block);
+
+// Once every rank's my_rows are known (gathered rank-major: [rank][boundary][lo, hi]): the
+// pieces each rank sends and the plan's traffic on this rank.
+void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_rows, int world);
+
+// The pieces of boundary k, the same on every rank.
+std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k);
 
 // The ranks of holder stage `other` that this rank sends a shared parameter's gradient sum to.
 std::vector<int> shared_peers(const PipelineRank& pr, int other);

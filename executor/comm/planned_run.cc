@@ -212,13 +212,13 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
                  "pipeline: the data-parallel rank program does not keep its forward nodes first ('" + node.name + "')");
     }
   }
-  build_pipeline_program(pr, plan, src, std::move(program), dims);
+  build_pipeline_program(pr, plan, src, std::move(program), st->plan_tg->graph, low.batch_ways, low.batch_block);
   if (n == 1) {
     low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
   } else {
     low.predicted_bytes = stage_collective_bytes(low, pr.program->tg, pr.program->active);
   }
-  low.predicted_bytes["send"] = static_cast<double>(pr.predicted_send_bytes);
+  low.predicted_bytes["send"] = 0;  // known once the ranks have exchanged their rows (run_planned)
   low.predicted_memory = stage.memory;
   set_loss_counting(*st, o, plan.microbatches * n);
   st->tg = std::make_unique<TrainingGraph>(std::move(pr.program->tg));
@@ -612,6 +612,19 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
   try {
     if (st->pipe) {
       st->comms = make_pipeline_comms(st->pipe->stage, st->pipe->index, st->lowering.view);
+      // Every rank's rows of every boundary tensor: who sends what to whom.
+      const int64_t nb = static_cast<int64_t>(st->pipe->my_rows.size());
+      std::vector<int64_t> mine(static_cast<size_t>(2 * nb)), every(static_cast<size_t>(2 * nb * world));
+      for (int64_t k = 0; k < nb; ++k) {
+        mine[static_cast<size_t>(2 * k)] = st->pipe->my_rows[static_cast<size_t>(k)].first;
+        mine[static_cast<size_t>(2 * k + 1)] = st->pipe->my_rows[static_cast<size_t>(k)].second;
+      }
+      int64_t counts[2] = {nb, -nb};  // every rank must have split the plan into the same boundaries
+      st->comms.control->all_reduce_max(counts, 2, DType::kInt64);
+      ALPA_CHECK(counts[0] == -counts[1], "pipeline: the ranks' programs disagree on the boundary tensors");
+      st->comms.control->all_gather(mine.data(), every.data(), 2 * nb, DType::kInt64);
+      finish_pipeline_layout(*st->pipe, st->plan, st->plan_tg->graph, std::move(every), world);
+      st->lowering.predicted_bytes["send"] = static_cast<double>(st->pipe->predicted_send_bytes);
       // Which rank writes each tensor several stages hold: the lowest holding it.
       // (The plan's tensors: a rank program's own additions hold nothing persistent.)
       const int64_t n = static_cast<int64_t>(st->plan_tg->graph.num_tensors());

@@ -83,14 +83,25 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
     auto fw = forward_stage.find(n.derived_from);
     auto hold = holders.find(n.derived_from);
     if (n.kind == OpKind::kReshard) {
-      // A rank program's collective (a gradient's reduction): with the node that makes its input.
-      st = made_by[n.inputs[0]];
-      if (st.empty()) {
-        std::set<int> readers;
-        for (NodeId c : g.tensor(n.outputs[0]).consumers) {
-          if (static_cast<size_t>(c) < nf) readers.insert(out.node_stages[static_cast<size_t>(c)][0]);
-        }
+      // A rank program's collective. One a forward node reads (an activation resharded for it,
+      // a parameter gathered) runs with its reader, which receives the tensor as made; one in the
+      // backward (a gradient contribution converted, a gradient reduced) with the node that makes
+      // its input, which sends the converted tensor.
+      std::set<int> readers;
+      for (NodeId c : g.tensor(n.outputs[0]).consumers) {
+        if (static_cast<size_t>(c) < nf) readers.insert(out.node_stages[static_cast<size_t>(c)][0]);
+      }
+      if (!readers.empty()) {
         st.assign(readers.begin(), readers.end());
+      } else {
+        st = made_by[n.inputs[0]];
+        if (st.empty()) {  // a parameter gathered for a backward: with the backward's stage
+          for (NodeId c : g.tensor(n.outputs[0]).consumers) {
+            auto f = forward_stage.find(g.node(c).derived_from);
+            if (f != forward_stage.end()) readers.insert(f->second);
+          }
+          st.assign(readers.begin(), readers.end());
+        }
       }
     } else if (hold != holders.end() && is_grad_sum(n)) {
       std::set<int> parts;  // a parameter's gradient sum: in each stage that has a part
@@ -137,20 +148,26 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
         if (from.empty() || std::find(from.begin(), from.end(), s) != from.end()) continue;
         if (shared_sum) continue;  // another stage's part of a shared gradient: exchanged per step
         ALPA_CHECK(from.size() == 1, "split_pipeline: tensor '" + g.tensor(t).name + "' made by several stages");
-        if (!seen.insert({t, s}).second) continue;
-        const bool backward = g.tensor(t).producer >= static_cast<NodeId>(nf);
+        // Keyed by the tensor the graph made before any collective of a rank program converted it,
+        // so ranks whose programs convert differently still pair their messages.
+        TensorId root = t;
+        while (g.tensor(root).producer != kNoId && g.node(g.tensor(root).producer).kind == OpKind::kReshard) {
+          root = g.node(g.tensor(root).producer).inputs[0];
+        }
+        if (!seen.insert({root, s}).second) continue;
+        const bool backward = g.tensor(root).producer >= static_cast<NodeId>(nf);
         if (backward ? from[0] < s : from[0] > s) {
           throw UserError(src, "pipeline", "tensor \"" + g.tensor(t).name + "\" would flow from stage " + std::to_string(from[0]) +
                           " to stage " + std::to_string(s) + (backward ? " in the backward pass" : " in the forward pass") +
                           ", against the pipeline");
         }
-        out.boundaries.push_back({t, from[0], s, backward, g.tensor(t).bytes()});
+        out.boundaries.push_back({t, from[0], s, backward, g.tensor(t).bytes(), root});
       }
     }
   }
-  // By tensor: the same order on every rank, whatever collectives its program adds.
+  // By the tensor they carry (before conversion): the same order on every rank.
   std::sort(out.boundaries.begin(), out.boundaries.end(),
-            [](const auto& a, const auto& b) { return a.tensor != b.tensor ? a.tensor < b.tensor : a.to < b.to; });
+            [](const auto& a, const auto& b) { return a.root != b.root ? a.root < b.root : a.to < b.to; });
   return out;
 }
 

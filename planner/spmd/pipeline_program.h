@@ -32,8 +32,11 @@ struct PipelineSplit {
     int from = 0, to = 0;   // producing and reading stage
     bool backward = false;  // a gradient (sent during the backward), else an activation
     int64_t bytes = 0;      // one microbatch
+    // The tensor the graph makes before a rank program's collectives convert it (the same on
+    // every rank; `tensor` is what this program sends or reads).
+    TensorId root = kNoId;
   };
-  std::vector<Boundary> boundaries;  // by tensor id, then reading stage
+  std::vector<Boundary> boundaries;  // by root, then reading stage
   struct SharedParameter {
     size_t slot = 0;          // index into TrainingGraph::parameters
     std::vector<int> stages;  // holders, ascending
