@@ -63,9 +63,9 @@ std::vector<int> shared_peers(const PipelineRank& pr, int other) {
 }
 
 void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& src, TrainingGraph tg,
-                            const Graph& plan_graph, int64_t batch_ways, int64_t batch_block) {
+                            const Graph& plan_graph, size_t plan_forward_nodes, int64_t batch_ways, int64_t batch_block) {
   const PlanPipeline& pl = *plan.pipeline;
-  pr.split = split_pipeline(tg, plan, src);
+  pr.split = split_pipeline(tg, plan, src, &plan_graph, plan_forward_nodes);
   // The rows of each boundary tensor this rank holds: all of them (a stage of one device, or a
   // tensor its stage replicates), or its block of the batch; other layouts are refused.
   const Graph& g = tg.graph;

@@ -61,10 +61,11 @@ PipelineRank place_pipeline(const Plan& plan, const std::string& plan_source, in
 // The stage's program from `program` (the training graph of one microbatch as this rank runs it:
 // the plan's for a one-device stage, the stage's rank program otherwise, whose batch is split
 // `batch_ways` ways with this rank holding block `batch_block`) and the instruction list.
-// `plan_graph` is the plan's training graph (whole shapes). Throws UserError when a boundary
+// `plan_graph` is the plan's training graph (whole shapes, the model's order of its first
+// `plan_forward_nodes` nodes). Throws UserError when a boundary
 // tensor is held other than whole or by batch rows.
 void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& plan_source, TrainingGraph program,
-                            const Graph& plan_graph, int64_t batch_ways, int64_t batch_block);
+                            const Graph& plan_graph, size_t plan_forward_nodes, int64_t batch_ways, int64_t batch_block);
 
 // Once every rank's my_rows are known (gathered rank-major: [rank][boundary][lo, hi]): the
 // pieces each rank sends and the plan's traffic on this rank.

@@ -21,6 +21,7 @@
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/graph/rebatch.h"
+#include "planner/inter_op/pipeline.h"
 #include "planner/intra_op/search.h"
 #include "planner/onnx/import.h"
 #include "planner/plan/plan.h"
@@ -124,7 +125,7 @@ void set_loss_counting(RankState& st, const PlannedRunOptions& o, int64_t splits
 // nodes run: gradient reductions (once per step or per microbatch), partial outputs and
 // statistics inside operators (per microbatch).
 std::map<std::string, double> stage_collective_bytes(const RankLowering& low, const TrainingGraph& tg,
-                                                      const std::vector<bool>& active) {
+                                                      const std::vector<bool>& active, const Graph& plan_graph) {
   std::map<std::string, double> out = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
   const Graph& g = tg.graph;
   const double K = static_cast<double>(low.microbatches);
@@ -142,8 +143,9 @@ std::map<std::string, double> stage_collective_bytes(const RankLowering& low, co
         for (const CollectiveStep& c : r.reshard.steps) add(c, K);
       }
     }
-    if (k < low.stats.size() && k < tg.num_forward_nodes) {
-      for (const CollectiveStep& c : low.stats[k]) add(c, K);
+    const NodeId in_plan = plan_graph.find_node(n.name);  // the statistics are per plan node
+    if (in_plan != kNoId && static_cast<size_t>(in_plan) < low.stats.size()) {
+      for (const CollectiveStep& c : low.stats[static_cast<size_t>(in_plan)]) add(c, K);
     }
   }
   return out;
@@ -180,43 +182,75 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     rq.global_batch = plan.global_batch;
     rq.microbatches = plan.microbatches;
     rq.optimizer = opt;
-    rq.method = Method::kData;
+    // The stage's sharding must be the one its method gives the whole model on this mesh (data
+    // parallelism, Megatron-LM's tensor parallelism): that plan's rank program is lowered, and
+    // this rank runs the stage's nodes of it.
+    Method method = Method::kData;
+    try {
+      method = parse_method(stage.method);
+    } catch (const UserError&) {
+      throw UserError(src, where + "/method", "unknown method \"" + stage.method + "\"");
+    }
+    if (method != Method::kData && method != Method::kMegatron) {
+      throw UserError(src, where + "/method", "\"" + stage.method + "\": this version runs a stage on several devices when it is "
+                      "data parallel or Megatron-LM's tensor parallelism (--method pp-dp or megatron); stages of one device run any sharding");
+    }
+    rq.method = method;
     rq.cluster = &mesh;
     rq.cluster_label = "local:" + std::to_string(n);
     rq.logical = LogicalMesh{stage.logical_d0, stage.logical_d1};
     const SearchResult data = search_shard_parallel(rq);
-    if (!data.found) throw UserError(src, where, "no data-parallel sharding of the model fits " + std::to_string(n) + " CPU devices");
-    std::map<std::string, std::string> dp;
-    for (const auto& s : data.plan.strategies) dp[s.node] = s.strategy;
-    for (const auto& s : stage.strategies) {
-      if (dp[s.node] != s.strategy) {
-        throw UserError(src, where + "/strategies/\"" + s.node + "\"",
-                        "\"" + s.strategy + "\": this version runs a stage on several devices when it is data parallel (here \"" +
-                        dp[s.node] + "\"); stages of one device run any sharding");
-      }
-    }
+    if (!data.found) throw UserError(src, where, "no " + stage.method + " sharding of the model fits " + std::to_string(n) + " CPU devices");
+    // The whole-model plan of the stage's method on its mesh, with the stage's own choice for
+    // its nodes and parameters (a stage solved alone may shard its edge layers differently).
     st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(data.plan, src, *st->plan_tg, mesh));
     st->choice = plan_choice(data.plan, src, *st->plan_tg, *st->sg);
-    low = lower_batch_parallel(data.plan, src, *st->sg, st->choice, pr.index);
-    if (low.batch_ways != n || low.batch_block != pr.index) {
-      throw UserError(src, where, "the stage's data parallelism splits the batch " + std::to_string(low.batch_ways) + " ways over its " +
-                      std::to_string(n) + " devices; stages on several devices need one block per device");
+    const Graph& pg = st->plan_tg->graph;
+    const auto& layers = plan.pipeline->layers;
+    const int64_t first = pg.find_node(layers[static_cast<size_t>(stage.first_layer)].first_node);
+    const int64_t end = pg.find_node(layers[static_cast<size_t>(stage.end_layer - 1)].last_node) + 1;
+    const StrategyGraph& sg = *st->sg;
+    // The stage's groups as the planner counts them: node groups with a member in its layers,
+    // parameters read by a group whose leader is in them.
+    std::vector<bool> in_stage(sg.groups.size(), false);
+    auto inside = [&](NodeId k) { return k >= first && k < end; };
+    for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
+      for (NodeId m : sg.groups[gi].members) in_stage[gi] = in_stage[gi] || inside(m);
     }
+    for (const GroupEdge& e : sg.edges) {
+      const Group& to = sg.groups[static_cast<size_t>(e.to)];
+      if (sg.groups[static_cast<size_t>(e.from)].is_parameter && !to.is_parameter && inside(to.leader)) {
+        in_stage[static_cast<size_t>(e.from)] = true;
+      }
+    }
+    apply_stage_strategies(stage, src, where, *st->plan_tg, sg, first, end, in_stage, st->choice);
+    const ChosenSpecs cs = chosen_specs(sg, st->choice);
+    for (const auto& s : stage.strategies) {
+      const NodeId id = pg.find_node(s.node);
+      if (id == kNoId || static_cast<size_t>(id) >= cs.node.size() || cs.node[static_cast<size_t>(id)]->name != s.strategy) {
+        throw UserError(src, where + "/strategies/\"" + s.node + "\"",
+                        "\"" + s.strategy + "\" does not fit the stage's other choices on the whole model's graph (here \"" +
+                            (id == kNoId ? std::string("?") : cs.node[static_cast<size_t>(id)]->name) + "\")");
+      }
+    }
+    low = lower_batch_parallel(data.plan, src, sg, st->choice, pr.index);
+
     TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
     dims = training_batch_dims(local, forward, plan.global_batch);
     program = build_rank_program(low, *st->sg, st->choice, std::move(local));
     dims.resize(program.graph.num_tensors(), -1);
     for (size_t k = 0; k < program.num_forward_nodes; ++k) {
       const Node& node = program.graph.node(static_cast<NodeId>(k));
-      ALPA_CHECK(node.derived_from.empty() && node.kind != OpKind::kReshard,
-                 "pipeline: the data-parallel rank program does not keep its forward nodes first ('" + node.name + "')");
+      ALPA_CHECK(node.derived_from.empty() || node.kind == OpKind::kReshard,
+                 "pipeline: the stage's rank program does not keep its forward nodes first ('" + node.name + "')");
     }
   }
-  build_pipeline_program(pr, plan, src, std::move(program), st->plan_tg->graph, low.batch_ways, low.batch_block);
+  build_pipeline_program(pr, plan, src, std::move(program), st->plan_tg->graph, st->plan_tg->num_forward_nodes,
+                         low.batch_ways, low.batch_block);
   if (n == 1) {
     low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
   } else {
-    low.predicted_bytes = stage_collective_bytes(low, pr.program->tg, pr.program->active);
+    low.predicted_bytes = stage_collective_bytes(low, pr.program->tg, pr.program->active, st->plan_tg->graph);
   }
   low.predicted_bytes["send"] = 0;  // known once the ranks have exchanged their rows (run_planned)
   low.predicted_memory = stage.memory;

@@ -48,6 +48,27 @@ NodeId Graph::add_node(Node node) {
   return static_cast<NodeId>(nodes_.size() - 1);
 }
 
+void Graph::move_to_front(const std::vector<bool>& front) {
+  ALPA_CHECK(front.size() == nodes_.size(), "move_to_front: one flag per node expected");
+  std::vector<Node> reordered;
+  reordered.reserve(nodes_.size());
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (front[i] == (pass == 0)) reordered.push_back(nodes_[i]);
+    }
+  }
+  std::vector<bool> made(tensors_.size(), false);
+  for (const Node& n : reordered) {
+    for (TensorId t : n.inputs) {
+      ALPA_CHECK(made[t] || tensors_[t].producer == kNoId,
+                 "move_to_front: node '" + n.name + "' would read '" + tensors_[t].name + "' before it is made");
+    }
+    for (TensorId t : n.outputs) made[t] = true;
+  }
+  nodes_ = std::move(reordered);
+  finalize();
+}
+
 void Graph::finalize() {
   const size_t n = nodes_.size();
   // Producer of each tensor in the insertion numbering.

@@ -76,6 +76,10 @@ class Graph {
   // order of insertion, i.e. ONNX order), fills producers/consumers and the name index, and
   // checks structural invariants. Throws InternalError on a cycle or dangling id.
   void finalize();
+  // Moves the nodes marked in `front` (per node) before the others, keeping the relative order
+  // within each part, and finalizes. The result must still be topological: no node in front may
+  // read a tensor another node makes behind it (InternalError otherwise).
+  void move_to_front(const std::vector<bool>& front);
 
   const Tensor& tensor(TensorId id) const { return tensors_.at(static_cast<size_t>(id)); }
   Tensor& tensor(TensorId id) { return tensors_.at(static_cast<size_t>(id)); }

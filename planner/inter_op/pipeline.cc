@@ -821,6 +821,55 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
   return result;
 }
 
+void apply_stage_strategies(const PlanStage& st, const std::string& src, const std::string& where, const TrainingGraph& tg,
+                            const StrategyGraph& sg, int64_t first, int64_t end, const std::vector<bool>& in_stage,
+                            std::vector<int>& choice) {
+  const Graph& g = tg.graph;
+  const LogicalMesh view{st.logical_d0, st.logical_d1};
+  std::map<std::string, std::string> strat, spec;
+  for (const auto& s : st.strategies) strat[s.node] = s.strategy;
+  for (const auto& t : st.tensors) spec[t.tensor] = t.spec;
+  // Each group's strategy from the first of its members in this stage (parameters: their specs).
+  for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
+    if (!in_stage[gi]) continue;
+    const Group& grp = sg.groups[gi];
+    int chosen = -1;
+    if (grp.is_parameter) {
+      const std::string& pname = g.tensor(grp.parameter).name;
+      auto ps = spec.find(pname);
+      if (ps == spec.end()) throw UserError(src, where + "/tensors", "parameter \"" + pname + "\" has no spec");
+      std::string want = ps->second;
+      for (const ParameterSlot& slot : tg.parameters) {
+        if (slot.param != grp.parameter) continue;
+        auto gs = spec.find(g.tensor(slot.grad).name);
+        if (gs != spec.end() && gs->second != ps->second) want += "/" + gs->second;
+      }
+      for (size_t s = 0; s < grp.num_strategies() && chosen < 0; ++s) {
+        if (grp.param_strategy[s].name == want) chosen = static_cast<int>(s);
+      }
+      if (chosen < 0) {
+        throw UserError(src, where + "/tensors/\"" + pname + "\"", "\"" + want + "\" is not a choice for this parameter on a " +
+                        std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
+      }
+    } else {
+      size_t m = 0;
+      while (m < grp.members.size() && (grp.members[m] < first || grp.members[m] >= end)) ++m;
+      if (m == grp.members.size()) continue;
+      const std::string& name = g.node(grp.members[m]).name;
+      auto it = strat.find(name);
+      if (it == strat.end()) throw UserError(src, where + "/strategies", "node \"" + name + "\" has no strategy");
+      for (size_t s = 0; s < grp.num_strategies() && chosen < 0; ++s) {
+        if (grp.member_strategy[s][m].name == it->second) chosen = static_cast<int>(s);
+      }
+      if (chosen < 0) {
+        throw UserError(src, where + "/strategies/\"" + name + "\"", "\"" + it->second + "\" is not a strategy of this node on a " +
+                        std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
+      }
+    }
+    choice[gi] = chosen;
+  }
+}
+
 PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
                                 const Profile* profile, const std::string& profile_text) {
   ALPA_CHECK(plan.pipeline.has_value(), "cost_pipeline_plan of a single-stage plan");
@@ -906,45 +955,7 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
         throw UserError(src, where + "/strategies/\"" + s.node + "\"", "is not a forward node of this stage's layers");
       }
     }
-    // Each group's strategy from the first of its members in this stage (parameters: their specs).
-    for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
-      if (!sh.in_stage[gi]) continue;
-      const Group& grp = sg.groups[gi];
-      int chosen = -1;
-      if (grp.is_parameter) {
-        const std::string& pname = g.tensor(grp.parameter).name;
-        auto ps = spec.find(pname);
-        if (ps == spec.end()) throw UserError(src, where + "/tensors", "parameter \"" + pname + "\" has no spec");
-        std::string want = ps->second;
-        for (const ParameterSlot& slot : tg.parameters) {
-          if (slot.param != grp.parameter) continue;
-          auto gs = spec.find(g.tensor(slot.grad).name);
-          if (gs != spec.end() && gs->second != ps->second) want += "/" + gs->second;
-        }
-        for (size_t s = 0; s < grp.num_strategies() && chosen < 0; ++s) {
-          if (grp.param_strategy[s].name == want) chosen = static_cast<int>(s);
-        }
-        if (chosen < 0) {
-          throw UserError(src, where + "/tensors/\"" + pname + "\"", "\"" + want + "\" is not a choice for this parameter on a " +
-                          std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
-        }
-      } else {
-        size_t m = 0;
-        while (m < grp.members.size() && (grp.members[m] < first || grp.members[m] >= end)) ++m;
-        if (m == grp.members.size()) continue;
-        const std::string& name = g.node(grp.members[m]).name;
-        auto it = strat.find(name);
-        if (it == strat.end()) throw UserError(src, where + "/strategies", "node \"" + name + "\" has no strategy");
-        for (size_t s = 0; s < grp.num_strategies() && chosen < 0; ++s) {
-          if (grp.member_strategy[s][m].name == it->second) chosen = static_cast<int>(s);
-        }
-        if (chosen < 0) {
-          throw UserError(src, where + "/strategies/\"" + name + "\"", "\"" + it->second + "\" is not a strategy of this node on a " +
-                          std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
-        }
-      }
-      sh.choice[gi] = chosen;
-    }
+    apply_stage_strategies(st, src, where, tg, sg, first, end, sh.in_stage, sh.choice);
     // Every node of the stage has the strategy the choice gives it.
     const ChosenSpecs cs = chosen_specs(sg, sh.choice);
     for (int64_t i = first; i < end; ++i) {

@@ -69,6 +69,15 @@ PipelineResult search_pipeline(const PipelineRequest& request);
 // first aligned free block of a host (so a (1,k) mesh never straddles two hosts).
 std::vector<std::vector<int64_t>> place_stages(const std::vector<MeshShape>& meshes, const Cluster& cluster);
 
+// Sets `choice` (per group of `sg`, a strategy graph of the stage's mesh and view over the whole
+// training graph) for every group marked in `in_stage` to the strategy that gives the stage's
+// forward nodes [first, end) and its parameters the strategies and specs the plan stage lists
+// (a group by the first of its members in the stage); other groups keep theirs. Throws
+// UserError naming `plan_source` + `where` and the element.
+void apply_stage_strategies(const PlanStage& stage, const std::string& plan_source, const std::string& where,
+                            const TrainingGraph& tg, const StrategyGraph& sg, int64_t first, int64_t end,
+                            const std::vector<bool>& in_stage, std::vector<int>& choice);
+
 // `alpa-plan cost` of a hierarchical plan (possibly hand-edited: a stage boundary moved, a
 // submesh or logical view changed, a sharding edited): validates it against the model and the
 // cluster and re-costs every stage with the search's cost model. Throws UserError naming

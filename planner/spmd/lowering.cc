@@ -742,6 +742,22 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       }
     }
   }
+  // The forward pass first again: the forward nodes and the Reshard nodes they read through
+  // (sorting may have put a backward node that needs only constants among them), so a
+  // pipeline stage can run its forward and backward as separate phases.
+  std::vector<bool> forward(g.num_nodes(), false);
+  for (size_t k = 0; k < g.num_nodes(); ++k) forward[k] = forward_node.count(g.node(static_cast<NodeId>(k)).name) > 0;
+  for (size_t k = g.num_nodes(); k-- > 0;) {
+    if (!forward[k]) continue;
+    for (TensorId in : g.node(static_cast<NodeId>(k)).inputs) {
+      const NodeId p = g.tensor(in).producer;
+      if (p != kNoId && g.node(p).kind == OpKind::kReshard) forward[static_cast<size_t>(p)] = true;
+    }
+  }
+  size_t front = 0;
+  for (bool f : forward) front += f ? 1 : 0;
+  g.move_to_front(forward);
+  local.num_forward_nodes = front;
   return local;
 }
 

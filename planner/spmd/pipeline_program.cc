@@ -13,7 +13,8 @@ bool is_grad_sum(const Node& n) { return n.kind == OpKind::kAdd && n.name.find("
 
 }  // namespace
 
-PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const std::string& src) {
+PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const std::string& src, const Graph* canonical,
+                             size_t canonical_forward_nodes) {
   ALPA_CHECK(plan.pipeline.has_value(), "split_pipeline: not a pipeline plan");
   const PlanPipeline& pl = *plan.pipeline;
   const Graph& g = tg.graph;
@@ -22,21 +23,40 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
   out.stages = static_cast<int>(pl.stages.size());
   out.node_stages.assign(g.num_nodes(), {});
 
-  // Forward nodes: the stage of their layer.
+  // Forward nodes: the stage of their layer. A rank program may have Reshard nodes among them
+  // (an activation resharded, a parameter gathered for a forward node): the layers count the
+  // model's nodes only, and such a Reshard runs with its reader.
+  // Positions are the model's canonical order (a rank program's sort may differ).
+  const Graph& cg = canonical ? *canonical : g;
+  const size_t cnf = canonical ? canonical_forward_nodes : nf;
+  std::vector<NodeId> model_nodes(cnf, kNoId);  // canonical position → node of `tg`
+  std::vector<int64_t> position(nf, -1);
+  for (size_t k = 0; k < nf; ++k) {
+    const Node& n = g.node(static_cast<NodeId>(k));
+    if (n.kind == OpKind::kReshard) continue;
+    const NodeId c = cg.find_node(n.name);
+    ALPA_CHECK(c != kNoId && static_cast<size_t>(c) < cnf, "split_pipeline: forward node '" + n.name + "' is not in the model");
+    position[k] = c;
+    model_nodes[static_cast<size_t>(c)] = static_cast<NodeId>(k);
+  }
+  auto model_position = [&](const std::string& name) -> int64_t {
+    const NodeId id = cg.find_node(name);
+    return id == kNoId || static_cast<size_t>(id) >= cnf ? -1 : id;
+  };
   std::vector<int64_t> layer_first;
   for (size_t l = 0; l < pl.layers.size(); ++l) {
-    const NodeId first = g.find_node(pl.layers[l].first_node);
-    const NodeId last = g.find_node(pl.layers[l].last_node);
+    const int64_t first = model_position(pl.layers[l].first_node);
+    const int64_t last = model_position(pl.layers[l].last_node);
     const std::string where = "/pipeline/layers/" + std::to_string(l);
-    if (first == kNoId || static_cast<size_t>(first) >= nf) throw UserError(src, where + "/first", "\"" + pl.layers[l].first_node + "\" is not a forward node of the model");
-    if (last == kNoId || static_cast<size_t>(last) >= nf) throw UserError(src, where + "/last", "\"" + pl.layers[l].last_node + "\" is not a forward node of the model");
-    const int64_t expect_first = l == 0 ? 0 : g.find_node(pl.layers[l - 1].last_node) + 1;
+    if (first < 0) throw UserError(src, where + "/first", "\"" + pl.layers[l].first_node + "\" is not a forward node of the model");
+    if (last < 0) throw UserError(src, where + "/last", "\"" + pl.layers[l].last_node + "\" is not a forward node of the model");
+    const int64_t expect_first = l == 0 ? 0 : model_position(pl.layers[l - 1].last_node) + 1;
     if (first != expect_first || last < first) {
       throw UserError(src, where, "layers must cover the forward nodes in canonical order, each starting after the previous one ends");
     }
     layer_first.push_back(first);
   }
-  if (pl.layers.empty() || static_cast<size_t>(g.find_node(pl.layers.back().last_node)) + 1 != nf) {
+  if (pl.layers.empty() || model_position(pl.layers.back().last_node) + 1 != static_cast<int64_t>(model_nodes.size())) {
     throw UserError(src, "/pipeline/layers", "the last layer must end at the model's last forward node");
   }
   std::vector<int> layer_stage(pl.layers.size(), -1);
@@ -52,10 +72,20 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
     if (layer_stage[l] < 0) throw UserError(src, "/pipeline/layers/" + std::to_string(l), "no stage runs this layer");
   }
   std::map<std::string, int> forward_stage;
-  for (size_t k = 0, l = 0; k < nf; ++k) {
-    while (l + 1 < layer_first.size() && static_cast<int64_t>(k) >= layer_first[l + 1]) ++l;
-    out.node_stages[k] = {layer_stage[l]};
-    forward_stage[g.node(static_cast<NodeId>(k)).name] = layer_stage[l];
+  for (size_t p = 0, l = 0; p < model_nodes.size(); ++p) {
+    while (l + 1 < layer_first.size() && static_cast<int64_t>(p) >= layer_first[l + 1]) ++l;
+    const NodeId k = model_nodes[p];
+    ALPA_CHECK(k != kNoId, "split_pipeline: the program lacks the model's forward node '" + cg.node(static_cast<NodeId>(p)).name + "'");
+    out.node_stages[static_cast<size_t>(k)] = {layer_stage[l]};
+    forward_stage[g.node(k).name] = layer_stage[l];
+  }
+  for (size_t k = nf; k-- > 0;) {  // forward Reshards: with their readers (later in the order)
+    if (position[k] >= 0) continue;
+    std::set<int> readers;
+    for (NodeId c : g.tensor(g.node(static_cast<NodeId>(k)).outputs[0]).consumers) {
+      if (static_cast<size_t>(c) < nf) readers.insert(out.node_stages[static_cast<size_t>(c)].begin(), out.node_stages[static_cast<size_t>(c)].end());
+    }
+    out.node_stages[k].assign(readers.begin(), readers.end());
   }
 
   // Parameters: held by every stage whose forward nodes read them.

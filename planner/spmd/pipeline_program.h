@@ -48,7 +48,11 @@ struct PipelineSplit {
 // is forward node k of the plan's graph. Throws UserError naming `plan_source` and the element
 // when the plan's layers do not cover the forward nodes in order, or a tensor would have to flow
 // against the pipeline.
-PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const std::string& plan_source);
+// A rank program (build_rank_program) may sort its nodes otherwise than the model: `canonical`
+// is then the plan's training graph, whose first `canonical_forward_nodes` nodes give the order
+// the layers refer to.
+PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const std::string& plan_source,
+                             const Graph* canonical = nullptr, size_t canonical_forward_nodes = 0);
 
 // What one stage runs of `tg`: the nodes it runs (`active`), the tensors it sends (`exported`),
 // and the graph with each shared parameter's gradient sum reduced to this stage's own
