@@ -1,6 +1,7 @@
 #include "executor/comm/pipeline_rank.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -50,44 +51,26 @@ PipelineRank place_pipeline(const Plan& plan, const std::string& src, int rank, 
   return pr;
 }
 
-std::vector<int> shared_peers(const PipelineRank& pr, int other) {
-  // Every rank of a holder stage has the stage's whole gradient sum (reduced inside the stage):
-  // rank i of `other` takes it from this stage's rank i mod (this stage's size).
-  std::vector<int> out;
-  const auto& ranks = pr.stage_ranks[static_cast<size_t>(other)];
-  const size_t mine = pr.stage_ranks[static_cast<size_t>(pr.stage)].size();
-  for (size_t i = 0; i < ranks.size(); ++i) {
-    if (i % mine == static_cast<size_t>(pr.index)) out.push_back(ranks[i]);
-  }
-  return out;
-}
 
 void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& src, TrainingGraph tg,
-                            const Graph& plan_graph, size_t plan_forward_nodes, int64_t batch_ways, int64_t batch_block) {
+                            const Graph& plan_graph, size_t plan_forward_nodes, const std::function<Box(TensorId)>& box_of) {
   const PlanPipeline& pl = *plan.pipeline;
   pr.split = split_pipeline(tg, plan, src, &plan_graph, plan_forward_nodes);
-  // The rows of each boundary tensor this rank holds: all of them (a stage of one device, or a
-  // tensor its stage replicates), or its block of the batch; other layouts are refused.
+  // The block of each boundary tensor this rank sends or reads.
   const Graph& g = tg.graph;
-  const int64_t nb = static_cast<int64_t>(pr.split.boundaries.size());
-  pr.my_rows.assign(static_cast<size_t>(nb), {-1, -1});
-  for (int64_t k = 0; k < nb; ++k) {
-    const auto& b = pr.split.boundaries[static_cast<size_t>(k)];
+  const size_t nb = pr.split.boundaries.size();
+  pr.my_box.assign(nb, {});
+  for (size_t k = 0; k < nb; ++k) {
+    const auto& b = pr.split.boundaries[k];
     if (b.from != pr.stage && b.to != pr.stage) continue;
-    const Shape& local = g.tensor(b.tensor).shape;
-    const Shape& whole = plan_graph.tensor(b.root).shape;
-    bool rest_whole = local.size() == whole.size() && !local.empty();
-    for (size_t d = 1; rest_whole && d < local.size(); ++d) rest_whole = local[d] == whole[d];
-    if (rest_whole && local[0] == whole[0]) {
-      pr.my_rows[static_cast<size_t>(k)] = {0, whole[0]};
-    } else if (rest_whole && local[0] * batch_ways == whole[0]) {
-      pr.my_rows[static_cast<size_t>(k)] = {batch_block * local[0], (batch_block + 1) * local[0]};
-    } else {
+    pr.my_box[k] = box_of(b.tensor);
+    if (pr.my_box[k].size() > static_cast<size_t>(kMaxBoxDims)) {
       throw UserError(src, "/pipeline/stages/" + std::to_string(pr.stage),
-                      "boundary tensor \"" + g.tensor(b.root).name + "\" is held here as " + format_dims(local) + " of " +
-                          format_dims(whole) + "; stages exchange tensors whole or split by batch rows (dim 0) only");
+                      "boundary tensor \"" + g.tensor(b.root).name + "\" has more than " + std::to_string(kMaxBoxDims) + " dims");
     }
   }
+  pr.shared_elem.clear();
+  for (const auto& sh : pr.split.shared) pr.shared_elem.push_back(dtype_bytes(g.tensor(tg.parameters[sh.slot].grad).dtype));
   pr.program = std::make_unique<StageProgram>(stage_program(std::move(tg), pr.split, pr.stage));
   const Schedule schedule = pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B;
   pr.instructions = stage_instructions(pr.split, pr.stage, schedule, plan.microbatches);
@@ -100,54 +83,153 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
   }
 }
 
-std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k) {
-  // Each receiving rank takes each range of rows it needs from one holder: among the sending
-  // ranks that hold the same rows, the one at the receiver's place modulo their count.
-  const auto& b = pr.split.boundaries[k];
-  const auto& senders = pr.stage_ranks[static_cast<size_t>(b.from)];
-  const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
-  std::vector<PipelinePiece> out;
-  for (size_t j = 0; j < readers.size(); ++j) {
-    const auto [r0, r1] = pr.rows[k][static_cast<size_t>(readers[j])];
-    std::map<std::pair<int64_t, int64_t>, std::vector<int>> holders;  // by row range, ascending
-    for (int s : senders) holders[pr.rows[k][static_cast<size_t>(s)]].push_back(s);
-    for (const auto& [range, ranks] : holders) {
-      const int64_t lo = std::max(r0, range.first), hi = std::min(r1, range.second);
-      if (hi > lo) out.push_back({ranks[j % ranks.size()], readers[j], lo, hi});
+std::vector<int64_t> box_table(const PipelineRank& pr) {
+  const size_t nb = pr.my_box.size(), ns = pr.my_shared_box.size();
+  std::vector<int64_t> out((nb + ns) * 2 * kMaxBoxDims, -1);
+  for (size_t k = 0; k < nb + ns; ++k) {
+    const Box& box = k < nb ? pr.my_box[k] : pr.my_shared_box[k - nb];
+    for (size_t d = 0; d < box.size(); ++d) {
+      out[k * 2 * kMaxBoxDims + 2 * d] = box[d].first;
+      out[k * 2 * kMaxBoxDims + 2 * d + 1] = box[d].second;
     }
   }
   return out;
 }
 
-void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_rows, int world) {
-  const size_t nb = pr.split.boundaries.size();
-  pr.rows.assign(nb, std::vector<std::pair<int64_t, int64_t>>(static_cast<size_t>(world)));
-  for (size_t k = 0; k < nb; ++k) {
-    for (int r = 0; r < world; ++r) {
-      const size_t at = (static_cast<size_t>(r) * nb + k) * 2;
-      pr.rows[k][static_cast<size_t>(r)] = {all_rows[at], all_rows[at + 1]};
+namespace {
+
+int64_t volume(const Box& box) {
+  int64_t n = 1;
+  for (const auto& [lo, hi] : box) n *= hi - lo;
+  return n;
+}
+
+// Intersections of `want` with each distinct block of `ranks` (their blocks in `boxes`), each
+// from the rank at `place` modulo the ranks holding that block.
+void pieces_from(const std::vector<int>& ranks, const std::vector<Box>& boxes, const Box& want, size_t place, int reader,
+                 std::vector<PipelinePiece>& out) {
+  std::map<Box, std::vector<int>> holders;
+  for (int r : ranks) holders[boxes[static_cast<size_t>(r)]].push_back(r);
+  for (const auto& [have, rs] : holders) {
+    Box piece(want.size());
+    bool empty = have.size() != want.size();
+    for (size_t d = 0; d < want.size() && !empty; ++d) {
+      piece[d] = {std::max(want[d].first, have[d].first), std::min(want[d].second, have[d].second)};
+      empty = piece[d].second <= piece[d].first;
+    }
+    if (!empty) out.push_back({rs[place % rs.size()], reader, std::move(piece)});
+  }
+}
+
+}  // namespace
+
+std::vector<PipelinePiece> shared_pieces(const PipelineRank& pr, size_t p) {
+  const auto& sh = pr.split.shared[p];
+  std::vector<PipelinePiece> out;
+  for (int reader_stage : sh.stages) {
+    const auto& readers = pr.stage_ranks[static_cast<size_t>(reader_stage)];
+    for (size_t j = 0; j < readers.size(); ++j) {
+      for (int from : sh.stages) {
+        if (from == reader_stage) continue;
+        pieces_from(pr.stage_ranks[static_cast<size_t>(from)], pr.shared_boxes[p], pr.shared_boxes[p][static_cast<size_t>(readers[j])], j,
+                    readers[j], out);
+      }
     }
   }
-  // What the plan's traffic is on this rank: its pieces of every boundary (each row of the
-  // tensor is its bytes over the rows), and its shared parameters' gradient sums.
+  return out;
+}
+
+std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k) {
+  // Each receiving rank takes each part of its block from one holder: among the sending ranks
+  // that hold the same block, the one at the receiver's place modulo their count.
+  const auto& b = pr.split.boundaries[k];
+  const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
+  std::vector<PipelinePiece> out;
+  for (size_t j = 0; j < readers.size(); ++j) {
+    pieces_from(pr.stage_ranks[static_cast<size_t>(b.from)], pr.boxes[k], pr.boxes[k][static_cast<size_t>(readers[j])], j, readers[j], out);
+  }
+  return out;
+}
+
+void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_boxes, int world) {
+  const size_t nb = pr.split.boundaries.size();
+  pr.boxes.assign(nb, std::vector<Box>(static_cast<size_t>(world)));
+  for (size_t k = 0; k < nb; ++k) {
+    const size_t dims = plan_graph.tensor(pr.split.boundaries[k].root).shape.size();
+    for (int r = 0; r < world; ++r) {
+      const size_t at = (static_cast<size_t>(r) * (nb + pr.split.shared.size()) + k) * 2 * kMaxBoxDims;
+      if (all_boxes[at] < 0) continue;  // that rank neither sends nor reads it
+      Box& box = pr.boxes[k][static_cast<size_t>(r)];
+      for (size_t d = 0; d < dims; ++d) box.emplace_back(all_boxes[at + 2 * d], all_boxes[at + 2 * d + 1]);
+    }
+  }
+  const size_t ns = pr.split.shared.size();
+  pr.shared_boxes.assign(ns, std::vector<Box>(static_cast<size_t>(world)));
+  for (size_t q = 0; q < ns; ++q) {
+    for (int r = 0; r < world; ++r) {
+      const size_t at = (static_cast<size_t>(r) * (nb + ns) + nb + q) * 2 * kMaxBoxDims;
+      if (all_boxes[at] < 0) continue;
+      Box& box = pr.shared_boxes[q][static_cast<size_t>(r)];
+      for (size_t d = 0; d < static_cast<size_t>(kMaxBoxDims) && all_boxes[at + 2 * d] >= 0; ++d) {
+        box.emplace_back(all_boxes[at + 2 * d], all_boxes[at + 2 * d + 1]);
+      }
+    }
+  }
+  // What the plan's traffic is on this rank: its pieces of every boundary, and its shared
+  // parameters' gradient sums.
   pr.predicted_send_bytes = 0;
   for (size_t k = 0; k < nb; ++k) {
     const auto& b = pr.split.boundaries[k];
     if (b.from != pr.stage) continue;
-    const Tensor& whole = plan_graph.tensor(b.root);
+    const int64_t elem = dtype_bytes(plan_graph.tensor(b.root).dtype);
     for (const PipelinePiece& p : boundary_pieces(pr, k)) {
-      if (p.sender == pr.stage_ranks[static_cast<size_t>(pr.stage)][static_cast<size_t>(pr.index)]) {
-        pr.predicted_send_bytes += plan.microbatches * whole.bytes() / whole.shape[0] * (p.hi - p.lo);
-      }
+      if (p.sender != pr.self) continue;
+      int64_t n = 1;
+      for (const auto& [lo, hi] : p.box) n *= hi - lo;
+      pr.predicted_send_bytes += plan.microbatches * n * elem;
     }
   }
-  for (const PlanSharedParameter& sp : plan.pipeline->shared) {
-    if (std::count(sp.stages.begin(), sp.stages.end(), pr.stage) == 0) continue;
-    for (int64_t s : sp.stages) {
-      if (s != pr.stage) pr.predicted_send_bytes += sp.bytes * static_cast<int64_t>(shared_peers(pr, static_cast<int>(s)).size());
+  for (size_t q = 0; q < ns; ++q) {
+    for (const PipelinePiece& p : shared_pieces(pr, q)) {
+      if (p.sender == pr.self) pr.predicted_send_bytes += volume(p.box) * pr.shared_elem[q];
     }
   }
 }
+
+namespace {
+
+// Copies `piece` between a block's buffer (its `box`, laid out row-major with `extent` elements
+// per dim, padding included) and a contiguous buffer of the piece: out of the block when
+// `pack`, into it otherwise.
+void copy_piece(uint8_t* block, const Box& box, const Shape& extent, const Box& piece, uint8_t* flat, int64_t elem, bool pack) {
+  const size_t dims = piece.size();
+  if (dims == 0) {
+    if (pack) std::memcpy(flat, block, static_cast<size_t>(elem));
+    else std::memcpy(block, flat, static_cast<size_t>(elem));
+    return;
+  }
+  std::vector<int64_t> stride(dims, 1);
+  for (size_t d = dims - 1; d-- > 0;) stride[d] = stride[d + 1] * extent[d + 1];
+  const int64_t run = (piece[dims - 1].second - piece[dims - 1].first) * elem;
+  std::vector<int64_t> at(dims);
+  for (size_t d = 0; d < dims; ++d) at[d] = piece[d].first;
+  for (;;) {
+    int64_t offset = 0;
+    for (size_t d = 0; d < dims; ++d) offset += (at[d] - box[d].first) * stride[d];
+    uint8_t* here = block + offset * elem;
+    if (pack) std::memcpy(flat, here, static_cast<size_t>(run));
+    else std::memcpy(here, flat, static_cast<size_t>(run));
+    flat += run;
+    size_t d = dims - 1;  // the next run: odometer over every dim but the last
+    while (d-- > 0) {
+      if (++at[d] < piece[d].second) break;
+      at[d] = piece[d].first;
+    }
+    if (d == SIZE_MAX) return;
+  }
+}
+
+}  // namespace
 
 namespace {
 
@@ -210,15 +292,17 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
     switch (in.op) {
       case PipeOp::kRecvActivation:
       case PipeOp::kRecvGradient: {
-        // From the ranks holding them, the rows of the tensor this rank holds.
+        // From the ranks holding them, the parts of the block this rank holds.
         const size_t k = static_cast<size_t>(in.index);
         const Tensor& t = g.tensor(pr.split.boundaries[k].tensor);
         auto* dst = static_cast<uint8_t*>(trainer.provide(m, pr.split.boundaries[k].tensor));
-        const int64_t row = t.numel() / t.shape[0];
-        const int64_t first = pr.my_rows[k].first;
+        const int64_t elem = dtype_bytes(t.dtype);
+        std::vector<uint8_t> flat;
         for (const PipelinePiece& p : boundary_pieces(pr, k)) {
           if (p.reader != pr.self) continue;
-          p2p.recv(dst + (p.lo - first) * row * dtype_bytes(t.dtype), (p.hi - p.lo) * row, t.dtype, p.sender, in.index);
+          flat.resize(static_cast<size_t>(volume(p.box) * elem));
+          p2p.recv(flat.data(), volume(p.box), t.dtype, p.sender, in.index);
+          copy_piece(dst, pr.my_box[k], t.shape, p.box, flat.data(), elem, /*pack=*/false);
         }
         break;
       }
@@ -230,15 +314,17 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
         break;
       case PipeOp::kSendActivation:
       case PipeOp::kSendGradient: {
-        // To each reader, the rows of its part this rank is to send.
+        // To each reader, the parts of its block this rank is to send.
         const size_t k = static_cast<size_t>(in.index);
         const Tensor& t = g.tensor(pr.split.boundaries[k].tensor);
-        const auto* src = static_cast<const uint8_t*>(trainer.slot_value(m, pr.split.boundaries[k].tensor));
-        const int64_t row = t.numel() / t.shape[0];
-        const int64_t first = pr.my_rows[k].first;
+        auto* src = const_cast<uint8_t*>(static_cast<const uint8_t*>(trainer.slot_value(m, pr.split.boundaries[k].tensor)));
+        const int64_t elem = dtype_bytes(t.dtype);
+        std::vector<uint8_t> flat;
         for (const PipelinePiece& p : boundary_pieces(pr, k)) {
           if (p.sender != pr.self) continue;
-          p2p.isend(src + (p.lo - first) * row * dtype_bytes(t.dtype), (p.hi - p.lo) * row, t.dtype, p.reader, in.index);
+          flat.resize(static_cast<size_t>(volume(p.box) * elem));
+          copy_piece(src, pr.my_box[k], t.shape, p.box, flat.data(), elem, /*pack=*/true);
+          p2p.isend(flat.data(), volume(p.box), t.dtype, p.reader, in.index);  // isend copies
         }
         // After the phase's last send the trainer frees what it exported.
         const PipeInstruction* next = &in + 1 < pr.instructions.data() + pr.instructions.size() ? &in + 1 : nullptr;
@@ -246,29 +332,44 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
         break;
       }
       case PipeOp::kSyncShared: {
-        // Every holder sends its part to the others and sums all parts in stage order, so the
-        // holders end with identical sums.
-        const auto& sh = pr.split.shared[static_cast<size_t>(in.index)];
+        // Each holder sends the parts of its block the other holders' ranks take from it, and
+        // sums every holder's part of its own block in stage order, so all holders end with
+        // identical sums.
+        const size_t q = static_cast<size_t>(in.index);
+        const auto& sh = pr.split.shared[q];
         const Tensor& grad = g.tensor(tg.parameters[sh.slot].grad);
-        void* mine = trainer.accumulated_gradient(sh.slot);
+        auto* mine = static_cast<uint8_t*>(trainer.accumulated_gradient(sh.slot));
         ALPA_CHECK(mine != nullptr, "pipeline: stage " + std::to_string(pr.stage) + " has no gradient of '" + grad.name + "'");
         const int tag = nb + in.index;
-        for (int s : sh.stages) {
-          if (s == pr.stage) continue;
-          for (int peer : shared_peers(pr, s)) p2p.isend(mine, grad.numel(), grad.dtype, peer, tag);
+        const int64_t elem = dtype_bytes(grad.dtype);
+        const Box& box = pr.my_shared_box[q];
+        const std::vector<PipelinePiece> pieces = shared_pieces(pr, q);
+        std::vector<uint8_t> flat;
+        for (const PipelinePiece& p : pieces) {
+          if (p.sender != pr.self) continue;
+          flat.resize(static_cast<size_t>(volume(p.box) * elem));
+          copy_piece(mine, box, grad.shape, p.box, flat.data(), elem, /*pack=*/true);
+          p2p.isend(flat.data(), volume(p.box), grad.dtype, p.reader, tag);
         }
-        std::vector<uint8_t> sum(static_cast<size_t>(grad.bytes()), 0), part(static_cast<size_t>(grad.bytes()));
+        std::vector<uint8_t> sum(static_cast<size_t>(grad.bytes()), 0), part(static_cast<size_t>(grad.bytes()), 0);
         for (int s : sh.stages) {
-          const void* p = mine;
-          if (s != pr.stage) {
-            const auto& from = pr.stage_ranks[static_cast<size_t>(s)];
-            p2p.recv(part.data(), grad.numel(), grad.dtype, from[static_cast<size_t>(pr.index) % from.size()], tag);
-            p = part.data();
+          if (s == pr.stage) {
+            if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), mine, grad.numel());
+            else add_into<float>(sum.data(), mine, grad.numel());
+            continue;
           }
-          if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), p, grad.numel());
-          else add_into<float>(sum.data(), p, grad.numel());
+          std::fill(part.begin(), part.end(), 0);
+          const auto& from = pr.stage_ranks[static_cast<size_t>(s)];
+          for (const PipelinePiece& p : pieces) {
+            if (p.reader != pr.self || std::find(from.begin(), from.end(), p.sender) == from.end()) continue;
+            flat.resize(static_cast<size_t>(volume(p.box) * elem));
+            p2p.recv(flat.data(), volume(p.box), grad.dtype, p.sender, tag);
+            copy_piece(part.data(), box, grad.shape, p.box, flat.data(), elem, /*pack=*/false);
+          }
+          if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), part.data(), grad.numel());
+          else add_into<float>(sum.data(), part.data(), grad.numel());
         }
-        p2p.wait_sends();  // `mine` is copied by isend, but keep the exchange's sends bounded
+        p2p.wait_sends();
         std::memcpy(mine, sum.data(), sum.size());
         break;
       }

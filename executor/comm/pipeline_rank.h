@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,10 +26,13 @@ struct TraceEvent {
   double start_us = 0, duration_us = 0;  // since the run's common origin
 };
 
-// Part of one boundary tensor sent from one rank to another: rows [lo, hi) of a microbatch.
+// A block of a tensor: [lo, hi) of each dim of the whole tensor (one microbatch).
+using Box = std::vector<std::pair<int64_t, int64_t>>;
+
+// Part of one boundary tensor sent from one rank to another.
 struct PipelinePiece {
   int sender = 0, reader = 0;
-  int64_t lo = 0, hi = 0;
+  Box box;
 };
 
 struct PipelineRank {
@@ -37,10 +41,14 @@ struct PipelineRank {
   int index = 0;  // this rank's place in its stage
   int self = 0;   // its MPI rank
   std::vector<std::vector<int>> stage_ranks;  // the MPI ranks of each stage, in device order
-  // Per boundary: the rows of a microbatch of the tensor this rank holds ({-1, -1} when it neither
-  // sends nor reads it), and after finish_pipeline_layout every rank's.
-  std::vector<std::pair<int64_t, int64_t>> my_rows;
-  std::vector<std::vector<std::pair<int64_t, int64_t>>> rows;  // [boundary][rank]
+  // Per boundary: the block of the tensor this rank holds (empty when it neither sends nor reads
+  // it), and after finish_pipeline_layout every rank's.
+  std::vector<Box> my_box;
+  std::vector<std::vector<Box>> boxes;  // [boundary][rank]
+  // Per shared parameter: the block of its gradient this rank holds, and every rank's.
+  std::vector<Box> my_shared_box;   // set by the caller after build_pipeline_program
+  std::vector<int64_t> shared_elem;  // bytes per element of each shared gradient
+  std::vector<std::vector<Box>> shared_boxes;  // [shared][rank]
   std::unique_ptr<StageProgram> program;
   std::vector<PipeInstruction> instructions;
   int64_t microbatches = 1;
@@ -59,23 +67,30 @@ struct PipelineRank {
 PipelineRank place_pipeline(const Plan& plan, const std::string& plan_source, int rank, int world);
 
 // The stage's program from `program` (the training graph of one microbatch as this rank runs it:
-// the plan's for a one-device stage, the stage's rank program otherwise, whose batch is split
-// `batch_ways` ways with this rank holding block `batch_block`) and the instruction list.
-// `plan_graph` is the plan's training graph (whole shapes, the model's order of its first
-// `plan_forward_nodes` nodes). Throws UserError when a boundary
-// tensor is held other than whole or by batch rows.
+// the plan's for a one-device stage, the stage's rank program otherwise) and the instruction
+// list. `box_of` gives the block of a tensor of the program this rank holds; `plan_graph` is the
+// plan's training graph (whole shapes, the model's order of its first `plan_forward_nodes`
+// nodes).
 void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::string& plan_source, TrainingGraph program,
-                            const Graph& plan_graph, size_t plan_forward_nodes, int64_t batch_ways, int64_t batch_block);
+                            const Graph& plan_graph, size_t plan_forward_nodes, const std::function<Box(TensorId)>& box_of);
 
-// Once every rank's my_rows are known (gathered rank-major: [rank][boundary][lo, hi]): the
+// The width of one boundary's entry in the table the ranks exchange (kMaxBoxDims dims, lo and hi).
+inline constexpr int kMaxBoxDims = 6;
+
+// Once every rank's my_box is known (gathered rank-major: [rank][boundary][2 · kMaxBoxDims]): the
 // pieces each rank sends and the plan's traffic on this rank.
-void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_rows, int world);
+void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_boxes, int world);
+
+// This rank's entries of that table.
+std::vector<int64_t> box_table(const PipelineRank& pr);
 
 // The pieces of boundary k, the same on every rank.
 std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k);
 
-// The ranks of holder stage `other` that this rank sends a shared parameter's gradient sum to.
-std::vector<int> shared_peers(const PipelineRank& pr, int other);
+// The parts of shared parameter `p`'s gradient exchanged between holder stages: each rank takes
+// each part of its block from one rank of every other holder (among the ranks holding the same
+// block there, the one at its place modulo their count). The same on every rank.
+std::vector<PipelinePiece> shared_pieces(const PipelineRank& pr, size_t p);
 
 // One step: the instructions in order. `micro` holds each microbatch's graph inputs. Returns the
 // trainer's step result (the loss is the last stage's; 0 on the others).

@@ -60,6 +60,7 @@ struct RankState {
   // `tg` (the training graph of one microbatch).
   std::unique_ptr<PipelineRank> pipe;
   std::vector<bool> writes;  // pipelines: per tensor, whether this rank is the lowest holding it
+  std::vector<int> writer_stage;  // pipelines: per tensor, the stage of the lowest rank holding it
 };
 
 // A pipeline plan of one stage is a single-stage plan: the stage's mesh, method and shardings
@@ -182,18 +183,14 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     rq.global_batch = plan.global_batch;
     rq.microbatches = plan.microbatches;
     rq.optimizer = opt;
-    // The stage's sharding must be the one its method gives the whole model on this mesh (data
-    // parallelism, Megatron-LM's tensor parallelism): that plan's rank program is lowered, and
+    // The whole model planned by the stage's method on its mesh gives the strategy graph; the
+    // stage's own choice is applied to its nodes (below), the rank program of that is lowered, and
     // this rank runs the stage's nodes of it.
     Method method = Method::kData;
     try {
       method = parse_method(stage.method);
     } catch (const UserError&) {
       throw UserError(src, where + "/method", "unknown method \"" + stage.method + "\"");
-    }
-    if (method != Method::kData && method != Method::kMegatron) {
-      throw UserError(src, where + "/method", "\"" + stage.method + "\": this version runs a stage on several devices when it is "
-                      "data parallel or Megatron-LM's tensor parallelism (--method pp-dp or megatron); stages of one device run any sharding");
     }
     rq.method = method;
     rq.cluster = &mesh;
@@ -245,8 +242,59 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
                  "pipeline: the stage's rank program does not keep its forward nodes first ('" + node.name + "')");
     }
   }
-  build_pipeline_program(pr, plan, src, std::move(program), st->plan_tg->graph, st->plan_tg->num_forward_nodes,
-                         low.batch_ways, low.batch_block);
+  // The block of a program tensor this rank holds: whole on a stage of one device; otherwise as
+  // its spec in the stage's choice says (a converted gradient: its conversion's result; a raw
+  // gradient contribution: the spec its forward node reads the input with).
+  const Graph& pgraph = st->plan_tg->graph;
+  std::map<TensorId, std::pair<NodeId, size_t>> grad_edge;
+  for (const GradEdge& e : st->plan_tg->grad_edges) grad_edge[e.grad] = {e.node, e.input};
+  std::unique_ptr<ChosenSpecs> specs;
+  if (n > 1) specs = std::make_unique<ChosenSpecs>(chosen_specs(*st->sg, st->choice));
+  const std::function<Box(TensorId)> box_of = [&](TensorId t) {
+    const Tensor& local = program.graph.tensor(t);
+    TensorId root = t;
+    ShardingSpec spec;
+    const NodeId p = local.producer;
+    if (p != kNoId && program.graph.node(p).kind == OpKind::kReshard) {
+      spec = low.reshards.at(static_cast<size_t>(program.graph.node(p).attrs.get_int("reshard", 0))).dst;
+      while (program.graph.tensor(root).producer != kNoId && program.graph.node(program.graph.tensor(root).producer).kind == OpKind::kReshard) {
+        root = program.graph.node(program.graph.tensor(root).producer).inputs[0];
+      }
+    } else if (specs && static_cast<size_t>(t) < specs->tensor.size() && !specs->tensor[static_cast<size_t>(t)].dims.empty()) {
+      spec = specs->tensor[static_cast<size_t>(t)];
+    } else if (specs && grad_edge.count(t) > 0) {
+      const auto [node, input] = grad_edge.at(t);
+      spec = specs->node[static_cast<size_t>(node)]->in[input];
+    }
+    const Shape& whole = pgraph.tensor(root).shape;
+    Box box;
+    for (size_t d = 0; d < whole.size(); ++d) {
+      const DimSharding ds = d < spec.dims.size() ? spec.dims[d] : DimSharding::kR;
+      const int64_t block = block_index(ds, low.view, low.coord);
+      const int64_t lo = std::min(whole[d], block * local.shape[d]);
+      box.emplace_back(lo, std::min(whole[d], lo + local.shape[d]));
+    }
+    return box;
+  };
+  build_pipeline_program(pr, plan, src, program, pgraph, st->plan_tg->num_forward_nodes, box_of);
+  // The block of each shared parameter's gradient this rank holds (as the parameter is stored).
+  for (const auto& sh : pr.split.shared) {
+    const TensorId param = st->plan_tg->parameters[sh.slot].param;
+    const ShardingSpec spec = static_cast<size_t>(param) < low.stored_spec.size() ? low.stored_spec[static_cast<size_t>(param)] : ShardingSpec{};
+    const Shape& whole = pgraph.tensor(param).shape;
+    const Shape& local = program.graph.tensor(param).shape;
+    if (program.graph.tensor(st->plan_tg->parameters[sh.slot].grad).shape != local) {
+      throw UserError(src, where, "shared parameter \"" + pgraph.tensor(param).name + "\" keeps its gradient in another layout than "
+                      "itself here; stages exchange such gradients only when they are laid out as the parameter");
+    }
+    Box box;
+    for (size_t d = 0; d < whole.size(); ++d) {
+      const DimSharding ds = d < spec.dims.size() ? spec.dims[d] : DimSharding::kR;
+      const int64_t lo = std::min(whole[d], block_index(ds, low.view, low.coord) * local[d]);
+      box.emplace_back(lo, std::min(whole[d], lo + local[d]));
+    }
+    pr.my_shared_box.push_back(std::move(box));
+  }
   if (n == 1) {
     low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
   } else {
@@ -269,12 +317,27 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   st->trainer->set_recompute(pr.remat);
   // Whole tensors; the lowest rank holding one writes it (RankState::writes, filled once the
   // ranks can talk).
+  // The block of each persistent tensor this rank holds (whole on a stage of one device); the
+  // stage of the lowest rank holding a tensor writes it, each block by its lowest holder there
+  // (RankState::writer_stage, filled once the ranks can talk).
   st->block = [&s = *st](TensorId t) {
-    HeldBlock b;
-    for (int64_t d : s.tg->graph.tensor(t).shape) b.ranges.emplace_back(0, d);
-    b.writer = s.trainer->holds(t) && static_cast<size_t>(t) < s.writes.size() && s.writes[t];
+    HeldBlock b = held_block(s.lowering, s.plan_tg->graph, s.tg->graph, t, s.lowering.coord[0], s.lowering.coord[1]);
+    b.writer = b.writer && s.trainer->holds(t) && static_cast<size_t>(t) < s.writer_stage.size() &&
+               s.writer_stage[t] == s.pipe->stage;
     return b;
   };
+  // Sharded parameters and buffers start from their block of the whole initial value.
+  for (size_t t = 0; t < low.stored_spec.size(); ++t) {
+    const Tensor& whole = st->plan_tg->graph.tensor(static_cast<TensorId>(t));
+    if (low.stored_spec[t].dims.empty() || (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) ||
+        !st->trainer->holds(static_cast<TensorId>(t)) || st->tg->graph.tensor(static_cast<TensorId>(t)).shape == whole.shape) {
+      continue;
+    }
+    std::vector<uint8_t> value(static_cast<size_t>(whole.bytes()));
+    initial_value(whole, st->seed, value.data());
+    copy_block(value.data(), whole.shape, dtype_bytes(whole.dtype), st->block(static_cast<TensorId>(t)),
+               st->trainer->mutable_value(static_cast<TensorId>(t)));
+  }
   if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
   st->trainer->set_dump(o.dump_tensors, o.dump_dir + "/rank" + std::to_string(rank));
   st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
@@ -376,13 +439,62 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
 void save_whole_parameters(const std::string& dir, RankState& st, int rank, int world) {
   const Graph& g = st.tg->graph;
   const Graph& pg = st.plan_tg->graph;
-  if (st.pipe) {  // whole tensors, each written by the lowest rank holding it
+  if (st.pipe) {
+    // Whole tensors are written by the lowest rank holding them; a tensor some stage shards is
+    // gathered (every rank's block, through the control channel) and written by the lowest
+    // rank holding a block.
     std::filesystem::create_directories(dir);
-    for (size_t i = 0; i < g.num_tensors(); ++i) {
-      const Tensor& t = g.tensor(static_cast<TensorId>(i));
-      if ((t.role != TensorRole::kParameter && t.role != TensorRole::kBuffer) || i >= st.writes.size() || !st.writes[i]) continue;
-      write_npy((std::filesystem::path(dir) / npy_file_name(t.name)).string(), t.dtype, t.shape,
-                st.trainer->value(static_cast<TensorId>(i)));
+    const size_t nt = pg.num_tensors();
+    std::vector<int64_t> sharded(nt, 0);
+    for (size_t i = 0; i < nt; ++i) {
+      const TensorId t = static_cast<TensorId>(i);
+      sharded[i] = st.trainer->holds(t) && g.tensor(t).shape != pg.tensor(t).shape ? 1 : 0;
+    }
+    st.comms.control->all_reduce_max(sharded.data(), static_cast<int64_t>(nt), DType::kInt64);
+    for (size_t i = 0; i < nt; ++i) {
+      const TensorId t = static_cast<TensorId>(i);
+      const Tensor& whole = pg.tensor(t);
+      if (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) continue;
+      const std::string path = (std::filesystem::path(dir) / npy_file_name(whole.name)).string();
+      if (!sharded[i]) {
+        if (i < st.writes.size() && st.writes[i]) write_npy(path, whole.dtype, whole.shape, st.trainer->value(t));
+        continue;
+      }
+      const bool held = st.trainer->holds(t);
+      const size_t dims = whole.shape.size();
+      // Per rank: its block's ranges and buffer shape (-1: none), then its buffer.
+      std::vector<int64_t> layout(3 * dims, -1), layouts(3 * dims * static_cast<size_t>(world));
+      int64_t count = held ? g.tensor(t).numel() : 0;
+      if (held) {
+        const HeldBlock b = held_block(st.lowering, pg, g, t, st.lowering.coord[0], st.lowering.coord[1]);
+        for (size_t d = 0; d < dims; ++d) {
+          layout[3 * d] = b.ranges[d].first;
+          layout[3 * d + 1] = b.ranges[d].second;
+          layout[3 * d + 2] = g.tensor(t).shape[d];
+        }
+      }
+      st.comms.control->all_gather(layout.data(), layouts.data(), static_cast<int64_t>(layout.size()), DType::kInt64);
+      st.comms.control->all_reduce_max(&count, 1, DType::kInt64);
+      const int64_t elem = dtype_bytes(whole.dtype);
+      std::vector<uint8_t> mine(static_cast<size_t>(count * elem), 0), all(static_cast<size_t>(count * elem * world));
+      if (held) std::memcpy(mine.data(), st.trainer->value(t), static_cast<size_t>(g.tensor(t).bytes()));
+      st.comms.control->all_gather(mine.data(), all.data(), count * elem / 4, DType::kInt32);
+      int writer = -1;
+      for (int r = 0; r < world && writer < 0; ++r) writer = layouts[static_cast<size_t>(r) * 3 * dims] >= 0 ? r : -1;
+      if (rank != writer) continue;
+      std::vector<uint8_t> out(static_cast<size_t>(whole.bytes()), 0);
+      for (int r = 0; r < world; ++r) {
+        const int64_t* l = layouts.data() + static_cast<size_t>(r) * 3 * dims;
+        if (l[0] < 0) continue;
+        HeldBlock b;
+        for (size_t d = 0; d < dims; ++d) {
+          b.ranges.emplace_back(l[3 * d], l[3 * d + 1]);
+          b.buffer.push_back(l[3 * d + 2]);
+        }
+        b.global = whole.shape;
+        copy_into_whole(all.data() + static_cast<size_t>(r) * static_cast<size_t>(count * elem), b, whole.shape, elem, out.data());
+      }
+      write_npy(path, whole.dtype, whole.shape, out.data());
     }
     any_rank(st.comms, false);  // every file is written when rank 0 returns
     return;
@@ -646,17 +758,14 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
   try {
     if (st->pipe) {
       st->comms = make_pipeline_comms(st->pipe->stage, st->pipe->index, st->lowering.view);
-      // Every rank's rows of every boundary tensor: who sends what to whom.
-      const int64_t nb = static_cast<int64_t>(st->pipe->my_rows.size());
-      std::vector<int64_t> mine(static_cast<size_t>(2 * nb)), every(static_cast<size_t>(2 * nb * world));
-      for (int64_t k = 0; k < nb; ++k) {
-        mine[static_cast<size_t>(2 * k)] = st->pipe->my_rows[static_cast<size_t>(k)].first;
-        mine[static_cast<size_t>(2 * k + 1)] = st->pipe->my_rows[static_cast<size_t>(k)].second;
-      }
-      int64_t counts[2] = {nb, -nb};  // every rank must have split the plan into the same boundaries
+      // Every rank's block of every boundary tensor: who sends what to whom.
+      const std::vector<int64_t> mine = box_table(*st->pipe);
+      const int64_t width = static_cast<int64_t>(mine.size());
+      int64_t counts[2] = {width, -width};  // every rank must have split the plan into the same boundaries
       st->comms.control->all_reduce_max(counts, 2, DType::kInt64);
       ALPA_CHECK(counts[0] == -counts[1], "pipeline: the ranks' programs disagree on the boundary tensors");
-      st->comms.control->all_gather(mine.data(), every.data(), 2 * nb, DType::kInt64);
+      std::vector<int64_t> every(static_cast<size_t>(width * world));
+      st->comms.control->all_gather(mine.data(), every.data(), width, DType::kInt64);
       finish_pipeline_layout(*st->pipe, st->plan, st->plan_tg->graph, std::move(every), world);
       st->lowering.predicted_bytes["send"] = static_cast<double>(st->pipe->predicted_send_bytes);
       // Which rank writes each tensor several stages hold: the lowest holding it.
@@ -670,6 +779,16 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
         bool lower = false;
         for (int r = 0; r < rank; ++r) lower = lower || all[static_cast<size_t>(r * n + t)] != 0;
         st->writes[static_cast<size_t>(t)] = held[static_cast<size_t>(t)] != 0 && !lower;
+      }
+      st->writer_stage.assign(static_cast<size_t>(n), -1);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int r = 0; r < world && st->writer_stage[static_cast<size_t>(t)] < 0; ++r) {
+          if (all[static_cast<size_t>(r * n + t)] == 0) continue;
+          for (size_t s = 0; s < st->pipe->stage_ranks.size(); ++s) {
+            const auto& rs = st->pipe->stage_ranks[s];
+            if (std::find(rs.begin(), rs.end(), r) != rs.end()) st->writer_stage[static_cast<size_t>(t)] = static_cast<int>(s);
+          }
+        }
       }
     } else {
       st->comms = make_rank_comms(st->lowering.view);

@@ -309,8 +309,14 @@ def pipeline_bytes(a, p, dist):
                         from_plan[r] += sp["bytes"] * sum(1 for j in range(len(ranks[t])) if j % len(ranks[s]) == i)
     measured = dist[-1]["send_bytes_per_rank"]
     check(all(m["send_bytes_per_rank"] == measured for m in dist), "the same bytes sent every step")
-    check(measured == from_plan == dist[0]["plan_send_bytes_per_rank"],
-          f"point-to-point bytes per rank {measured}, plan {from_plan}")
+    if any(st["method"] != "data" and len(st["device_ids"]) > 1 for st in pl["stages"]):
+        # Tensor-parallel stages hold boundary tensors in blocks this script does not model:
+        # alpa-run's share of the plan's transfers (from every rank's blocks) is the reference.
+        check(measured == dist[0]["plan_send_bytes_per_rank"],
+              f"point-to-point bytes per rank {measured}, plan (as the ranks hold the tensors) {dist[0]['plan_send_bytes_per_rank']}")
+    else:
+        check(measured == from_plan == dist[0]["plan_send_bytes_per_rank"],
+              f"point-to-point bytes per rank {measured}, plan {from_plan}")
     if a.hand_pipeline:
         # GPT in two stages cut between its blocks: the residual stream [b/K, seq, hidden] fp32
         # goes forward and its gradient back once per microbatch; the tied embedding's gradient
@@ -350,11 +356,11 @@ def errors(a):
     expect_2(mpirun(4, a.bin, ["--plan", shard, *base]), "a plan that splits the batch in some nodes only (not executed yet)",
              "does not split the batch as the other nodes do", 4)
     pipe = os.path.join(a.workdir, "pipe.json")
-    plan(a.bin, gpt, pipe, "local:4", "megatron", 8, ["--optimizer", "sgd", "--tp", "2", "--pp", "2", "--dp", "1"])
-    # (Each stage names what it cannot run: a boundary tensor split beyond its batch rows, or an
-    # operator sharding the lowering does not execute.)
-    expect_2(mpirun(4, a.bin, ["--plan", pipe, *base]), "a pipeline plan with tensor-parallel stages (not executed yet)",
-             "pipe.json: /", 4)
+    plan(a.bin, gpt, pipe, "local:4", "auto", 8, ["--optimizer", "sgd", "--memory-budget", "2000000", "--layers", "4",
+                                                  "--microbatches", "4", "--remat", "none"])
+    # (auto's stages here split the batch in some nodes only: each stage names the node.)
+    expect_2(mpirun(4, a.bin, ["--plan", pipe, *base]), "a pipeline plan whose stages split the batch in some nodes only "
+             "(not executed yet)", "does not split the batch as the other nodes do", 4)
 
     # A rank that fails inside a step: every rank stops, the failed one named.
     env_fail = dict(ENV, ALPA_TEST_FAIL_RANK="1", ALPA_TEST_FAIL_STEP="2")
