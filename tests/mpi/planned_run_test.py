@@ -460,6 +460,17 @@ def resume(a):
                           "--metrics", w("pipe_dp2.jsonl"), "--save-params", w("pipe_dp2")])
     if check(r.returncode == 0, "2 data-parallel ranks resume the pipeline's checkpoint at step 6"):
         compare(w("one_mb4"), w("one_mb4.jsonl"), w("pipe_dp2"), w("pipe_dp2.jsonl"), "pipeline -> data parallel", 6)
+    # Saved under Megatron-LM's 3-D layout (2 stages of tensor parallelism 2: parameters and
+    # momentum in blocks, the tied embedding sharded differently by the two stages).
+    plan(a.bin, a.model, w("tp2pp2.json"), "local:4", "megatron", 8,
+         ["--optimizer", "sgd", "--tp", "2", "--pp", "2", "--dp", "1", *mb])
+    ck_3d = w("ck_3d")
+    r = mpirun(4, a.bin, ["--plan", w("tp2pp2.json"), "--model", a.model, *hyper, "--seed", "3", "--steps", "5", "--save", ck_3d])
+    check(r.returncode == 0 and os.path.exists(os.path.join(ck_3d, "manifest.json")), "Megatron tp2 x pp2, steps 1-5, --save")
+    r = mpirun(2, a.bin, ["--plan", w("dp2_mb4.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck_3d,
+                          "--metrics", w("3d_dp2.jsonl"), "--save-params", w("3d_dp2")])
+    if check(r.returncode == 0, "2 data-parallel ranks resume the tp2 x pp2 checkpoint at step 6"):
+        compare(w("one_mb4"), w("one_mb4.jsonl"), w("3d_dp2"), w("3d_dp2.jsonl"), "tp2 x pp2 -> data parallel", 6)
     r = run([alpa_run, *one, "--steps", "10", "--resume", ck, "--metrics", w("single.jsonl"), "--save-params", w("single")])
     if check(r.returncode == 0, "one device resumes at step 6"):
         compare(w("one"), w("one.jsonl"), w("single"), w("single.jsonl"), "resumed on one device", 6)
