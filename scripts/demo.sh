@@ -71,6 +71,10 @@ build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --m
 train_4ranks "$OUT/plan_pipeline4.json" pipeline "4 stages" --trace "$OUT/pipeline_trace.json"
 echo "   the pipeline's timeline, measured: $OUT/pipeline_trace.json; predicted by the plan:"
 echo "   $OUT/pipeline_predicted.json (open both in https://ui.perfetto.dev)"
+echo "== and in Megatron-LM's 3-D layout: 2 pipeline stages of tensor parallelism 2 on the 4 ranks"
+build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 2 --pp 2 --dp 1 \
+  --microbatches 4 --optimizer adam --precision fp32 -o "$OUT/plan_3d.json" | sed -n '3,6p'
+train_4ranks "$OUT/plan_3d.json" 3d "tp2 x pp2"
 echo "== planning GPT-3 2.6B (shape-only) on one p3.16xlarge host (8 V100s), Adam, fp16"
 /usr/bin/python3 scripts/models/generate.py gpt 2.6B -o "$OUT/gpt_2.6b.onnx"
 build/apps/alpa-plan search "$OUT/gpt_2.6b.onnx" --cluster builtin:p3.16xlarge:1 --method shard --microbatches 128 \
