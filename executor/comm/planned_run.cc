@@ -660,7 +660,15 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     const auto after = traffic();
     for (const auto& [kind, b] : after) per_step[kind] = b - before[kind];
     before = after;
-    if (st.pipe) st.comms.control->all_gather(&per_step["send"], sends.data(), 1, DType::kInt64);
+    std::map<std::string, std::vector<int64_t>> kinds_per_rank;  // pipelines: each rank's collectives differ by stage
+    if (st.pipe) {
+      st.comms.control->all_gather(&per_step["send"], sends.data(), 1, DType::kInt64);
+      for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}) {
+        std::vector<int64_t>& v = kinds_per_rank[kind];
+        v.assign(static_cast<size_t>(world), 0);
+        st.comms.control->all_gather(&per_step[kind], v.data(), 1, DType::kInt64);
+      }
+    }
     if (rank != 0) continue;
     int64_t max_peak = 0;
     std::string peak_list;
@@ -676,7 +684,16 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step)
               << ",\"plan_comm_bytes\":" << plan_bytes << ",\"plan_peak_bytes\":" << low.predicted_memory.peak_bytes
               << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks);
-      if (st.pipe) metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends);
+      if (st.pipe) {
+        metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends)
+                << ",\"comm_bytes_per_rank\":{";
+        bool first_kind = true;
+        for (const auto& [kind, v] : kinds_per_rank) {
+          metrics << (first_kind ? "" : ",") << "\"" << kind << "\":" << json_list(v);
+          first_kind = false;
+        }
+        metrics << "}";
+      }
       metrics << "}\n" << std::flush;
     }
     const int width = 30;
