@@ -208,16 +208,14 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     const int64_t end = pg.find_node(layers[static_cast<size_t>(stage.end_layer - 1)].last_node) + 1;
     const StrategyGraph& sg = *st->sg;
     // The stage's groups as the planner counts them: node groups with a member in its layers,
-    // parameters read by a group whose leader is in them.
+    // parameters a node in them reads.
     std::vector<bool> in_stage(sg.groups.size(), false);
     auto inside = [&](NodeId k) { return k >= first && k < end; };
     for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
-      for (NodeId m : sg.groups[gi].members) in_stage[gi] = in_stage[gi] || inside(m);
-    }
-    for (const GroupEdge& e : sg.edges) {
-      const Group& to = sg.groups[static_cast<size_t>(e.to)];
-      if (sg.groups[static_cast<size_t>(e.from)].is_parameter && !to.is_parameter && inside(to.leader)) {
-        in_stage[static_cast<size_t>(e.from)] = true;
+      const Group& grp = sg.groups[gi];
+      for (NodeId m : grp.members) in_stage[gi] = in_stage[gi] || inside(m);
+      if (grp.is_parameter) {
+        for (NodeId c : pg.tensor(grp.parameter).consumers) in_stage[gi] = in_stage[gi] || inside(c);
       }
     }
     apply_stage_strategies(stage, src, where, *st->plan_tg, sg, first, end, in_stage, st->choice);

@@ -24,6 +24,7 @@ struct ViewGraph {
   std::unique_ptr<StrategyGraph> sg;
   std::vector<std::vector<int>> member_layer;  // per group, member: its layer
   std::vector<int> user_layer;                 // parameter groups: -1; node groups: the leader's layer
+  std::vector<std::vector<int>> reader_layers;  // parameter groups: the layers of the nodes reading it
   std::vector<std::vector<int>> out_edges;     // per group: edges it produces
   std::shared_ptr<const PreparedEdges> edges;  // the solver's form of sg's edges, shared by every stage solve
   std::shared_ptr<SolveCache> cache = make_solve_cache();
@@ -36,10 +37,17 @@ void attach(const StageCostRequest& rq, ViewGraph& vg) {
   vg.member_layer.assign(ng, {});
   vg.user_layer.assign(ng, -1);
   vg.out_edges.assign(ng, {});
+  vg.reader_layers.assign(ng, {});
+  const Graph& graph = rq.training->graph;
   for (size_t g = 0; g < ng; ++g) {
     const Group& grp = sg.groups[g];
     for (NodeId m : grp.members) vg.member_layer[g].push_back(rq.layers->layer_of_node[m]);
     if (!grp.is_parameter) vg.user_layer[g] = rq.layers->layer_of_node[grp.leader];
+    if (grp.is_parameter) {
+      for (NodeId c : graph.tensor(grp.parameter).consumers) {
+        if (static_cast<size_t>(c) < rq.training->num_forward_nodes) vg.reader_layers[g].push_back(rq.layers->layer_of_node[c]);
+      }
+    }
   }
   for (size_t k = 0; k < sg.edges.size(); ++k) vg.out_edges[sg.edges[k].from].push_back(static_cast<int>(k));
   vg.edges = prepare_edges(sg);
@@ -64,13 +72,12 @@ std::vector<bool> stage_groups(const ViewGraph& vg, int i, int j) {
   for (size_t g = 0; g < in.size(); ++g) {
     for (int l : vg.member_layer[g]) in[g] = in[g] || inside(l);
   }
-  // A parameter belongs to every stage whose nodes read it (a tied embedding: two stages).
+  // A parameter belongs to every stage whose nodes read it (a tied embedding: two stages; a
+  // parameter read by a node of this stage whose group's leader lies in another stage too: the
+  // stage that runs the node holds it, as the executor does).
   for (size_t g = 0; g < in.size(); ++g) {
     if (!sg.groups[g].is_parameter || in[g]) continue;
-    for (int k : vg.out_edges[g]) {
-      const int to = sg.edges[k].to;
-      if (vg.user_layer[to] >= 0 && inside(vg.user_layer[to])) { in[g] = true; break; }
-    }
+    for (int l : vg.reader_layers[g]) in[g] = in[g] || inside(l);
   }
   return in;
 }
