@@ -69,6 +69,8 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
                       "boundary tensor \"" + g.tensor(b.root).name + "\" has more than " + std::to_string(kMaxBoxDims) + " dims");
     }
   }
+  pr.boundary_elem.clear();
+  for (const auto& b : pr.split.boundaries) pr.boundary_elem.push_back(dtype_bytes(g.tensor(b.tensor).dtype));
   pr.shared_elem.clear();
   for (const auto& sh : pr.split.shared) pr.shared_elem.push_back(dtype_bytes(g.tensor(tg.parameters[sh.slot].grad).dtype));
   pr.program = std::make_unique<StageProgram>(stage_program(std::move(tg), pr.split, pr.stage));
@@ -123,74 +125,55 @@ void pieces_from(const std::vector<int>& ranks, const std::vector<Box>& boxes, c
 
 }  // namespace
 
-std::vector<PipelinePiece> shared_pieces(const PipelineRank& pr, size_t p) {
-  const auto& sh = pr.split.shared[p];
-  std::vector<PipelinePiece> out;
-  for (int reader_stage : sh.stages) {
-    const auto& readers = pr.stage_ranks[static_cast<size_t>(reader_stage)];
-    for (size_t j = 0; j < readers.size(); ++j) {
-      for (int from : sh.stages) {
-        if (from == reader_stage) continue;
-        pieces_from(pr.stage_ranks[static_cast<size_t>(from)], pr.shared_boxes[p], pr.shared_boxes[p][static_cast<size_t>(readers[j])], j,
-                    readers[j], out);
-      }
-    }
-  }
-  return out;
-}
-
-std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k) {
-  // Each receiving rank takes each part of its block from one holder: among the sending ranks
-  // that hold the same block, the one at the receiver's place modulo their count.
-  const auto& b = pr.split.boundaries[k];
-  const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
-  std::vector<PipelinePiece> out;
-  for (size_t j = 0; j < readers.size(); ++j) {
-    pieces_from(pr.stage_ranks[static_cast<size_t>(b.from)], pr.boxes[k], pr.boxes[k][static_cast<size_t>(readers[j])], j, readers[j], out);
-  }
-  return out;
-}
-
-void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_boxes, int world) {
-  const size_t nb = pr.split.boundaries.size();
-  pr.boxes.assign(nb, std::vector<Box>(static_cast<size_t>(world)));
-  for (size_t k = 0; k < nb; ++k) {
-    const size_t dims = plan_graph.tensor(pr.split.boundaries[k].root).shape.size();
+void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int64_t> all_boxes, int world) {
+  // Every rank's block of every boundary tensor and shared gradient (entries end at the first -1).
+  const size_t nb = pr.split.boundaries.size(), ns = pr.split.shared.size();
+  std::vector<std::vector<Box>> boxes(nb + ns, std::vector<Box>(static_cast<size_t>(world)));  // [entry][rank]
+  for (size_t k = 0; k < nb + ns; ++k) {
     for (int r = 0; r < world; ++r) {
-      const size_t at = (static_cast<size_t>(r) * (nb + pr.split.shared.size()) + k) * 2 * kMaxBoxDims;
-      if (all_boxes[at] < 0) continue;  // that rank neither sends nor reads it
-      Box& box = pr.boxes[k][static_cast<size_t>(r)];
-      for (size_t d = 0; d < dims; ++d) box.emplace_back(all_boxes[at + 2 * d], all_boxes[at + 2 * d + 1]);
-    }
-  }
-  const size_t ns = pr.split.shared.size();
-  pr.shared_boxes.assign(ns, std::vector<Box>(static_cast<size_t>(world)));
-  for (size_t q = 0; q < ns; ++q) {
-    for (int r = 0; r < world; ++r) {
-      const size_t at = (static_cast<size_t>(r) * (nb + ns) + nb + q) * 2 * kMaxBoxDims;
-      if (all_boxes[at] < 0) continue;
-      Box& box = pr.shared_boxes[q][static_cast<size_t>(r)];
+      const size_t at = (static_cast<size_t>(r) * (nb + ns) + k) * 2 * kMaxBoxDims;
+      Box& box = boxes[k][static_cast<size_t>(r)];
       for (size_t d = 0; d < static_cast<size_t>(kMaxBoxDims) && all_boxes[at + 2 * d] >= 0; ++d) {
         box.emplace_back(all_boxes[at + 2 * d], all_boxes[at + 2 * d + 1]);
       }
     }
   }
-  // What the plan's traffic is on this rank: its pieces of every boundary, and its shared
-  // parameters' gradient sums.
-  pr.predicted_send_bytes = 0;
+  // Each receiving rank takes each part of its block from one holder: among the sending ranks
+  // that hold the same block, the one at the receiver's place modulo their count. A shared
+  // gradient's holders each take theirs from every other holder stage.
+  pr.pieces.assign(nb, {});
   for (size_t k = 0; k < nb; ++k) {
     const auto& b = pr.split.boundaries[k];
-    if (b.from != pr.stage) continue;
-    const int64_t elem = dtype_bytes(plan_graph.tensor(b.root).dtype);
-    for (const PipelinePiece& p : boundary_pieces(pr, k)) {
-      if (p.sender != pr.self) continue;
-      int64_t n = 1;
-      for (const auto& [lo, hi] : p.box) n *= hi - lo;
-      pr.predicted_send_bytes += plan.microbatches * n * elem;
+    const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
+    for (size_t j = 0; j < readers.size(); ++j) {
+      pieces_from(pr.stage_ranks[static_cast<size_t>(b.from)], boxes[k], boxes[k][static_cast<size_t>(readers[j])], j, readers[j],
+                  pr.pieces[k]);
+    }
+  }
+  pr.shared_pieces.assign(ns, {});
+  for (size_t q = 0; q < ns; ++q) {
+    const auto& sh = pr.split.shared[q];
+    for (int reader_stage : sh.stages) {
+      const auto& readers = pr.stage_ranks[static_cast<size_t>(reader_stage)];
+      for (size_t j = 0; j < readers.size(); ++j) {
+        for (int from : sh.stages) {
+          if (from == reader_stage) continue;
+          pieces_from(pr.stage_ranks[static_cast<size_t>(from)], boxes[nb + q], boxes[nb + q][static_cast<size_t>(readers[j])], j,
+                      readers[j], pr.shared_pieces[q]);
+        }
+      }
+    }
+  }
+  // What the plan's traffic is on this rank: its pieces of every boundary (each microbatch), and
+  // of its shared parameters' gradient sums (once per step).
+  pr.predicted_send_bytes = 0;
+  for (size_t k = 0; k < nb; ++k) {
+    for (const PipelinePiece& p : pr.pieces[k]) {
+      if (p.sender == pr.self) pr.predicted_send_bytes += plan.microbatches * volume(p.box) * pr.boundary_elem[k];
     }
   }
   for (size_t q = 0; q < ns; ++q) {
-    for (const PipelinePiece& p : shared_pieces(pr, q)) {
+    for (const PipelinePiece& p : pr.shared_pieces[q]) {
       if (p.sender == pr.self) pr.predicted_send_bytes += volume(p.box) * pr.shared_elem[q];
     }
   }
@@ -298,7 +281,7 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
         auto* dst = static_cast<uint8_t*>(trainer.provide(m, pr.split.boundaries[k].tensor));
         const int64_t elem = dtype_bytes(t.dtype);
         std::vector<uint8_t> flat;
-        for (const PipelinePiece& p : boundary_pieces(pr, k)) {
+        for (const PipelinePiece& p : pr.pieces[k]) {
           if (p.reader != pr.self) continue;
           flat.resize(static_cast<size_t>(volume(p.box) * elem));
           p2p.recv(flat.data(), volume(p.box), t.dtype, p.sender, in.index);
@@ -320,7 +303,7 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
         auto* src = const_cast<uint8_t*>(static_cast<const uint8_t*>(trainer.slot_value(m, pr.split.boundaries[k].tensor)));
         const int64_t elem = dtype_bytes(t.dtype);
         std::vector<uint8_t> flat;
-        for (const PipelinePiece& p : boundary_pieces(pr, k)) {
+        for (const PipelinePiece& p : pr.pieces[k]) {
           if (p.sender != pr.self) continue;
           flat.resize(static_cast<size_t>(volume(p.box) * elem));
           copy_piece(src, pr.my_box[k], t.shape, p.box, flat.data(), elem, /*pack=*/true);
@@ -343,7 +326,7 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
         const int tag = nb + in.index;
         const int64_t elem = dtype_bytes(grad.dtype);
         const Box& box = pr.my_shared_box[q];
-        const std::vector<PipelinePiece> pieces = shared_pieces(pr, q);
+        const std::vector<PipelinePiece>& pieces = pr.shared_pieces[q];
         std::vector<uint8_t> flat;
         for (const PipelinePiece& p : pieces) {
           if (p.sender != pr.self) continue;

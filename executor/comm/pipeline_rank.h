@@ -44,10 +44,14 @@ struct PipelineRank {
   // Per boundary: the block of the tensor this rank holds (empty when it neither sends nor reads
   // it), and after finish_pipeline_layout every rank's.
   std::vector<Box> my_box;
-  std::vector<std::vector<Box>> boxes;  // [boundary][rank]
-  // Per shared parameter: the block of its gradient this rank holds, and every rank's.
-  std::vector<Box> my_shared_box;   // set by the caller after build_pipeline_program
-  std::vector<int64_t> shared_elem;  // bytes per element of each shared gradient
+  // Per shared parameter: the block of its gradient this rank holds.
+  std::vector<Box> my_shared_box;     // set by the caller after build_pipeline_program
+  std::vector<int64_t> boundary_elem;  // bytes per element of each boundary tensor
+  std::vector<int64_t> shared_elem;    // and of each shared gradient
+  // After finish_pipeline_layout, the same on every rank: the parts each boundary tensor (per
+  // microbatch) and each shared gradient (per step) travel in.
+  std::vector<std::vector<PipelinePiece>> pieces;
+  std::vector<std::vector<PipelinePiece>> shared_pieces;
   std::vector<std::vector<Box>> shared_boxes;  // [shared][rank]
   std::unique_ptr<StageProgram> program;
   std::vector<PipeInstruction> instructions;
@@ -77,20 +81,12 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
 // The width of one boundary's entry in the table the ranks exchange (kMaxBoxDims dims, lo and hi).
 inline constexpr int kMaxBoxDims = 6;
 
-// Once every rank's my_box is known (gathered rank-major: [rank][boundary][2 · kMaxBoxDims]): the
-// pieces each rank sends and the plan's traffic on this rank.
-void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, const Graph& plan_graph, std::vector<int64_t> all_boxes, int world);
+// Once every rank's box_table is known (gathered rank-major): the pieces of every boundary
+// tensor and shared gradient, and the plan's traffic on this rank.
+void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int64_t> all_boxes, int world);
 
 // This rank's entries of that table.
 std::vector<int64_t> box_table(const PipelineRank& pr);
-
-// The pieces of boundary k, the same on every rank.
-std::vector<PipelinePiece> boundary_pieces(const PipelineRank& pr, size_t k);
-
-// The parts of shared parameter `p`'s gradient exchanged between holder stages: each rank takes
-// each part of its block from one rank of every other holder (among the ranks holding the same
-// block there, the one at its place modulo their count). The same on every rank.
-std::vector<PipelinePiece> shared_pieces(const PipelineRank& pr, size_t p);
 
 // One step: the instructions in order. `micro` holds each microbatch's graph inputs. Returns the
 // trainer's step result (the loss is the last stage's; 0 on the others).

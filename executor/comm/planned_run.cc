@@ -84,6 +84,20 @@ Plan single_stage(const Plan& plan, const std::string& src) {
   return out;
 }
 
+// The block of a tensor split as `spec` (null or short: the rest whole) that the device at
+// logical `coord` holds: [lo, hi) of each dim of the `global` shape, each `local[d]` long but for
+// the padding of the last block.
+Box block_ranges(const ShardingSpec* spec, const LogicalMesh& view, const int64_t coord[2], const Shape& local,
+                 const Shape& global) {
+  Box out;
+  for (size_t d = 0; d < global.size(); ++d) {
+    const DimSharding s = spec && d < spec->dims.size() ? spec->dims[d] : DimSharding::kR;
+    const int64_t lo = std::min(global[d], block_index(s, view, coord) * local[d]);
+    out.emplace_back(lo, std::min(global[d], lo + local[d]));
+  }
+  return out;
+}
+
 // The block of persistent tensor `t` the rank at logical (c0, c1) holds (see RankState::block).
 HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, TensorId t, int64_t c0, int64_t c1) {
   HeldBlock b;
@@ -91,13 +105,10 @@ HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, T
   const Shape& global = pg.tensor(t).shape;
   const ShardingSpec* spec =
       static_cast<size_t>(t) < low.stored_spec.size() && !low.stored_spec[t].dims.empty() ? &low.stored_spec[t] : nullptr;
+  b.ranges = block_ranges(spec, low.view, coord, g.tensor(t).shape, global);
   AxisMask used = 0;
-  for (size_t d = 0; d < global.size(); ++d) {
-    const DimSharding s = spec ? spec->dims[d] : DimSharding::kR;
-    const int64_t block = block_index(s, low.view, coord);
-    for (int a : mesh_axes(s, low.view)) used |= static_cast<AxisMask>(1u << a);
-    const int64_t rows = g.tensor(t).shape[d];
-    b.ranges.emplace_back(std::min(global[d], block * rows), std::min(global[d], (block + 1) * rows));
+  for (size_t d = 0; spec && d < global.size(); ++d) {
+    for (int a : mesh_axes(spec->dims[d], low.view)) used |= static_cast<AxisMask>(1u << a);
   }
   b.buffer = g.tensor(t).shape;
   b.global = global;
@@ -122,6 +133,42 @@ void set_loss_counting(RankState& st, const PlannedRunOptions& o, int64_t splits
 
 // A pipeline plan: every rank builds the training graph of one microbatch (the plan's) and runs
 // its stage's nodes of it.
+// The run's seed (a resumed run keeps its checkpoint's, and starts at its step), data source and
+// kernels, and the trainer of the rank program st.tg running its `active` nodes (empty: all).
+void make_trainer(RankState& st, const PlannedRunOptions& o, std::vector<bool> active) {
+  const Plan& plan = st.plan;
+  const Graph& forward = st.model.graph;
+  st.seed = o.seed;
+  if (!o.resume.empty()) {
+    const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
+    st.seed = info.seed;
+    st.first_step = info.step;
+  }
+  st.data = o.data == "synthetic" ? synthetic_data(forward, st.seed) : open_data_directory(o.data, forward);
+  st.kernels = make_cpu_kernels();
+  st.trainer = std::make_unique<Trainer>(*st.tg, *st.kernels, st.seed, std::move(active));
+}
+
+// Once st.block says what each rank holds: sharded parameters and buffers start from their
+// block of the whole initial value (or the checkpoint's), tensor dumps and batch dims are set.
+void finish_set_up(RankState& st, const PlannedRunOptions& o, int rank, std::vector<int> dims) {
+  const RankLowering& low = st.lowering;
+  for (size_t t = 0; t < low.stored_spec.size(); ++t) {
+    const TensorId id = static_cast<TensorId>(t);
+    const Tensor& whole = st.plan_tg->graph.tensor(id);
+    if (low.stored_spec[t].dims.empty() || (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) ||
+        !st.trainer->holds(id) || st.tg->graph.tensor(id).shape == whole.shape) {
+      continue;
+    }
+    std::vector<uint8_t> value(static_cast<size_t>(whole.bytes()));
+    initial_value(whole, st.seed, value.data());
+    copy_block(value.data(), whole.shape, dtype_bytes(whole.dtype), st.block(id), st.trainer->mutable_value(id));
+  }
+  if (!o.resume.empty()) load_checkpoint(o.resume, *st.trainer, st.block);
+  st.trainer->set_dump(o.dump_tensors, o.dump_dir + "/rank" + std::to_string(rank));
+  st.trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
+}
+
 // What the lowering's collectives send per step on this rank, counting only those its stage's
 // nodes run: gradient reductions (once per step or per microbatch), partial outputs and
 // statistics inside operators (per microbatch).
@@ -264,34 +311,17 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
       const auto [node, input] = grad_edge.at(t);
       spec = specs->node[static_cast<size_t>(node)]->in[input];
     }
-    const Shape& whole = pgraph.tensor(root).shape;
-    Box box;
-    for (size_t d = 0; d < whole.size(); ++d) {
-      const DimSharding ds = d < spec.dims.size() ? spec.dims[d] : DimSharding::kR;
-      const int64_t block = block_index(ds, low.view, low.coord);
-      const int64_t lo = std::min(whole[d], block * local.shape[d]);
-      box.emplace_back(lo, std::min(whole[d], lo + local.shape[d]));
-    }
-    return box;
+    return block_ranges(&spec, low.view, low.coord, local.shape, pgraph.tensor(root).shape);
   };
   build_pipeline_program(pr, plan, src, program, pgraph, st->plan_tg->num_forward_nodes, box_of);
   // The block of each shared parameter's gradient this rank holds (as the parameter is stored).
   for (const auto& sh : pr.split.shared) {
     const TensorId param = st->plan_tg->parameters[sh.slot].param;
-    const ShardingSpec spec = static_cast<size_t>(param) < low.stored_spec.size() ? low.stored_spec[static_cast<size_t>(param)] : ShardingSpec{};
-    const Shape& whole = pgraph.tensor(param).shape;
-    const Shape& local = program.graph.tensor(param).shape;
-    if (program.graph.tensor(st->plan_tg->parameters[sh.slot].grad).shape != local) {
+    if (program.graph.tensor(st->plan_tg->parameters[sh.slot].grad).shape != program.graph.tensor(param).shape) {
       throw UserError(src, where, "shared parameter \"" + pgraph.tensor(param).name + "\" keeps its gradient in another layout than "
                       "itself here; stages exchange such gradients only when they are laid out as the parameter");
     }
-    Box box;
-    for (size_t d = 0; d < whole.size(); ++d) {
-      const DimSharding ds = d < spec.dims.size() ? spec.dims[d] : DimSharding::kR;
-      const int64_t lo = std::min(whole[d], block_index(ds, low.view, low.coord) * local[d]);
-      box.emplace_back(lo, std::min(whole[d], lo + local[d]));
-    }
-    pr.my_shared_box.push_back(std::move(box));
+    pr.my_shared_box.push_back(held_block(low, pgraph, program.graph, param, low.coord[0], low.coord[1]).ranges);
   }
   if (n == 1) {
     low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
@@ -302,19 +332,9 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   low.predicted_memory = stage.memory;
   set_loss_counting(*st, o, plan.microbatches * n);
   st->tg = std::make_unique<TrainingGraph>(std::move(pr.program->tg));
-  st->seed = o.seed;
-  if (!o.resume.empty()) {
-    const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
-    st->seed = info.seed;
-    st->first_step = info.step;
-  }
-  st->data = o.data == "synthetic" ? synthetic_data(forward, st->seed) : open_data_directory(o.data, forward);
-  st->kernels = make_cpu_kernels();
-  st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, st->seed, pr.program->active);
+  make_trainer(*st, o, pr.program->active);
   st->trainer->set_exported(pr.program->exported);
   st->trainer->set_recompute(pr.remat);
-  // Whole tensors; the lowest rank holding one writes it (RankState::writes, filled once the
-  // ranks can talk).
   // The block of each persistent tensor this rank holds (whole on a stage of one device); the
   // stage of the lowest rank holding a tensor writes it, each block by its lowest holder there
   // (RankState::writer_stage, filled once the ranks can talk).
@@ -324,21 +344,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
                s.writer_stage[t] == s.pipe->stage;
     return b;
   };
-  // Sharded parameters and buffers start from their block of the whole initial value.
-  for (size_t t = 0; t < low.stored_spec.size(); ++t) {
-    const Tensor& whole = st->plan_tg->graph.tensor(static_cast<TensorId>(t));
-    if (low.stored_spec[t].dims.empty() || (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) ||
-        !st->trainer->holds(static_cast<TensorId>(t)) || st->tg->graph.tensor(static_cast<TensorId>(t)).shape == whole.shape) {
-      continue;
-    }
-    std::vector<uint8_t> value(static_cast<size_t>(whole.bytes()));
-    initial_value(whole, st->seed, value.data());
-    copy_block(value.data(), whole.shape, dtype_bytes(whole.dtype), st->block(static_cast<TensorId>(t)),
-               st->trainer->mutable_value(static_cast<TensorId>(t)));
-  }
-  if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
-  st->trainer->set_dump(o.dump_tensors, o.dump_dir + "/rank" + std::to_string(rank));
-  st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
+  finish_set_up(*st, o, rank, std::move(dims));
   return st;
 }
 
@@ -400,35 +406,13 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
   dims.resize(st->tg->graph.num_tensors(), -1);  // the Reshard outputs carry no batch
-  st->seed = o.seed;
-  if (!o.resume.empty()) {
-    const CheckpointInfo info = check_resume(o.resume, o.steps, plan.global_batch, plan.optimizer, o.seed_given ? &o.seed : nullptr);
-    st->seed = info.seed;
-    st->first_step = info.step;
-  }
-  st->data = o.data == "synthetic" ? synthetic_data(forward, st->seed) : open_data_directory(o.data, forward);
-  st->kernels = make_cpu_kernels();
-  st->trainer = std::make_unique<Trainer>(*st->tg, *st->kernels, st->seed);
+  make_trainer(*st, o, {});
   // The part of each persistent tensor this rank holds: whole, or its shard of a sharded
   // parameter or optimizer state; the lowest rank holding a block writes it.
   st->block = [&low = st->lowering, &pg = st->plan_tg->graph, &g = st->tg->graph](TensorId t) {
     return held_block(low, pg, g, t, low.coord[0], low.coord[1]);
   };
-  // Sharded parameters and buffers start from their block of the whole initial value.
-  for (size_t t = 0; t < low.stored_spec.size(); ++t) {
-    const Tensor& whole = st->plan_tg->graph.tensor(static_cast<TensorId>(t));
-    if (low.stored_spec[t].dims.empty() || (whole.role != TensorRole::kParameter && whole.role != TensorRole::kBuffer) ||
-        st->tg->graph.tensor(static_cast<TensorId>(t)).shape == whole.shape) {
-      continue;
-    }
-    std::vector<uint8_t> value(static_cast<size_t>(whole.bytes()));
-    initial_value(whole, st->seed, value.data());
-    copy_block(value.data(), whole.shape, dtype_bytes(whole.dtype), st->block(static_cast<TensorId>(t)),
-               st->trainer->mutable_value(static_cast<TensorId>(t)));
-  }
-  if (!o.resume.empty()) load_checkpoint(o.resume, *st->trainer, st->block);
-  st->trainer->set_dump(o.dump_tensors, o.dump_dir + "/rank" + std::to_string(rank));
-  st->trainer->set_batch_dims(std::move(dims), low.microbatch_samples);
+  finish_set_up(*st, o, rank, std::move(dims));
   return st;
 }
 
@@ -781,7 +765,7 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
       ALPA_CHECK(counts[0] == -counts[1], "pipeline: the ranks' programs disagree on the boundary tensors");
       std::vector<int64_t> every(static_cast<size_t>(width * world));
       st->comms.control->all_gather(mine.data(), every.data(), width, DType::kInt64);
-      finish_pipeline_layout(*st->pipe, st->plan, st->plan_tg->graph, std::move(every), world);
+      finish_pipeline_layout(*st->pipe, st->plan, std::move(every), world);
       st->lowering.predicted_bytes["send"] = static_cast<double>(st->pipe->predicted_send_bytes);
       // Which rank writes each tensor several stages hold: the lowest holding it.
       // (The plan's tensors: a rank program's own additions hold nothing persistent.)

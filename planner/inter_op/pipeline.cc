@@ -1036,8 +1036,7 @@ std::string predicted_trace_json(const Plan& plan) {
     bwd.push_back(st.microbatch_time_s * 2 / 3);
   }
   const ScheduleResult sim = simulate_schedule(pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B, fwd, bwd, B);
-  double exchange = 0;
-  for (const PlanSharedParameter& sp : pl.shared) exchange += sp.time_s;
+  const double exchange = shared_exchange_time(pl);
   for (size_t s = 0; s < pl.stages.size(); ++s) {
     const PlanStage& st = pl.stages[s];
     std::string devices;

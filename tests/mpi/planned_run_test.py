@@ -454,31 +454,25 @@ def resume(a):
                           "--metrics", w("mg.jsonl"), "--save-params", w("mg")])
     if check(r.returncode == 0, "2 ranks under a Megatron tp2 plan resume at step 6"):
         compare(w("one"), w("one.jsonl"), w("mg"), w("mg.jsonl"), "resumed under Megatron tp2", 6)
-    # Saved under a pipeline (4 stages of one rank, 1F1B, 4 microbatches; the tied embedding held
-    # by stages 0 and 3 is written once) and resumed under a data-parallel plan on 2 ranks.
     mb = ["--microbatches", "4"]
     run([alpa_run, *one, *mb, "--seed", "3", "--steps", "10", "--metrics", w("one_mb4.jsonl"), "--save-params", w("one_mb4")])
     plan(a.bin, a.model, w("pp4.json"), "local:4", "megatron", 8,
          ["--optimizer", "sgd", "--tp", "1", "--pp", "4", "--dp", "1", "--layers", "4", *mb])
     plan(a.bin, a.model, w("dp2_mb4.json"), "local:2", "data", 8, ["--optimizer", "sgd", *mb])
-    ck_pipe = w("ck_pipe")
-    r = mpirun(4, a.bin, ["--plan", w("pp4.json"), "--model", a.model, *hyper, "--seed", "3", "--steps", "5", "--save", ck_pipe])
-    check(r.returncode == 0 and os.path.exists(os.path.join(ck_pipe, "manifest.json")), "4 pipeline stages, steps 1-5, --save")
-    r = mpirun(2, a.bin, ["--plan", w("dp2_mb4.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck_pipe,
-                          "--metrics", w("pipe_dp2.jsonl"), "--save-params", w("pipe_dp2")])
-    if check(r.returncode == 0, "2 data-parallel ranks resume the pipeline's checkpoint at step 6"):
-        compare(w("one_mb4"), w("one_mb4.jsonl"), w("pipe_dp2"), w("pipe_dp2.jsonl"), "pipeline -> data parallel", 6)
-    # Saved under Megatron-LM's 3-D layout (2 stages of tensor parallelism 2: parameters and
-    # momentum in blocks, the tied embedding sharded differently by the two stages).
     plan(a.bin, a.model, w("tp2pp2.json"), "local:4", "megatron", 8,
          ["--optimizer", "sgd", "--tp", "2", "--pp", "2", "--dp", "1", *mb])
-    ck_3d = w("ck_3d")
-    r = mpirun(4, a.bin, ["--plan", w("tp2pp2.json"), "--model", a.model, *hyper, "--seed", "3", "--steps", "5", "--save", ck_3d])
-    check(r.returncode == 0 and os.path.exists(os.path.join(ck_3d, "manifest.json")), "Megatron tp2 x pp2, steps 1-5, --save")
-    r = mpirun(2, a.bin, ["--plan", w("dp2_mb4.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck_3d,
-                          "--metrics", w("3d_dp2.jsonl"), "--save-params", w("3d_dp2")])
-    if check(r.returncode == 0, "2 data-parallel ranks resume the tp2 x pp2 checkpoint at step 6"):
-        compare(w("one_mb4"), w("one_mb4.jsonl"), w("3d_dp2"), w("3d_dp2.jsonl"), "tp2 x pp2 -> data parallel", 6)
+    # Saved under a pipeline (4 stages of one rank, 1F1B, 4 microbatches; the tied embedding held
+    # by stages 0 and 3 is written once), then under Megatron-LM's 3-D layout (2 stages of tensor
+    # parallelism 2: parameters and momentum in blocks, the tied embedding sharded differently by
+    # the two stages), each resumed on 2 data-parallel ranks.
+    for name, saved, what in (("pipe", "pp4.json", "4 pipeline stages"), ("3d", "tp2pp2.json", "Megatron tp2 x pp2")):
+        ck_saved = w("ck_" + name)
+        r = mpirun(4, a.bin, ["--plan", w(saved), "--model", a.model, *hyper, "--seed", "3", "--steps", "5", "--save", ck_saved])
+        check(r.returncode == 0 and os.path.exists(os.path.join(ck_saved, "manifest.json")), f"{what}, steps 1-5, --save")
+        r = mpirun(2, a.bin, ["--plan", w("dp2_mb4.json"), "--model", a.model, *hyper, "--steps", "10", "--resume", ck_saved,
+                              "--metrics", w(name + "_dp2.jsonl"), "--save-params", w(name + "_dp2")])
+        if check(r.returncode == 0, f"2 data-parallel ranks resume the {what} checkpoint at step 6"):
+            compare(w("one_mb4"), w("one_mb4.jsonl"), w(name + "_dp2"), w(name + "_dp2.jsonl"), f"{what} -> data parallel", 6)
     r = run([alpa_run, *one, "--steps", "10", "--resume", ck, "--metrics", w("single.jsonl"), "--save-params", w("single")])
     if check(r.returncode == 0, "one device resumes at step 6"):
         compare(w("one"), w("one.jsonl"), w("single"), w("single.jsonl"), "resumed on one device", 6)
