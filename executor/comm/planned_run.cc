@@ -118,17 +118,18 @@ HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, T
   return b;
 }
 
-// The loss of a split batch divides by the step's global label count (see set_up).
-void set_loss_counting(RankState& st, const PlannedRunOptions& o, int64_t splits) {
+// The loss of a split batch (over microbatches, ranks, or blocks inside the rank's graph)
+// divides by the step's global label count (see set_up).
+void set_loss_counting(RankState& st, const PlannedRunOptions& o, bool split) {
   const Graph& forward = st.model.graph;
   bool has_sce = false;
   for (const Node& n : forward.nodes()) has_sce = has_sce || n.kind == OpKind::kSoftmaxCrossEntropyLoss;
   const Tensor& loss_tensor = forward.tensor(forward.loss);
   const bool mean_loss = !has_sce && st.plan.microbatches == 1 && loss_tensor.producer != kNoId &&
                          forward.node(loss_tensor.producer).kind == OpKind::kReduceMean;
-  st.count_labels = splits > 1 && !mean_loss;
+  st.count_labels = split && !mean_loss;
   if (st.count_labels) st.loss_target = cross_entropy_target(forward, o.model);
-  if (splits > 1) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
+  if (split) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
 }
 
 // A pipeline plan: every rank builds the training graph of one microbatch (the plan's) and runs
@@ -314,14 +315,17 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     return block_ranges(&spec, low.view, low.coord, local.shape, pgraph.tensor(root).shape);
   };
   build_pipeline_program(pr, plan, src, program, pgraph, st->plan_tg->num_forward_nodes, box_of);
-  // The block of each shared parameter's gradient this rank holds (as the parameter is stored).
+  // The block of each shared parameter's gradient this rank holds: as the parameter is stored,
+  // or as the optimizer's state is where the gradient is reduce-scattered to it (ZeRO-2).
   for (const auto& sh : pr.split.shared) {
-    const TensorId param = st->plan_tg->parameters[sh.slot].param;
-    if (program.graph.tensor(st->plan_tg->parameters[sh.slot].grad).shape != program.graph.tensor(param).shape) {
-      throw UserError(src, where, "shared parameter \"" + pgraph.tensor(param).name + "\" keeps its gradient in another layout than "
-                      "itself here; stages exchange such gradients only when they are laid out as the parameter");
+    const ParameterSlot& slot = program.parameters[sh.slot];
+    if (program.graph.tensor(slot.grad).shape == program.graph.tensor(slot.param).shape) {
+      pr.my_shared_box.push_back(held_block(low, pgraph, program.graph, slot.param, low.coord[0], low.coord[1]).ranges);
+    } else {
+      const ShardingSpec& state = specs->param[static_cast<size_t>(slot.param)]->state;
+      pr.my_shared_box.push_back(block_ranges(&state, low.view, low.coord, program.graph.tensor(slot.grad).shape,
+                                              pgraph.tensor(slot.param).shape));
     }
-    pr.my_shared_box.push_back(held_block(low, pgraph, program.graph, param, low.coord[0], low.coord[1]).ranges);
   }
   if (n == 1) {
     low.predicted_bytes = {{"all_reduce", 0}, {"all_gather", 0}, {"reduce_scatter", 0}, {"all_to_all", 0}};
@@ -330,7 +334,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   }
   low.predicted_bytes["send"] = 0;  // known once the ranks have exchanged their rows (run_planned)
   low.predicted_memory = stage.memory;
-  set_loss_counting(*st, o, plan.microbatches * n);
+  set_loss_counting(*st, o, plan.microbatches * n > 1);
   st->tg = std::make_unique<TrainingGraph>(std::move(pr.program->tg));
   make_trainer(*st, o, pr.program->active);
   st->trainer->set_exported(pr.program->exported);
@@ -401,7 +405,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   // A split batch divides a mean cross-entropy by the step's global label count; a loss that is
   // one ReduceMean (a mean squared error) is scaled back to the whole mean by the lowering,
   // without gradient accumulation (one device refuses that too).
-  set_loss_counting(*st, o, plan.microbatches * low.batch_ways);
+  set_loss_counting(*st, o, plan.microbatches * low.batch_ways > 1 || low.batch_in_blocks);
   TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
@@ -566,6 +570,11 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const RankLowering& low = st.lowering;
   const Graph& forward = st.model.graph;
   if (!st.pipe || st.sg) st.trainer->set_batch_parallel(batch_parallel_hooks(low, *st.tg, st.comms));
+  if (low.batch_in_blocks && low.coord[0] == 0 && low.coord[1] == 0) {
+    const std::string who = st.pipe ? "stage " + std::to_string(st.pipe->stage) + " of the plan" : "the plan";
+    std::fprintf(stderr, "alpa-run: %s splits the batch in some nodes only: each of its ranks runs the whole "
+                 "microbatch's graph, taking blocks of the batch where a node splits it\n", who.c_str());
+  }
   std::ofstream metrics;
   if (rank == 0 && !o.metrics.empty()) {
     metrics.open(o.metrics);
@@ -575,7 +584,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   const char* fail_step = std::getenv("ALPA_TEST_FAIL_STEP");
   const bool tty = rank == 0 && isatty(STDERR_FILENO) != 0;
   const int64_t K = plan.microbatches, ls = low.microbatch_samples, B = plan.global_batch;
-  const bool split = K * low.batch_ways > 1;
+  const bool split = K * low.batch_ways > 1 || low.batch_in_blocks;
   // Bytes sent per kind: the planned collectives, and a pipeline's point-to-point sends.
   auto traffic = [&st] {
     std::map<std::string, int64_t> t = planned_traffic(st.comms);

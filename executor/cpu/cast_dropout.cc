@@ -70,7 +70,13 @@ struct GlobalIndex {
     }
     if (ctx.batch_dim && ctx.global_samples > 0 && ctx.local_samples > 0) {
       const int bd = (*ctx.batch_dim)[static_cast<size_t>(t)];
-      if (bd >= 0 && ctx.local_samples != ctx.global_samples) {
+      if (bd >= 0 && node.attrs.get_int("block_batch", 0) != 0) {
+        // A block of the microbatch's samples (the batch split in some nodes only): its place in
+        // the microbatch, and the microbatch's in the step.
+        const int64_t per_sample = global[static_cast<size_t>(bd)] / ctx.local_samples;
+        global[static_cast<size_t>(bd)] = ctx.global_samples * per_sample;
+        offset[static_cast<size_t>(bd)] += ctx.sample_offset * per_sample;
+      } else if (bd >= 0 && ctx.local_samples != ctx.global_samples) {
         const int64_t per_sample = shape[static_cast<size_t>(bd)] / ctx.local_samples;  // the batch is the dim's major factor
         global[static_cast<size_t>(bd)] = ctx.global_samples * per_sample;
         offset[static_cast<size_t>(bd)] = ctx.sample_offset * per_sample;

@@ -1,6 +1,8 @@
 #include "planner/intra_op/strategy_graph.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -879,6 +881,7 @@ EdgeReshards edge_reshards(const StrategyGraph& sg, const std::vector<int>& choi
   out.forward_again = out.param_like && backward_reads(n, input, sg.needs_grad);
   if (sg.needs_grad[t]) {
     out.has_backward = true;
+    out.grad_target = *grad_target;
     out.backward = reshard(c.in[input], c.in_grad_partial[input], *grad_target, ten.shape, ten.dtype, sg.costs);
   }
   return out;
@@ -916,6 +919,12 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
       if (!e.planned) continue;
       add(n.inputs[k], "forward", e.forward.steps, K * (e.forward_again ? 2 : 1));
       if (e.has_backward) add(n.inputs[k], "backward", e.backward.steps, e.param_like ? 1.0 : K);
+    }
+  }
+  if (std::getenv("ALPA_DEBUG_COMM")) {
+    for (const CommEvent& ev : out) {
+      std::fprintf(stderr, "[comm] %s %s %s %.0f B x %g\n", ev.tensor == kNoId ? "-" : g.tensor(ev.tensor).name.c_str(),
+                   ev.where.c_str(), std::string(collective_name(ev.step.kind)).c_str(), ev.step.bytes_per_device, ev.count);
     }
   }
   return out;

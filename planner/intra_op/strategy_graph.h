@@ -169,6 +169,7 @@ struct EdgeReshards {
                                // gradient is reduced once per step, after accumulation
   bool forward_again = false;  // param-like and saved: the conversion repeats in the backward
   bool has_backward = false;   // a gradient flows back over the edge
+  ShardingSpec grad_target;    // the spec the backward converts the gradient to
   ReshardResult forward, backward;
 };
 // The group that decides a tensor's spec: its parameter group, or its forward producer's; -1

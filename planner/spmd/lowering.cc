@@ -163,56 +163,58 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
   out.coord[1] = rank % out.view.d1;
   const ChosenSpecs cs = chosen_specs(sg, choice);
 
-  // Every node splits only batch letters, over one common set of mesh axes.
-  bool axes_known = false;
-  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+  // Uniform batch parallelism: every node that has a batch dim splits it over one common set of
+  // mesh axes, so each rank runs the training graph rebuilt for its block of the samples. Plans
+  // that split the batch in some nodes only (the ILP gathers it before a tensor-parallel MLP, say)
+  // are lowered with the batch as one more split dim: each rank builds the graph of the whole
+  // microbatch, loads its data whole, and nodes take blocks of it as their specs say.
+  auto batch_axes_of = [&](size_t i) {
     const NodeStrategy& st = *cs.node[i];
-    const IterationSpace& sp = sg.spaces[i];
     AxisMask axes = 0;
     for (int ax = 0; ax < 2; ++ax) {
       const int l = st.axis_letter[ax];
-      if (l == kNoLetter || sg.costs.axis_size(ax) == 1) continue;
-      if (!sp.letters[static_cast<size_t>(l)].is_batch) {
-        if (!runs_on_blocks(g, g.node(static_cast<NodeId>(i)), st)) {
-          throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
-                          "\"" + st.name + "\" splits a non-batch dim of a " + std::string(op_name(g.node(static_cast<NodeId>(i)).kind)) +
-                              " over mesh axis " + std::to_string(ax) + "; " + kWhatRuns);
-        }
-        continue;  // tensor parallelism
+      if (l != kNoLetter && sg.costs.axis_size(ax) > 1 && sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) {
+        axes |= static_cast<AxisMask>(1u << ax);
       }
-      axes |= static_cast<AxisMask>(1u << ax);
     }
+    return axes;
+  };
+  for (size_t i = 0; i < tg.num_forward_nodes && !out.batch_in_blocks; ++i) {
+    const AxisMask axes = batch_axes_of(i);
     if (axes == 0) continue;
-    if (axes_known && axes != out.batch_axes) {
-      throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
-                      "\"" + st.name + "\" splits the batch over other mesh axes than earlier nodes; " + kWhatRuns);
-    }
+    if (out.batch_axes != 0 && axes != out.batch_axes) out.batch_in_blocks = true;
     out.batch_axes = axes;
-    axes_known = true;
   }
-  // Each rank runs the training graph rebuilt for its block of the batch: once the batch is
-  // split, every node that has a batch dim must split it the same way.
   if (out.batch_axes != 0) {
-    for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
-      const NodeStrategy& st = *cs.node[i];
-      const IterationSpace& sp = sg.spaces[i];
+    for (size_t i = 0; i < tg.num_forward_nodes && !out.batch_in_blocks; ++i) {
       bool has_batch = false;
-      for (const Letter& l : sp.letters) has_batch = has_batch || l.is_batch;
-      if (!has_batch) continue;
-      AxisMask axes = 0;
-      for (int ax = 0; ax < 2; ++ax) {
-        const int l = st.axis_letter[ax];
-        if (l != kNoLetter && sg.costs.axis_size(ax) > 1 && sp.letters[static_cast<size_t>(l)].is_batch) {
-          axes |= static_cast<AxisMask>(1u << ax);
-        }
-      }
-      if (axes != out.batch_axes) {
+      for (const Letter& l : sg.spaces[i].letters) has_batch = has_batch || l.is_batch;
+      if (has_batch && batch_axes_of(i) != out.batch_axes) out.batch_in_blocks = true;
+    }
+  }
+  if (out.batch_in_blocks) out.batch_axes = 0;
+  // Every other split (and, with the batch in blocks, the batch's) must be one the kernels run
+  // on blocks of.
+  for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
+    const NodeStrategy& st = *cs.node[i];
+    const IterationSpace& sp = sg.spaces[i];
+    for (int ax = 0; ax < 2; ++ax) {
+      const int l = st.axis_letter[ax];
+      if (l == kNoLetter || sg.costs.axis_size(ax) == 1) continue;
+      if (sp.letters[static_cast<size_t>(l)].is_batch && !out.batch_in_blocks) continue;
+      if (!runs_on_blocks(g, g.node(static_cast<NodeId>(i)), st)) {
         throw UserError(src, quoted_path("strategies", g.node(static_cast<NodeId>(i)).name),
-                        "\"" + st.name + "\" does not split the batch as the other nodes do (each rank runs its block of the "
-                        "batch); " + kWhatRuns);
+                        "\"" + st.name + "\" splits a " + (sp.letters[static_cast<size_t>(l)].is_batch ? "" : "non-") +
+                            "batch dim of a " + std::string(op_name(g.node(static_cast<NodeId>(i)).kind)) + " over mesh axis " +
+                            std::to_string(ax) + (out.batch_in_blocks ? " (the batch split in some nodes only)" : "") + "; " +
+                            kWhatRuns);
       }
     }
   }
+  // A letter the lowering treats as the batch: split samples each rank's graph is rebuilt for.
+  auto uniform_batch = [&](size_t i, int l) {
+    return !out.batch_in_blocks && l != kNoLetter && sg.spaces[i].letters[static_cast<size_t>(l)].is_batch;
+  };
   // Communication: partial outputs (the loss, means over the batch), statistics inside
   // operators, parameter gathers and gradient reductions (build_rank_program); no resharding of
   // activations.
@@ -237,7 +239,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
       for (int ax = 0; ax < 2; ++ax) {
         if (!(st.out_partial[o] & (1u << ax))) continue;
         const int l = st.axis_letter[ax];
-        over_model_dims = over_model_dims && l != kNoLetter && !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch;
+        over_model_dims = over_model_dims && l != kNoLetter && !uniform_batch(i, l);
       }
       const bool sum = over_model_dims && !mean && !mean_loss && op_info(n.kind).family != OpFamily::kLoss;
       if (!(mean_loss || mean || sum) || st.scatter_dim >= 0) {
@@ -257,7 +259,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
           if (!(st.out_partial[o] & (1u << ax))) continue;
           ways *= sg.costs.axis_size(ax);
           const int l = st.axis_letter[ax];
-          if (l != kNoLetter && sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) batch_ways *= sg.costs.axis_size(ax);
+          if (uniform_batch(i, l)) batch_ways *= sg.costs.axis_size(ax);
         }
         scale = 1.0 / static_cast<double>(ways);
         out.mean_scale[{static_cast<NodeId>(i), 0}] = 1.0 / static_cast<double>(batch_ways);
@@ -267,9 +269,11 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     for (size_t k = output_steps; k < st.comms.size(); ++k) {
       const CollectiveStep& step = st.comms[k];
       const int l = st.axis_letter[step.axis];
-      if (l != kNoLetter && !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch && n.kind != OpKind::kSoftmaxCrossEntropyLoss) {
+      if (l != kNoLetter && !uniform_batch(i, l) && n.kind != OpKind::kSoftmaxCrossEntropyLoss) {
         throw UserError(src, quoted_path("strategies", n.name),
-                        "\"" + st.name + "\" exchanges statistics over a split non-batch dim; " + kWhatRuns);
+                        "\"" + st.name + "\" exchanges statistics over a split " +
+                            (out.batch_in_blocks ? "dim (synchronised statistics need the batch split alike in every node)"
+                                                 : "non-batch dim") + "; " + kWhatRuns);
       }
       out.stats[i].push_back(step);
       if (step.kind != Collective::kAllReduce) {
@@ -462,9 +466,19 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       auto ms = low.mean_scale.find({static_cast<NodeId>(i), k});
       const double scale = ms == low.mean_scale.end() ? 1.0 : ms->second;
       if (!e.has_backward) continue;
-      const ShardingSpec& target = sg.group_of_param[static_cast<size_t>(t)] >= 0
-                                       ? cs.param[static_cast<size_t>(t)]->state
-                                       : produced;
+      // The parameter's optimizer-state spec; for a tensor computed from parameters, the spec
+      // its producer's backward takes the gradient in; else as produced (edge_reshards).
+      const ShardingSpec& target = e.grad_target;
+      // A follower of a parameter (its transpose, cast, reshape) whose output's gradient was
+      // converted to the state's layout runs its backward on that layout: the gradient it gives
+      // the parameter is already the target's block.
+      const int node_group = sg.group_of_node[i];
+      if (e.param_like && node_group >= 0 && sg.groups[static_cast<size_t>(node_group)].is_parameter && !st.grad_out.empty() &&
+          !(st.grad_out[0] == st.out[0])) {
+        ALPA_CHECK(e.backward.steps.empty() && st.in_grad_partial[k] == 0,
+                   "the gradient '" + n.name + "' gives '" + pg.tensor(t).name + "' needs communication the plan does not count");
+        continue;
+      }
       const bool changes = !e.backward.steps.empty() || e.backward.local_slice || !(st.in[k] == target) ||
                            st.in_grad_partial[k] != 0;
       if (!changes && scale == 1.0) continue;
@@ -565,15 +579,18 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       const int bd = sg.batch_dim[static_cast<size_t>(n.inputs[0])];
       std::vector<int64_t> offsets(whole.size(), 0);
       bool split = false;
+      bool batch_block = false;  // the batch in blocks (RankLowering::batch_in_blocks) and split here
       for (size_t d = 0; d < whole.size() && d < spec.dims.size(); ++d) {
-        if (spec.dims[d] == DimSharding::kR || static_cast<int>(d) == bd) continue;
+        if (spec.dims[d] == DimSharding::kR || (static_cast<int>(d) == bd && !low.batch_in_blocks)) continue;
         offsets[d] = block_start(spec, d, whole[d]);
         split = true;
+        batch_block = batch_block || static_cast<int>(d) == bd;
       }
       if (!split) continue;
       set_on(i, OpKind::kDropout, [&](Attributes& at) {
         at.set("block_offsets", offsets);
         at.set("block_global", whole);
+        if (batch_block) at.set("block_batch", int64_t{1});
       });
     } else if (n.kind == OpKind::kGather) {
       // A Gather from a table split by the rows it picks (and its gradient): the rows it holds.
@@ -749,6 +766,15 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     for (TensorId in : g.node(static_cast<NodeId>(k)).inputs) {
       const NodeId p = g.tensor(in).producer;
       if (p != kNoId && g.node(p).kind == OpKind::kReshard) forward[static_cast<size_t>(p)] = true;
+    }
+  }
+  if (std::getenv("ALPA_DEBUG_LOWERING")) {
+    for (const RankLowering::ReshardStep& r : low.reshards) {
+      for (const CollectiveStep& c : r.reshard.steps) {
+        std::fprintf(stderr, "[reshard] %s %s->%s partial %u per_step %d opt %d: %s %.0f B\n", r.tensor.c_str(),
+                     r.src.to_string().c_str(), r.dst.to_string().c_str(), static_cast<unsigned>(r.src_partial), r.per_step ? 1 : 0,
+                     r.optimizer_phase ? 1 : 0, std::string(collective_name(c.kind)).c_str(), c.bytes_per_device);
+      }
     }
   }
   size_t front = 0;

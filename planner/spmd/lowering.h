@@ -37,6 +37,9 @@ struct RankLowering {
   int64_t batch_ways = 1;        // blocks the batch is cut into
   int64_t batch_block = 0;       // this rank's block (S01: i0·d1 + i1)
   int64_t microbatch_samples = 0;  // samples per rank per microbatch
+  // The plan splits the batch in some nodes only: each rank runs the whole microbatch's graph
+  // (batch_ways 1, data loaded whole) and the batch is one more dim nodes take blocks of.
+  bool batch_in_blocks = false;
   int64_t microbatches = 1;
   // The Reshard nodes of the rank program (build_rank_program; node attribute "reshard" is the
   // index): a parameter gathered before a node reads it (ZeRO-3, again for the backward when the

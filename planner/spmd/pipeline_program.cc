@@ -132,6 +132,8 @@ PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const st
           }
           st.assign(readers.begin(), readers.end());
         }
+        // The optimizer's shard of a parameter (ZeRO-2): with the parameter's holders.
+        if (st.empty() && hold != holders.end()) st = hold->second;
       }
     } else if (hold != holders.end() && is_grad_sum(n)) {
       std::set<int> parts;  // a parameter's gradient sum: in each stage that has a part
