@@ -118,6 +118,15 @@ HeldBlock held_block(const RankLowering& low, const Graph& pg, const Graph& g, T
   return b;
 }
 
+// The batch dim of each Reshard output: its input's (a Reshard keeps the dims' order; a
+// parameter gathered has none). Dropout masks of a resharded gradient are drawn at its samples.
+void extend_batch_dims(const Graph& g, std::vector<int>& dims) {
+  dims.resize(g.num_tensors(), -1);
+  for (const Node& n : g.nodes()) {
+    if (n.kind == OpKind::kReshard) dims[static_cast<size_t>(n.outputs[0])] = dims[static_cast<size_t>(n.inputs[0])];
+  }
+}
+
 // The loss of a split batch (over microbatches, ranks, or blocks inside the rank's graph)
 // divides by the step's global label count (see set_up).
 void set_loss_counting(RankState& st, const PlannedRunOptions& o, bool split) {
@@ -281,7 +290,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
     dims = training_batch_dims(local, forward, plan.global_batch);
     program = build_rank_program(low, *st->sg, st->choice, std::move(local));
-    dims.resize(program.graph.num_tensors(), -1);
+    extend_batch_dims(program.graph, dims);
     for (size_t k = 0; k < program.num_forward_nodes; ++k) {
       const Node& node = program.graph.node(static_cast<NodeId>(k));
       ALPA_CHECK(node.derived_from.empty() || node.kind == OpKind::kReshard,
@@ -409,7 +418,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
-  dims.resize(st->tg->graph.num_tensors(), -1);  // the Reshard outputs carry no batch
+  extend_batch_dims(st->tg->graph, dims);
   make_trainer(*st, o, {});
   // The part of each persistent tensor this rank holds: whole, or its shard of a sharded
   // parameter or optimizer state; the lowest rank holding a block writes it.
