@@ -3,10 +3,10 @@
 # (shape-only), then trains the small GPT on one CPU device with alpa-run and shows the loss
 # going down; plans the same GPT data-parallel for 4 local CPU ranks and trains it on 4 MPI ranks,
 # showing its loss next to the single device's, and again under Megatron-LM tensor x data
-# parallelism; finally plans GPT-3 2.6B on 8 V100s
+# parallelism, as the plan --method auto chooses (2 pipeline stages of 2 ranks, each sharded by the ILP, with
+# a trace of the pipeline), and as Megatron-LM's tp2 x pp2; finally plans GPT-3 2.6B on 8 V100s
 # (shard-parallel, one stage) and re-costs the plan, and searches GPT-3 39B on 64 V100s with the
-# full hierarchical search (pipeline stages on submeshes, each sharded). (Pipeline plans join the
-# multi-rank part as alpa-run learns to execute them.)
+# full hierarchical search (pipeline stages on submeshes, each sharded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -63,12 +63,13 @@ echo "== again with Megatron-LM tensor parallelism: tp 2 x dp 2 on the 4 ranks (
 build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 2 --pp 1 --dp 2 \
   --optimizer adam --precision fp32 -o "$OUT/plan_megatron4.json" | sed -n '4,6p'
 train_4ranks "$OUT/plan_megatron4.json" megatron "tp2 x dp2"
-echo "== and as a pipeline: 4 stages of one rank each, 1F1B over 4 microbatches (the tied embedding's"
-echo "   gradient is exchanged between stages 0 and 3 once per step)"
-build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method megatron --tp 1 --pp 4 --dp 1 \
-  --layers 4 --microbatches 4 --optimizer adam --precision fp32 -o "$OUT/plan_pipeline4.json" \
-  --trace "$OUT/pipeline_predicted.json" | sed -n '3,8p'
-train_4ranks "$OUT/plan_pipeline4.json" pipeline "4 stages" --trace "$OUT/pipeline_trace.json"
+echo "== and as the hierarchical search chooses it: alpa-plan search --method auto on local:4, 4 microbatches"
+echo "   (the inter-operator DP picks stages and submeshes, an ILP shards each stage: here it splits"
+echo "   the batch in some nodes and gathers it before tensor-parallel MLPs and the vocab-parallel head;"
+echo "   the tied embedding's gradient is exchanged between the two stages once per step)"
+build/apps/alpa-plan search "$OUT/gpt_test.onnx" --batch 8 --cluster local:4 --method auto --layers 4 --microbatches 4 \
+  --optimizer adam --precision fp32 -o "$OUT/plan_auto4.json" --trace "$OUT/pipeline_predicted.json" | sed -n '4,8p'
+train_4ranks "$OUT/plan_auto4.json" auto "auto plan" --trace "$OUT/pipeline_trace.json"
 echo "   the pipeline's timeline, measured: $OUT/pipeline_trace.json; predicted by the plan:"
 echo "   $OUT/pipeline_predicted.json (open both in https://ui.perfetto.dev)"
 echo "== and in Megatron-LM's 3-D layout: 2 pipeline stages of tensor parallelism 2 on the 4 ranks"
