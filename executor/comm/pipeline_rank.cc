@@ -123,6 +123,42 @@ void pieces_from(const std::vector<int>& ranks, const std::vector<Box>& boxes, c
   }
 }
 
+// The readers of one stage, grouped by the block each needs: a block k > 1 readers share is cut
+// into k slices along its first dim of at least k elements (none: taken whole by each). Appends
+// to `pieces` what each reader takes from `senders` and to `relays` what it passes on to the
+// other readers of its group.
+void pieces_with_relays(const std::vector<int>& senders, const std::vector<Box>& boxes, const std::vector<int>& readers,
+                        int origin, std::vector<PipelinePiece>& pieces, std::vector<PipelinePiece>& relays) {
+  std::map<Box, std::vector<size_t>> groups;  // block → places of the readers needing it
+  for (size_t j = 0; j < readers.size(); ++j) groups[boxes[static_cast<size_t>(readers[j])]].push_back(j);
+  for (const auto& [want, places] : groups) {
+    const int64_t k = static_cast<int64_t>(places.size());
+    size_t cut = want.size();
+    for (size_t d = 0; d < want.size() && k > 1; ++d) {
+      if (want[d].second - want[d].first >= k) {
+        cut = d;
+        break;
+      }
+    }
+    if (k == 1 || cut == want.size()) {
+      for (size_t j : places) pieces_from(senders, boxes, want, j, readers[j], pieces);
+      continue;
+    }
+    const int64_t lo = want[cut].first, extent = want[cut].second - want[cut].first;
+    for (int64_t q = 0; q < k; ++q) {
+      Box slice = want;
+      slice[cut] = {lo + q * extent / k, lo + (q + 1) * extent / k};
+      const size_t j = places[static_cast<size_t>(q)];
+      const size_t before = pieces.size();
+      pieces_from(senders, boxes, slice, j, readers[j], pieces);
+      for (size_t p = before; p < pieces.size(); ++p) pieces[p].origin = origin;
+      for (size_t other : places) {
+        if (other != j) relays.push_back({readers[j], readers[other], slice, origin});
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int64_t> all_boxes, int world) {
@@ -139,28 +175,31 @@ void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int6
     }
   }
   // Each receiving rank takes each part of its block from one holder: among the sending ranks
-  // that hold the same block, the one at the receiver's place modulo their count. A shared
-  // gradient's holders each take theirs from every other holder stage.
+  // that hold the same block, the one at the receiver's place modulo their count. Readers that
+  // need the same block take a slice each and relay it to the others. A shared gradient's
+  // holders each take theirs from every other holder stage.
   pr.pieces.assign(nb, {});
+  pr.relays.assign(nb, {});
   for (size_t k = 0; k < nb; ++k) {
     const auto& b = pr.split.boundaries[k];
-    const auto& readers = pr.stage_ranks[static_cast<size_t>(b.to)];
-    for (size_t j = 0; j < readers.size(); ++j) {
-      pieces_from(pr.stage_ranks[static_cast<size_t>(b.from)], boxes[k], boxes[k][static_cast<size_t>(readers[j])], j, readers[j],
-                  pr.pieces[k]);
-    }
+    pieces_with_relays(pr.stage_ranks[static_cast<size_t>(b.from)], boxes[k], pr.stage_ranks[static_cast<size_t>(b.to)], -1,
+                       pr.pieces[k], pr.relays[k]);
   }
   pr.shared_pieces.assign(ns, {});
+  pr.shared_relays.assign(ns, {});
   for (size_t q = 0; q < ns; ++q) {
     const auto& sh = pr.split.shared[q];
     for (int reader_stage : sh.stages) {
-      const auto& readers = pr.stage_ranks[static_cast<size_t>(reader_stage)];
-      for (size_t j = 0; j < readers.size(); ++j) {
-        for (int from : sh.stages) {
-          if (from == reader_stage) continue;
-          pieces_from(pr.stage_ranks[static_cast<size_t>(from)], boxes[nb + q], boxes[nb + q][static_cast<size_t>(readers[j])], j,
-                      readers[j], pr.shared_pieces[q]);
-        }
+      for (int from : sh.stages) {
+        if (from == reader_stage) continue;
+        pieces_with_relays(pr.stage_ranks[static_cast<size_t>(from)], boxes[nb + q],
+                           pr.stage_ranks[static_cast<size_t>(reader_stage)], from, pr.shared_pieces[q], pr.shared_relays[q]);
+      }
+    }
+    for (PipelinePiece& p : pr.shared_pieces[q]) {  // the holder stage each piece comes from
+      for (size_t s = 0; s < pr.stage_ranks.size(); ++s) {
+        const auto& rs = pr.stage_ranks[s];
+        if (std::find(rs.begin(), rs.end(), p.sender) != rs.end()) p.origin = static_cast<int>(s);
       }
     }
   }
@@ -177,6 +216,18 @@ void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int6
       if (p.sender == pr.self) pr.predicted_send_bytes += volume(p.box) * pr.shared_elem[q];
     }
   }
+  pr.predicted_relay_bytes = 0;
+  for (size_t k = 0; k < nb; ++k) {
+    for (const PipelinePiece& p : pr.relays[k]) {
+      if (p.sender == pr.self) pr.predicted_relay_bytes += plan.microbatches * volume(p.box) * pr.boundary_elem[k];
+    }
+  }
+  for (size_t q = 0; q < ns; ++q) {
+    for (const PipelinePiece& p : pr.shared_relays[q]) {
+      if (p.sender == pr.self) pr.predicted_relay_bytes += volume(p.box) * pr.shared_elem[q];
+    }
+  }
+  pr.predicted_send_bytes += pr.predicted_relay_bytes;
 }
 
 namespace {
@@ -226,6 +277,27 @@ void add_into(void* acc, const void* part, int64_t n) {
 void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
                      const std::vector<std::vector<const void*>>& micro, const PipeInstruction& in, size_t m, int nb,
                      const TrainingGraph& tg);
+
+// The local all-gather of a block this rank and others of its stage took in slices: sends the
+// slices it holds to the others (non-blocking), then receives theirs into `block`.
+void relay(PipelineRank& pr, MpiCommunicator& p2p, const std::vector<PipelinePiece>& relays, uint8_t* block, const Box& box,
+           const Shape& extent, DType dtype, int tag) {
+  const int64_t elem = dtype_bytes(dtype);
+  std::vector<uint8_t> flat;
+  for (const PipelinePiece& p : relays) {
+    if (p.sender != pr.self) continue;
+    flat.resize(static_cast<size_t>(volume(p.box) * elem));
+    copy_piece(block, box, extent, p.box, flat.data(), elem, /*pack=*/true);
+    p2p.isend(flat.data(), volume(p.box), dtype, p.reader, tag);  // isend copies
+    pr.relay_bytes_sent += volume(p.box) * elem;
+  }
+  for (const PipelinePiece& p : relays) {
+    if (p.reader != pr.self) continue;
+    flat.resize(static_cast<size_t>(volume(p.box) * elem));
+    p2p.recv(flat.data(), volume(p.box), dtype, p.sender, tag);
+    copy_piece(block, box, extent, p.box, flat.data(), elem, /*pack=*/false);
+  }
+}
 
 }  // namespace
 
@@ -287,6 +359,7 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
           p2p.recv(flat.data(), volume(p.box), t.dtype, p.sender, in.index);
           copy_piece(dst, pr.my_box[k], t.shape, p.box, flat.data(), elem, /*pack=*/false);
         }
+        relay(pr, p2p, pr.relays[k], dst, pr.my_box[k], t.shape, t.dtype, in.index);
         break;
       }
       case PipeOp::kForward:
@@ -342,13 +415,17 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
             continue;
           }
           std::fill(part.begin(), part.end(), 0);
-          const auto& from = pr.stage_ranks[static_cast<size_t>(s)];
           for (const PipelinePiece& p : pieces) {
-            if (p.reader != pr.self || std::find(from.begin(), from.end(), p.sender) == from.end()) continue;
+            if (p.reader != pr.self || p.origin != s) continue;
             flat.resize(static_cast<size_t>(volume(p.box) * elem));
             p2p.recv(flat.data(), volume(p.box), grad.dtype, p.sender, tag);
             copy_piece(part.data(), box, grad.shape, p.box, flat.data(), elem, /*pack=*/false);
           }
+          std::vector<PipelinePiece> relays;  // the other slices of holder s's sum, from this stage's ranks
+          for (const PipelinePiece& p : pr.shared_relays[q]) {
+            if (p.origin == s) relays.push_back(p);
+          }
+          relay(pr, p2p, relays, part.data(), box, grad.shape, grad.dtype, tag);
           if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), part.data(), grad.numel());
           else add_into<float>(sum.data(), part.data(), grad.numel());
         }

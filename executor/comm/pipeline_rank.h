@@ -29,10 +29,14 @@ struct TraceEvent {
 // A block of a tensor: [lo, hi) of each dim of the whole tensor (one microbatch).
 using Box = std::vector<std::pair<int64_t, int64_t>>;
 
-// Part of one boundary tensor sent from one rank to another.
+// Part of one boundary tensor sent from one rank to another. A relay (the paper's local
+// all-gather) goes between two ranks of the receiving stage that hold the same block: each took
+// a 1/k slice of it from the sending stage and passes it to the others; `origin` is the stage
+// the data came from (a shared gradient's holder), -1 for boundary tensors.
 struct PipelinePiece {
   int sender = 0, reader = 0;
   Box box;
+  int origin = -1;
 };
 
 struct PipelineRank {
@@ -52,6 +56,9 @@ struct PipelineRank {
   // microbatch) and each shared gradient (per step) travel in.
   std::vector<std::vector<PipelinePiece>> pieces;
   std::vector<std::vector<PipelinePiece>> shared_pieces;
+  // The relays inside the receiving stages, per boundary tensor and per shared gradient.
+  std::vector<std::vector<PipelinePiece>> relays;
+  std::vector<std::vector<PipelinePiece>> shared_relays;
   std::vector<std::vector<Box>> shared_boxes;  // [shared][rank]
   std::unique_ptr<StageProgram> program;
   std::vector<PipeInstruction> instructions;
@@ -60,6 +67,8 @@ struct PipelineRank {
   // What the plan's traffic is on this rank per step: its pieces of the boundary activations
   // and gradients, and its shared parameters' gradient sums (finish_pipeline_layout).
   int64_t predicted_send_bytes = 0;
+  int64_t predicted_relay_bytes = 0;  // of which relays inside the stage
+  int64_t relay_bytes_sent = 0;       // relays sent so far (measured where they are sent)
   // --trace: the events of every step so far, timed from `origin` (taken after a barrier).
   bool tracing = false;
   std::chrono::steady_clock::time_point origin;

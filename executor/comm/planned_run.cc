@@ -597,10 +597,15 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   // Bytes sent per kind: the planned collectives, and a pipeline's point-to-point sends.
   auto traffic = [&st] {
     std::map<std::string, int64_t> t = planned_traffic(st.comms);
-    if (st.pipe) t["send"] = st.comms.pipe->bytes_sent(CollectiveKind::kSendRecv);
+    if (st.pipe) {
+      t["send"] = st.comms.pipe->bytes_sent(CollectiveKind::kSendRecv);
+      t["local_all_gather"] = st.pipe->relay_bytes_sent;  // of which relays inside a stage
+    }
     return t;
   };
   std::map<std::string, int64_t> before = traffic(), per_step;
+  std::vector<int64_t> relays(static_cast<size_t>(world), 0), plan_relays(static_cast<size_t>(world), 0);
+  if (st.pipe) st.comms.control->all_gather(&st.pipe->predicted_relay_bytes, plan_relays.data(), 1, DType::kInt64);
   std::vector<int64_t> sends(static_cast<size_t>(world), 0), plan_sends(static_cast<size_t>(world), 0),
       plan_peaks(static_cast<size_t>(world), 0);
   int64_t my_plan_peak = low.predicted_memory.peak_bytes;
@@ -663,6 +668,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     std::map<std::string, std::vector<int64_t>> kinds_per_rank;  // pipelines: each rank's collectives differ by stage
     if (st.pipe) {
       st.comms.control->all_gather(&per_step["send"], sends.data(), 1, DType::kInt64);
+      st.comms.control->all_gather(&per_step["local_all_gather"], relays.data(), 1, DType::kInt64);
       for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}) {
         std::vector<int64_t>& v = kinds_per_rank[kind];
         v.assign(static_cast<size_t>(world), 0);
@@ -686,6 +692,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
               << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks);
       if (st.pipe) {
         metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends)
+                << ",\"relay_bytes_per_rank\":" << json_list(relays) << ",\"plan_relay_bytes_per_rank\":" << json_list(plan_relays)
                 << ",\"comm_bytes_per_rank\":{";
         bool first_kind = true;
         for (const auto& [kind, v] : kinds_per_rank) {
@@ -785,6 +792,7 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
       st->comms.control->all_gather(mine.data(), every.data(), width, DType::kInt64);
       finish_pipeline_layout(*st->pipe, st->plan, std::move(every), world);
       st->lowering.predicted_bytes["send"] = static_cast<double>(st->pipe->predicted_send_bytes);
+      st->lowering.predicted_bytes["local_all_gather"] = static_cast<double>(st->pipe->predicted_relay_bytes);
       // Which rank writes each tensor several stages hold: the lowest holding it.
       // (The plan's tensors: a rank program's own additions hold nothing persistent.)
       const int64_t n = static_cast<int64_t>(st->plan_tg->graph.num_tensors());

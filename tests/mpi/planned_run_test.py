@@ -168,7 +168,7 @@ def parity(a):
     # recomputes it from the plan's choice with the planner's code).
     predicted = dist[0]["plan_comm_bytes"] if "pipeline" in p else p["estimate"]["communication_bytes"]
     if stages > 1:
-        predicted = {k: v for k, v in predicted.items() if k != "send"}  # per rank, checked above
+        predicted = {k: v for k, v in predicted.items() if k not in ("send", "local_all_gather")}  # per rank, checked above
     # Exact for 2, 4 and 8 ranks; with 3 the ring factor 4/3 is rounded per collective call.
     exact = a.np & (a.np - 1) == 0
     for kind in sorted(predicted):
@@ -308,15 +308,30 @@ def pipeline_bytes(a, p, dist):
         share(t["from_stage"], t["to_stage"], t["bytes"])
         share(t["to_stage"], t["from_stage"], t["bytes"])
     for sp in pl.get("shared", []):
-        # Each rank of a holder stage sends the stage's gradient sum to the ranks of every other
-        # holder whose place it serves (rank i of a stage of n takes it from rank i mod n).
+        # Each holder stage's gradient sum goes once to every other holder stage of nt ranks
+        # (each holding it whole): rank j takes a 1/nt slice from the sender's rank j mod ns and
+        # relays it to the nt - 1 others (the paper's local all-gather).
         for s in sp["stages"]:
-            for i, r in enumerate(ranks[s]):
-                for t in sp["stages"]:
-                    if t != s:
-                        from_plan[r] += sp["bytes"] * sum(1 for j in range(len(ranks[t])) if j % len(ranks[s]) == i)
+            for t in sp["stages"]:
+                if t == s:
+                    continue
+                nt = len(ranks[t])
+                for i, r in enumerate(ranks[s]):
+                    from_plan[r] += sp["bytes"] // nt * sum(1 for j in range(nt) if j % len(ranks[s]) == i)
+                for r in ranks[t]:
+                    from_plan[r] += (nt - 1) * (sp["bytes"] // nt)
     measured = dist[-1]["send_bytes_per_rank"]
     check(all(m["send_bytes_per_rank"] == measured for m in dist), "the same bytes sent every step")
+    relays = dist[-1]["relay_bytes_per_rank"]
+    check(relays == dist[0]["plan_relay_bytes_per_rank"],
+          f"relays inside the receiving stages (local all-gathers) per rank {relays}, alpa-run's plan {dist[0]['plan_relay_bytes_per_rank']}")
+    # Between the meshes every element crosses once: each boundary tensor and its gradient per
+    # microbatch (the plan's transfers), each holder's shared gradient sum to each other holder.
+    crossing = sum(m - r for m, r in zip(measured, relays))
+    expected = 2 * K * sum(t["bytes"] for t in pl["transfers"]) + sum(
+        sp["bytes"] * len(sp["stages"]) * (len(sp["stages"]) - 1) for sp in pl.get("shared", []))
+    check(crossing == expected, f"bytes between the stages' meshes {crossing} = the plan's: 2 x K x transfers + shared sums "
+          f"to each other holder = {expected}")
     # Inside the meshes: the plan's estimate gives its busiest stage's collectives per device;
     # every rank of one stage measures exactly those (the ranks of a stage measure the same).
     per_rank = dist[-1]["comm_bytes_per_rank"]
