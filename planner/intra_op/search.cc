@@ -250,6 +250,9 @@ PlanEstimate estimate_choice(const StrategyGraph& sg, const std::vector<int>& ch
   e.iteration_time_s = e.compute_time_s + e.communication_time_s;
   e.throughput_samples_per_s = e.iteration_time_s > 0 ? static_cast<double>(global_batch) / e.iteration_time_s : 0;
   e.memory = simulate_memory(sg, choice);
+  // With several microbatches the step's gradients accumulate in a buffer of their own while
+  // each microbatch's are computed (as a pipeline stage's estimate counts them).
+  if (sg.options.microbatches > 1) e.memory.peak_bytes += e.memory.gradient_bytes;
   return e;
 }
 
