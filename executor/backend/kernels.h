@@ -46,6 +46,10 @@ struct StepContext {
   // microbatch (synchronised BatchNorm statistics); `batch_ways` ranks in all. Null on one rank.
   std::function<void(void* data, int64_t count, DType dtype)> sum_over_batch;
   int64_t batch_ways = 1;
+  // Sums over the ranks along the mesh axes in `axes` (bit a: axis a): a node whose samples are
+  // split over its own axes (the batch split in some nodes only) names them in its
+  // "batch_axes" attribute, and their count of blocks in "batch_ways".
+  std::function<void(int64_t axes, void* data, int64_t count, DType dtype)> sum_over_axes;
   // The classes of a SoftmaxCrossEntropyLoss split across ranks (vocab-parallel): reduces
   // `count` per-position statistics over the ranks sharing the node's samples (max or sum).
   std::function<void(const Node& node, void* data, int64_t count, DType dtype, bool max)> reduce_over_classes;

@@ -234,6 +234,9 @@ BatchParallel batch_parallel_hooks(const RankLowering& lowering, const TrainingG
       sum_over_axes(axes, data, count, dtype, comms);
     };
   }
+  p.sum_over_axes = [&comms](int64_t axes, void* data, int64_t count, DType dtype) {
+    sum_over_axes(static_cast<AxisMask>(axes), data, count, dtype, comms);
+  };
   // A vocab-parallel cross-entropy's statistics: over the axes its classes are split on.
   p.reduce_over_classes = [&comms](const Node& node, void* data, int64_t count, DType dtype, bool max) {
     const int64_t axes = node.attrs.get_int("class_axes");

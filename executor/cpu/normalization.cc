@@ -2,6 +2,7 @@
 // Statistics and sums accumulate in double.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "executor/cpu/cpu_common.h"
@@ -147,12 +148,32 @@ void channel_stats(const T* x, const ChannelSplit& cs, int64_t c, double& mean, 
   var = cnt > 0 ? v / cnt : 0.0;
 }
 
+// Whether a BatchNorm's statistics are summed over other ranks' samples, and over how many
+// ranks' blocks: the node's own split (its "batch_axes" attribute) or the rank's batch block.
+struct BatchSync {
+  std::function<void(void*, int64_t, DType)> sum;
+  double ways = 1;
+};
+BatchSync batch_sync(const StepContext* ctx, const Node& node) {
+  BatchSync out;
+  if (!ctx) return out;
+  if (node.attrs.has("batch_axes") && ctx->sum_over_axes) {
+    const int64_t axes = node.attrs.get_int("batch_axes");
+    out.sum = [ctx, axes](void* data, int64_t count, DType dtype) { ctx->sum_over_axes(axes, data, count, dtype); };
+    out.ways = static_cast<double>(node.attrs.get_int("batch_ways", 1));
+  } else if (ctx->sum_over_batch) {
+    out.sum = ctx->sum_over_batch;
+    out.ways = static_cast<double>(ctx->batch_ways);
+  }
+  return out;
+}
+
 // Per-channel mean and variance over the samples of every rank sharing the microbatch: the
 // channel sums are all-reduced, then the sums of squared deviations from the global mean (two
 // all-reduces of C fp64 values, what the planner counts). Returns mean[c], var[c].
 template <typename T>
-std::vector<double> synced_channel_stats(const TensorView& x, const ChannelSplit& cs, const StepContext& ctx) {
-  const double cnt = static_cast<double>(cs.count()) * static_cast<double>(ctx.batch_ways);
+std::vector<double> synced_channel_stats(const TensorView& x, const ChannelSplit& cs, const BatchSync& sync) {
+  const double cnt = static_cast<double>(cs.count()) * sync.ways;
   std::vector<double> out(static_cast<size_t>(2 * cs.c), 0.0);
   std::vector<double> buf(static_cast<size_t>(cs.c));
   for (int64_t c = 0; c < cs.c; ++c) {
@@ -163,7 +184,7 @@ std::vector<double> synced_channel_stats(const TensorView& x, const ChannelSplit
     }
     buf[static_cast<size_t>(c)] = s;
   }
-  ctx.sum_over_batch(buf.data(), cs.c, DType::kFloat64);
+  sync.sum(buf.data(), cs.c, DType::kFloat64);
   for (int64_t c = 0; c < cs.c; ++c) out[static_cast<size_t>(c)] = cnt > 0 ? static_cast<double>(buf[static_cast<size_t>(c)]) / cnt : 0.0;
   for (int64_t c = 0; c < cs.c; ++c) {
     const double mean = out[static_cast<size_t>(c)];
@@ -177,7 +198,7 @@ std::vector<double> synced_channel_stats(const TensorView& x, const ChannelSplit
     }
     buf[static_cast<size_t>(c)] = v;
   }
-  ctx.sum_over_batch(buf.data(), cs.c, DType::kFloat64);
+  sync.sum(buf.data(), cs.c, DType::kFloat64);
   for (int64_t c = 0; c < cs.c; ++c) out[static_cast<size_t>(cs.c + c)] = cnt > 0 ? static_cast<double>(buf[static_cast<size_t>(c)]) / cnt : 0.0;
   return out;
 }
@@ -193,18 +214,19 @@ void batch_norm(const KernelCall& call) {
   const TensorView &scale = call.inputs[1], &bias = call.inputs[2];
   const TensorView &in_mean = call.inputs[3], &in_var = call.inputs[4];
   const StepContext* ctx = call.ctx;
-  const bool synced = training && ctx && ctx->sum_over_batch;
+  const BatchSync sync = batch_sync(ctx, node);
+  const bool synced = training && sync.sum;
   // Training: mean[c] then var[c], over every rank's samples when synchronised; computed once,
   // and saved for the backward.
   std::vector<double> stats;
   if (synced) {
-    stats = synced_channel_stats<T>(x, cs, *ctx);
+    stats = synced_channel_stats<T>(x, cs, sync);
   } else if (training) {
     stats.assign(static_cast<size_t>(2 * cs.c), 0.0);
     for (int64_t c = 0; c < cs.c; ++c) channel_stats(x.as<T>(), cs, c, stats[static_cast<size_t>(c)], stats[static_cast<size_t>(cs.c + c)]);
   }
   if (training && ctx && ctx->saved_stats) (*ctx->saved_stats)[x.data] = stats;
-  const double cnt = static_cast<double>(cs.count()) * (synced ? static_cast<double>(ctx->batch_ways) : 1.0);
+  const double cnt = static_cast<double>(cs.count()) * (synced ? sync.ways : 1.0);
   for (int64_t c = 0; c < cs.c; ++c) {
     double mean, var;
     if (training) {
@@ -244,8 +266,9 @@ void batch_norm_grad(const KernelCall& call) {
   const ChannelSplit cs = channel_split(x.shape);
   const double eps = node.attrs.get_float("epsilon", 1e-5);
   const StepContext* ctx = call.ctx;
-  const bool synced = ctx && ctx->sum_over_batch;
-  const double cnt = static_cast<double>(cs.count()) * (synced ? static_cast<double>(ctx->batch_ways) : 1.0);
+  const BatchSync sync = batch_sync(ctx, node);
+  const bool synced = static_cast<bool>(sync.sum);
+  const double cnt = static_cast<double>(cs.count()) * (synced ? sync.ways : 1.0);
   // The forward's statistics (saved, or recomputed from x on one rank).
   const std::vector<double>* saved = nullptr;
   if (ctx && ctx->saved_stats) {
@@ -280,7 +303,7 @@ void batch_norm_grad(const KernelCall& call) {
     if (has_output(call, 1)) call.outputs[1].as<T>()[c] = static_cast<T>(sum_dy_xhat);
     if (has_output(call, 2)) call.outputs[2].as<T>()[c] = static_cast<T>(sum_dy);
   }
-  if (synced) ctx->sum_over_batch(sums.data(), 2 * cs.c, DType::kFloat64);  // one all-reduce of 2C fp64 values
+  if (synced) sync.sum(sums.data(), 2 * cs.c, DType::kFloat64);  // one all-reduce of 2C fp64 values
   for (int64_t c = 0; c < cs.c; ++c) {
     if (cnt == 0) continue;
     const double iv = inv[static_cast<size_t>(c)];

@@ -233,6 +233,7 @@ void Trainer::begin_step(int64_t step_index, double loss_normalizer, size_t micr
     ctx_.global_samples = local_samples_ * parallel_.batch_ways * static_cast<int64_t>(microbatches);
   }
   ctx_.sum_over_batch = parallel_.sum_over_batch;
+  ctx_.sum_over_axes = parallel_.sum_over_axes;
   ctx_.reduce_over_classes = parallel_.reduce_over_classes;
   ctx_.batch_ways = parallel_.batch_ways;
   microbatches_ = microbatches;

@@ -29,6 +29,8 @@ struct BatchParallel {
   int64_t batch_block = 0;
   // Sums `count` elements over the ranks sharing a microbatch (BatchNorm statistics).
   std::function<void(void* data, int64_t count, DType dtype)> sum_over_batch;
+  // Sums over the ranks along the mesh axes in a mask (StepContext::sum_over_axes).
+  std::function<void(int64_t axes, void* data, int64_t count, DType dtype)> sum_over_axes;
   // Per-position statistics of a vocab-parallel cross-entropy, over its class-split axis.
   std::function<void(const Node& node, void* data, int64_t count, DType dtype, bool max)> reduce_over_classes;
   // Called right after a node produces a tensor marked in `watch` (per tensor), with its buffer,

@@ -33,7 +33,7 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
   const OpFamily f = op_info(n.kind).family;
   if (f == OpFamily::kElementwise || f == OpFamily::kContraction || f == OpFamily::kReduction ||
       f == OpFamily::kSoftmax || f == OpFamily::kNormalization || n.kind == OpKind::kTranspose ||
-      n.kind == OpKind::kReshape) {
+      n.kind == OpKind::kReshape || n.kind == OpKind::kUnsqueeze || n.kind == OpKind::kSqueeze) {
     return true;
   }
   auto split = [&](const ShardingSpec& spec, int64_t d) {
@@ -63,6 +63,17 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
     return true;
   }
   if (n.kind == OpKind::kDropout) return true;
+  if (n.kind == OpKind::kOneHot) {  // each index on its own: the new class axis whole
+    if (st.out.empty()) return false;
+    int64_t axis = n.attrs.get_int("axis", -1);
+    if (axis < 0) axis += static_cast<int64_t>(st.out[0].dims.size());
+    return !split(st.out[0], axis);
+  }
+  if (n.kind == OpKind::kTopK || n.kind == OpKind::kCumSum) {  // along an unsplit axis (an MoE's routing)
+    int64_t axis = n.attrs.get_int("axis", -1);
+    if (axis < 0) axis += rank;
+    return !split(st.in[0], axis);
+  }
   if (n.kind == OpKind::kConv || n.kind == OpKind::kMaxPool || n.kind == OpKind::kAveragePool ||
       n.kind == OpKind::kGlobalAveragePool || n.kind == OpKind::kFlatten) {
     // Channels split (a Conv's output channels, or its input channels leaving a partial sum);
@@ -269,7 +280,11 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
     for (size_t k = output_steps; k < st.comms.size(); ++k) {
       const CollectiveStep& step = st.comms[k];
       const int l = st.axis_letter[step.axis];
-      if (l != kNoLetter && !uniform_batch(i, l) && n.kind != OpKind::kSoftmaxCrossEntropyLoss) {
+      // With the batch in blocks a BatchNorm splitting it sums its statistics over its own
+      // batch axes (its "batch_axes" attribute, build_rank_program).
+      const bool own_batch = out.batch_in_blocks && n.kind == OpKind::kBatchNormalization && l != kNoLetter &&
+                             sg.spaces[i].letters[static_cast<size_t>(l)].is_batch;
+      if (l != kNoLetter && !uniform_batch(i, l) && !own_batch && n.kind != OpKind::kSoftmaxCrossEntropyLoss) {
         throw UserError(src, quoted_path("strategies", n.name),
                         "\"" + st.name + "\" exchanges statistics over a split " +
                             (out.batch_in_blocks ? "dim (synchronised statistics need the batch split alike in every node)"
@@ -603,6 +618,20 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
         at.set("index_offset", block_start(spec, ax, table[ax]));
         at.set("index_total", table[ax]);
       });
+    } else if (n.kind == OpKind::kBatchNormalization && low.batch_in_blocks) {
+      // Statistics over the node's own split of the batch (and its gradient's sums).
+      int64_t axes = 0, ways = 1;
+      for (int ax = 0; ax < 2; ++ax) {
+        const int l = cs.node[i]->axis_letter[ax];
+        if (l == kNoLetter || sg.costs.axis_size(ax) == 1 || !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) continue;
+        axes |= int64_t{1} << ax;
+        ways *= sg.costs.axis_size(ax);
+      }
+      if (axes == 0) continue;
+      set_on(i, OpKind::kBatchNormalizationGrad, [&](Attributes& at) {
+        at.set("batch_axes", axes);
+        at.set("batch_ways", ways);
+      });
     } else if (n.kind == OpKind::kSoftmaxCrossEntropyLoss) {
       // A vocab-parallel cross-entropy (and its gradient): the classes it holds.
       if (spec.dims.size() < 2 || spec.dims[1] == DimSharding::kR) continue;
@@ -619,6 +648,26 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
   }
   // Shapes downstream of what changed, in the original order (Reshard outputs are set).
   g.finalize();
+  // The forward pass first again: the forward nodes and the Reshard nodes they read through
+  // (sorting may have put a backward node that needs only constants among them), so a
+  // pipeline stage can run its forward and backward as separate phases, and the shapes below
+  // are settled for every forward node before any backward node reads them.
+  size_t front = 0;
+  {
+    std::set<std::string> forward_names;
+    for (size_t i = 0; i < tg.num_forward_nodes; ++i) forward_names.insert(pg.node(static_cast<NodeId>(i)).name);
+    std::vector<bool> forward(g.num_nodes(), false);
+    for (size_t k = 0; k < g.num_nodes(); ++k) forward[k] = forward_names.count(g.node(static_cast<NodeId>(k)).name) > 0;
+    for (size_t k = g.num_nodes(); k-- > 0;) {
+      if (!forward[k]) continue;
+      for (TensorId in : g.node(static_cast<NodeId>(k)).inputs) {
+        const NodeId p = g.tensor(in).producer;
+        if (p != kNoId && g.node(p).kind == OpKind::kReshard) forward[static_cast<size_t>(p)] = true;
+      }
+    }
+    for (bool f : forward) front += f ? 1 : 0;
+    g.move_to_front(forward);
+  }
   std::map<std::string, NodeId> pg_node;  // every plan node by name
   for (size_t i = 0; i < pg.num_nodes(); ++i) pg_node[pg.node(static_cast<NodeId>(i)).name] = static_cast<NodeId>(i);
   // Forward nodes by name: their ids in the plan's graph and in the rank's (finalize reorders).
@@ -756,18 +805,6 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       }
     }
   }
-  // The forward pass first again: the forward nodes and the Reshard nodes they read through
-  // (sorting may have put a backward node that needs only constants among them), so a
-  // pipeline stage can run its forward and backward as separate phases.
-  std::vector<bool> forward(g.num_nodes(), false);
-  for (size_t k = 0; k < g.num_nodes(); ++k) forward[k] = forward_node.count(g.node(static_cast<NodeId>(k)).name) > 0;
-  for (size_t k = g.num_nodes(); k-- > 0;) {
-    if (!forward[k]) continue;
-    for (TensorId in : g.node(static_cast<NodeId>(k)).inputs) {
-      const NodeId p = g.tensor(in).producer;
-      if (p != kNoId && g.node(p).kind == OpKind::kReshard) forward[static_cast<size_t>(p)] = true;
-    }
-  }
   if (std::getenv("ALPA_DEBUG_LOWERING")) {
     for (const RankLowering::ReshardStep& r : low.reshards) {
       for (const CollectiveStep& c : r.reshard.steps) {
@@ -777,9 +814,6 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       }
     }
   }
-  size_t front = 0;
-  for (bool f : forward) front += f ? 1 : 0;
-  g.move_to_front(forward);
   local.num_forward_nodes = front;
   return local;
 }

@@ -382,21 +382,6 @@ def errors(a):
     p3 = os.path.join(a.workdir, "p3.json")
     plan(a.bin, gpt, p3, "builtin:p3.16xlarge:1", "data", 8, ["--optimizer", "sgd"])
     expect_2(mpirun(8, a.bin, ["--plan", p3, *base]), "plan for another cluster", "--allow-cluster-mismatch", 8)
-    # ILP plans with the batch split in some nodes only whose operators the lowering does not
-    # run on blocks yet: refused by name on every rank.
-    moe = os.path.join(a.models, "moe_test.onnx")
-    moe_shard = os.path.join(a.workdir, "moe_shard.json")
-    plan(a.bin, moe, moe_shard, "local:4", "shard", 8, ["--optimizer", "sgd"])
-    expect_2(mpirun(4, a.bin, ["--plan", moe_shard, "--model", moe, "--steps", "3"]),
-             "an MoE plan routing a block of the batch (TopK) with the batch split in some nodes only",
-             "splits a batch dim of a TopK", 4)
-    wres = os.path.join(a.models, "wresnet_test.onnx")
-    wres_shard = os.path.join(a.workdir, "wresnet_shard.json")
-    plan(a.bin, wres, wres_shard, "local:2", "shard", 16, ["--optimizer", "sgd"])
-    expect_2(mpirun(2, a.bin, ["--plan", wres_shard, "--model", wres, "--steps", "3"]),
-             "a Wide-ResNet plan synchronising BatchNorm over a batch split in some nodes only",
-             "synchronised statistics need the batch split alike in every node", 2)
-
     # A rank that fails inside a step: every rank stops, the failed one named.
     env_fail = dict(ENV, ALPA_TEST_FAIL_RANK="1", ALPA_TEST_FAIL_STEP="2")
     start = time.time()
