@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "planner/common/error.h"
@@ -70,7 +71,11 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
     }
   }
   pr.boundary_elem.clear();
-  for (const auto& b : pr.split.boundaries) pr.boundary_elem.push_back(dtype_bytes(g.tensor(b.tensor).dtype));
+  pr.boundary_numel.clear();
+  for (const auto& b : pr.split.boundaries) {
+    pr.boundary_elem.push_back(dtype_bytes(g.tensor(b.tensor).dtype));
+    pr.boundary_numel.push_back(plan_graph.tensor(b.root).numel());
+  }
   pr.shared_elem.clear();
   for (const auto& sh : pr.split.shared) pr.shared_elem.push_back(dtype_bytes(g.tensor(tg.parameters[sh.slot].grad).dtype));
   pr.program = std::make_unique<StageProgram>(stage_program(std::move(tg), pr.split, pr.stage));
@@ -82,6 +87,13 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
       line += std::string(" ") + pipe_op_name(in.op) + "(" + std::to_string(in.microbatch) + "," + std::to_string(in.index) + ")";
     }
     std::fprintf(stderr, "%s\n", line.c_str());
+    for (size_t k = 0; k < nb; ++k) {
+      if (pr.my_box[k].empty()) continue;
+      std::string box;
+      for (const auto& [lo, hi] : pr.my_box[k]) box += "[" + std::to_string(lo) + "," + std::to_string(hi) + ")";
+      std::fprintf(stderr, "stage %d.%d boundary %zu %s (%d -> %d): %s\n", pr.stage, pr.index, k, pr.program->tg.graph.tensor(pr.split.boundaries[k].tensor).name.c_str(),
+                   pr.split.boundaries[k].from, pr.split.boundaries[k].to, box.c_str());
+    }
   }
 }
 
@@ -182,6 +194,14 @@ void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int6
   pr.relays.assign(nb, {});
   for (size_t k = 0; k < nb; ++k) {
     const auto& b = pr.split.boundaries[k];
+    // The sending stage's ranks hold the whole tensor between them (distinct blocks are disjoint).
+    std::set<Box> held;
+    for (int r : pr.stage_ranks[static_cast<size_t>(b.from)]) held.insert(boxes[k][static_cast<size_t>(r)]);
+    int64_t covered = 0;
+    for (const Box& box : held) covered += volume(box);
+    ALPA_CHECK(covered == pr.boundary_numel[k], "pipeline: the ranks of stage " + std::to_string(b.from) + " hold " +
+                                                    std::to_string(covered) + " of the " + std::to_string(pr.boundary_numel[k]) +
+                                                    " elements of boundary tensor " + std::to_string(k));
     pieces_with_relays(pr.stage_ranks[static_cast<size_t>(b.from)], boxes[k], pr.stage_ranks[static_cast<size_t>(b.to)], -1,
                        pr.pieces[k], pr.relays[k]);
   }

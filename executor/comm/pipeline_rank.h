@@ -51,6 +51,7 @@ struct PipelineRank {
   // Per shared parameter: the block of its gradient this rank holds.
   std::vector<Box> my_shared_box;     // set by the caller after build_pipeline_program
   std::vector<int64_t> boundary_elem;  // bytes per element of each boundary tensor
+  std::vector<int64_t> boundary_numel;  // and its elements, whole (one microbatch)
   std::vector<int64_t> shared_elem;    // and of each shared gradient
   // After finish_pipeline_layout, the same on every rank: the parts each boundary tensor (per
   // microbatch) and each shared gradient (per step) travel in.

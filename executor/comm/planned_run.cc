@@ -305,23 +305,34 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   for (const GradEdge& e : st->plan_tg->grad_edges) grad_edge[e.grad] = {e.node, e.input};
   std::unique_ptr<ChosenSpecs> specs;
   if (n > 1) specs = std::make_unique<ChosenSpecs>(chosen_specs(*st->sg, st->choice));
-  const std::function<Box(TensorId)> box_of = [&](TensorId t) {
+  // A gradient's sum (of contributions converted to one layout) is laid out as its first part.
+  // In a data-parallel stage the batch is split as the rank's block (the program's local shapes).
+  std::function<ShardingSpec(TensorId)> spec_of = [&](TensorId t) -> ShardingSpec {
     const Tensor& local = program.graph.tensor(t);
-    TensorId root = t;
-    ShardingSpec spec;
     const NodeId p = local.producer;
     if (p != kNoId && program.graph.node(p).kind == OpKind::kReshard) {
-      spec = low.reshards.at(static_cast<size_t>(program.graph.node(p).attrs.get_int("reshard", 0))).dst;
-      while (program.graph.tensor(root).producer != kNoId && program.graph.node(program.graph.tensor(root).producer).kind == OpKind::kReshard) {
-        root = program.graph.node(program.graph.tensor(root).producer).inputs[0];
-      }
-    } else if (specs && static_cast<size_t>(t) < specs->tensor.size() && !specs->tensor[static_cast<size_t>(t)].dims.empty()) {
-      spec = specs->tensor[static_cast<size_t>(t)];
-    } else if (specs && grad_edge.count(t) > 0) {
-      const auto [node, input] = grad_edge.at(t);
-      spec = specs->node[static_cast<size_t>(node)]->in[input];
+      return low.reshards.at(static_cast<size_t>(program.graph.node(p).attrs.get_int("reshard", 0))).dst;
     }
-    return block_ranges(&spec, low.view, low.coord, local.shape, pgraph.tensor(root).shape);
+    if (specs && static_cast<size_t>(t) < specs->tensor.size() && !specs->tensor[static_cast<size_t>(t)].dims.empty()) {
+      return specs->tensor[static_cast<size_t>(t)];
+    }
+    if (specs && grad_edge.count(t) > 0) {
+      const auto [node, input] = grad_edge.at(t);
+      return specs->node[static_cast<size_t>(node)]->in[input];
+    }
+    if (p != kNoId && local.role == TensorRole::kGradient) {
+      const Node& n = program.graph.node(p);
+      if ((n.kind == OpKind::kAdd || n.kind == OpKind::kIdentity) && !n.inputs.empty()) return spec_of(n.inputs[0]);
+    }
+    return ShardingSpec{};
+  };
+  const std::function<Box(TensorId)> box_of = [&](TensorId t) {
+    TensorId root = t;
+    while (program.graph.tensor(root).producer != kNoId && program.graph.node(program.graph.tensor(root).producer).kind == OpKind::kReshard) {
+      root = program.graph.node(program.graph.tensor(root).producer).inputs[0];
+    }
+    const ShardingSpec spec = spec_of(t);
+    return block_ranges(&spec, low.view, low.coord, program.graph.tensor(t).shape, pgraph.tensor(root).shape);
   };
   build_pipeline_program(pr, plan, src, program, pgraph, st->plan_tg->num_forward_nodes, box_of);
   // The block of each shared parameter's gradient this rank holds: as the parameter is stored,

@@ -749,6 +749,7 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
         }
       }
       std::map<int64_t, std::pair<std::shared_ptr<TrainingGraph>, std::shared_ptr<Layers>>> graphs;
+      int64_t uneven_layers = -1;  // a layer count some --pp did not divide
       size_t done = 0;
       for (const Config& c : configs) {
         ++done;
@@ -773,10 +774,19 @@ PipelineResult search_pipeline(const PipelineRequest& rq) {
           auto layers = layers_for(*tg);
           it = graphs.emplace(B, std::make_pair(tg, layers)).first;
         }
-        if (it->second.second->size() % static_cast<size_t>(c.P) != 0) continue;
+        if (it->second.second->size() % static_cast<size_t>(c.P) != 0) {
+          uneven_layers = static_cast<int64_t>(it->second.second->size());
+          continue;
+        }
         progress_line(cx, "megatron " + std::to_string(done) + "/" + std::to_string(configs.size()) + ": tp=" +
                               std::to_string(c.T) + " pp=" + std::to_string(c.P) + " dp=" + std::to_string(c.D) + " B=" + std::to_string(B));
         tried.push_back(evaluate_megatron(cx, c.T, c.P, c.D, B, c.remat, it->second.first, it->second.second));
+      }
+      if (tried.empty() && uneven_layers >= 0 && rq.method == PipelineMethod::kMegatron) {
+        throw UserError("--pp", std::to_string(rq.pp),
+                        "Megatron-LM gives each stage the same number of layers, and the model has " + std::to_string(uneven_layers) +
+                            (rq.layers > 0 ? " (--layers)" : " (its repeated blocks)") + "; pass --layers with a multiple of " +
+                            std::to_string(rq.pp));
       }
       break;
     }

@@ -640,6 +640,9 @@ TEST(PipelineCliFlags, BadFlagsAreUserErrors) {
   expect_error(search("gpt_test", 8, kP3, out, "--method auto --schedule zigzag"), "--schedule", "zigzag", "unknown schedule");
   expect_error(search("gpt_test", 8, kP3, out, "--method auto --logical-mesh 2x4"), "--logical-mesh", "2x4", "single-stage methods");
   expect_error(search("gpt_test", 8, kP3, out, "--method auto --layers 999"), "--layers", "999", "possible layers");
+  // gpt_test has 2 blocks: 4 stages of equal layers need --layers (was a misleading memory error).
+  expect_error(search("gpt_test", 8, kP3, out, "--method megatron --tp 2 --pp 4 --dp 1 --microbatches 4"), "--pp", "4",
+               "the model has 2 (its repeated blocks); pass --layers with a multiple of 4");
 }
 
 }  // namespace alpa_profile_tests
