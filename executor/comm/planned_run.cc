@@ -359,6 +359,15 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   make_trainer(*st, o, pr.program->active);
   st->trainer->set_exported(pr.program->exported);
   st->trainer->set_recompute(pr.remat);
+  // The run's optimizer may keep state the plan's did not count (SGD's momentum: the plan names
+  // the optimizer, the run its hyperparameters): the stage's peak holds it too.
+  int64_t state_bytes = 0;
+  for (size_t t = 0; t < st->tg->graph.num_tensors(); ++t) {
+    const Tensor& ten = st->tg->graph.tensor(static_cast<TensorId>(t));
+    if (ten.role == TensorRole::kOptimizerState && st->trainer->holds(static_cast<TensorId>(t))) state_bytes += ten.bytes();
+  }
+  low.predicted_memory.peak_bytes += std::max<int64_t>(0, state_bytes - stage.memory.optimizer_state_bytes);
+  low.predicted_memory.optimizer_state_bytes = std::max(low.predicted_memory.optimizer_state_bytes, state_bytes);
   // The block of each persistent tensor this rank holds (whole on a stage of one device); the
   // stage of the lowest rank holding a tensor writes it, each block by its lowest holder there
   // (RankState::writer_stage, filled once the ranks can talk).

@@ -511,7 +511,21 @@ StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, con
   for (size_t k = tg.num_forward_nodes; k < g.num_nodes(); ++k) {
     nodes[k] = owners.count(g.node(static_cast<NodeId>(k)).derived_from) > 0;
   }
-  const PlanMemory sim = simulate_memory(sg, choice, &nodes);
+  // Another stage's part of a shared parameter's gradient is not one of this stage's tensors:
+  // the holders exchange their sums once per step (alpa-run: outside the step's allocations).
+  std::vector<bool> absent(g.num_tensors(), false);
+  for (size_t k = tg.num_forward_nodes; k < g.num_nodes(); ++k) {
+    const Node& n = g.node(static_cast<NodeId>(k));
+    if (!nodes[k] || n.kind != OpKind::kAdd || n.name.find("/grad_sum/") == std::string::npos) continue;
+    bool of_parameter = false;
+    for (const ParameterSlot& ps : tg.parameters) of_parameter = of_parameter || g.tensor(ps.param).name == n.derived_from;
+    if (!of_parameter) continue;
+    for (TensorId t : n.inputs) {
+      const NodeId p = g.tensor(t).producer;
+      if (p != kNoId && !nodes[static_cast<size_t>(p)]) absent[static_cast<size_t>(t)] = true;
+    }
+  }
+  const PlanMemory sim = simulate_memory(sg, choice, &nodes, &absent);
   const int64_t kept = o.remat ? o.input_bytes : sim.activation_bytes;
   f.memory.activation_bytes = o.remat ? o.activation_bytes(inflight) : inflight * sim.activation_bytes;
   // With several microbatches the step's gradients accumulate in a buffer of their own while

@@ -109,7 +109,8 @@ std::string cluster_fingerprint(const Cluster& c, const std::string& profile_tex
   return "cluster:" + hex64(stable_key(text));
 }
 
-PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice, const std::vector<bool>* nodes) {
+PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice, const std::vector<bool>* nodes,
+                           const std::vector<bool>* absent) {
   const TrainingGraph& tg = *sg.training;
   const Graph& g = tg.graph;
   const ChosenSpecs cs = chosen_specs(sg, choice);
@@ -145,6 +146,9 @@ PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choi
   }
   for (const auto& [from, to] : tg.state_updates) {
     if (size[to] < 0) size[to] = 0;
+  }
+  for (size_t t = 0; absent && t < nt; ++t) {
+    if ((*absent)[t] && size[t] < 0) size[t] = 0;
   }
   std::map<std::string, NodeId, std::less<>> forward_by_name;
   for (size_t i = 0; i < nf; ++i) forward_by_name[g.node(static_cast<NodeId>(i)).name] = static_cast<NodeId>(i);

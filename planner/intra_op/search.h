@@ -65,9 +65,11 @@ SearchResult search_shard_parallel(const SearchRequest& request);
 // as sharded, and the simulated peak of the step's allocation/free sequence.
 // `nodes` (per node of the training graph; null: every node) restricts it to a pipeline
 // stage's nodes: its parameters and the tensors its nodes read, tensors other stages make
-// counted as received (live from the start, as their first reader here takes them).
+// counted as received (live from the start, as their first reader here takes them), except
+// those `absent` marks (per tensor; another stage's part of a shared parameter's gradient, which
+// is exchanged once per step outside the step's tensors).
 PlanMemory simulate_memory(const StrategyGraph& sg, const std::vector<int>& choice,
-                           const std::vector<bool>* nodes = nullptr);
+                           const std::vector<bool>* nodes = nullptr, const std::vector<bool>* absent = nullptr);
 // The memory model's upper bound of that peak (what the search keeps within the budget).
 int64_t memory_bound(const StrategyGraph& sg, const std::vector<int>& choice);
 
