@@ -239,10 +239,14 @@ def stages_2_1_1(a, plan_path):
     re-costed by `alpa-plan cost --json`. The tied embedding is then shared by a 2-device and a
     1-device stage."""
     common = ["--optimizer", a.optimizer, "--microbatches", str(a.microbatches), "--layers", "4", "--remat", "none"]
-    ppdp = plan(a.bin, a.model, plan_path + ".ppdp", "local:4", "pp-dp", a.batch, common + ["--memory-budget", "2000000"])
+    if a.first_from_megatron:  # the first stage of Megatron's pp2 x dp2 instead (any model)
+        ppdp = plan(a.bin, a.model, plan_path + ".ppdp", "local:4", "megatron", a.batch,
+                    common + ["--tp", "1", "--pp", "2", "--dp", "2"])
+    else:
+        ppdp = plan(a.bin, a.model, plan_path + ".ppdp", "local:4", "pp-dp", a.batch, common + ["--memory-budget", "2000000"])
     pp4 = plan(a.bin, a.model, plan_path + ".pp4", "local:4", "megatron", a.batch, common + ["--tp", "1", "--pp", "4", "--dp", "1"])
     first, third, fourth = ppdp["pipeline"]["stages"][0], pp4["pipeline"]["stages"][2], pp4["pipeline"]["stages"][3]
-    check(first["layers"] == [0, 2] and first["device_ids"] == [0, 1], f"pp-dp's first stage: layers {first['layers']} on {first['device_ids']}")
+    check(first["layers"] == [0, 2] and first["device_ids"] == [0, 1], f"the 2-rank first stage: layers {first['layers']} on {first['device_ids']}, logical {first['logical_mesh']}")
     third["device_ids"], fourth["device_ids"] = [2], [3]
     first["inflight"], third["inflight"], fourth["inflight"] = 3, 2, 1
     ppdp["pipeline"]["stages"] = [first, third, fourth]
@@ -527,6 +531,8 @@ def main():
     ap.add_argument("--tp", type=int, default=2, help="megatron: tensor-parallel size (one stage, the rest data parallel)")
     ap.add_argument("--pp", type=int, default=1, help="megatron: pipeline stages")
     ap.add_argument("--schedule", help="pipeline schedule (1f1b or gpipe)")
+    ap.add_argument("--first-from-megatron", action="store_true",
+                    help="--stages-2-1-1: the 2-rank stage from Megatron's pp2 x dp2 plan (else pp-dp's)")
     ap.add_argument("--expect-output", help="regex a line of the ranks' stderr must match (--expect-count times)")
     ap.add_argument("--expect-count", type=int, default=1)
     ap.add_argument("--expect-stages", type=int, help="the plan must have this many pipeline stages")
