@@ -152,8 +152,20 @@ void pieces_with_relays(const std::vector<int>& senders, const std::vector<Box>&
         break;
       }
     }
+    // Every element a reader needs comes from exactly one holder.
+    auto take = [&](const Box& box, size_t j) {
+      const size_t before = pieces.size();
+      pieces_from(senders, boxes, box, j, readers[j], pieces);
+      int64_t got = 0;
+      for (size_t p = before; p < pieces.size(); ++p) {
+        pieces[p].origin = origin;
+        got += volume(pieces[p].box);
+      }
+      ALPA_CHECK(got == volume(box), "pipeline: rank " + std::to_string(readers[j]) + " needs " + std::to_string(volume(box)) +
+                                         " elements of a block, and its senders hold " + std::to_string(got) + " of them");
+    };
     if (k == 1 || cut == want.size()) {
-      for (size_t j : places) pieces_from(senders, boxes, want, j, readers[j], pieces);
+      for (size_t j : places) take(want, j);
       continue;
     }
     const int64_t lo = want[cut].first, extent = want[cut].second - want[cut].first;
@@ -161,9 +173,7 @@ void pieces_with_relays(const std::vector<int>& senders, const std::vector<Box>&
       Box slice = want;
       slice[cut] = {lo + q * extent / k, lo + (q + 1) * extent / k};
       const size_t j = places[static_cast<size_t>(q)];
-      const size_t before = pieces.size();
-      pieces_from(senders, boxes, slice, j, readers[j], pieces);
-      for (size_t p = before; p < pieces.size(); ++p) pieces[p].origin = origin;
+      take(slice, j);
       for (size_t other : places) {
         if (other != j) relays.push_back({readers[j], readers[other], slice, origin});
       }
@@ -214,12 +224,6 @@ void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int6
         if (from == reader_stage) continue;
         pieces_with_relays(pr.stage_ranks[static_cast<size_t>(from)], boxes[nb + q],
                            pr.stage_ranks[static_cast<size_t>(reader_stage)], from, pr.shared_pieces[q], pr.shared_relays[q]);
-      }
-    }
-    for (PipelinePiece& p : pr.shared_pieces[q]) {  // the holder stage each piece comes from
-      for (size_t s = 0; s < pr.stage_ranks.size(); ++s) {
-        const auto& rs = pr.stage_ranks[s];
-        if (std::find(rs.begin(), rs.end(), p.sender) != rs.end()) p.origin = static_cast<int>(s);
       }
     }
   }

@@ -128,8 +128,9 @@ void extend_batch_dims(const Graph& g, std::vector<int>& dims) {
 }
 
 // The loss of a split batch (over microbatches, ranks, or blocks inside the rank's graph)
-// divides by the step's global label count (see set_up).
-void set_loss_counting(RankState& st, const PlannedRunOptions& o, bool split) {
+// divides by the step's global label count (see set_up); `rows_taken`: each rank reads rows of
+// the data (microbatches, or its block of them), which needs the batch in dim 0.
+void set_loss_counting(RankState& st, const PlannedRunOptions& o, bool split, bool rows_taken) {
   const Graph& forward = st.model.graph;
   bool has_sce = false;
   for (const Node& n : forward.nodes()) has_sce = has_sce || n.kind == OpKind::kSoftmaxCrossEntropyLoss;
@@ -138,7 +139,7 @@ void set_loss_counting(RankState& st, const PlannedRunOptions& o, bool split) {
                          forward.node(loss_tensor.producer).kind == OpKind::kReduceMean;
   st.count_labels = split && !mean_loss;
   if (st.count_labels) st.loss_target = cross_entropy_target(forward, o.model);
-  if (split) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
+  if (rows_taken) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
 }
 
 // A pipeline plan: every rank builds the training graph of one microbatch (the plan's) and runs
@@ -342,6 +343,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     if (program.graph.tensor(slot.grad).shape == program.graph.tensor(slot.param).shape) {
       pr.my_shared_box.push_back(held_block(low, pgraph, program.graph, slot.param, low.coord[0], low.coord[1]).ranges);
     } else {
+      ALPA_CHECK(specs != nullptr, "pipeline: a one-device stage keeps a gradient in another layout than its parameter");
       const ShardingSpec& state = specs->param[static_cast<size_t>(slot.param)]->state;
       pr.my_shared_box.push_back(block_ranges(&state, low.view, low.coord, program.graph.tensor(slot.grad).shape,
                                               pgraph.tensor(slot.param).shape));
@@ -354,7 +356,7 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   }
   low.predicted_bytes["send"] = 0;  // known once the ranks have exchanged their rows (run_planned)
   low.predicted_memory = stage.memory;
-  set_loss_counting(*st, o, plan.microbatches * n > 1);
+  set_loss_counting(*st, o, plan.microbatches * n > 1, plan.microbatches * low.batch_ways > 1);
   st->tg = std::make_unique<TrainingGraph>(std::move(pr.program->tg));
   make_trainer(*st, o, pr.program->active);
   st->trainer->set_exported(pr.program->exported);
@@ -434,7 +436,9 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   // A split batch divides a mean cross-entropy by the step's global label count; a loss that is
   // one ReduceMean (a mean squared error) is scaled back to the whole mean by the lowering,
   // without gradient accumulation (one device refuses that too).
-  set_loss_counting(*st, o, plan.microbatches * low.batch_ways > 1 || low.batch_in_blocks);
+  // (Each rank takes rows of the data where microbatches or ranks split it; with the batch in
+  // blocks it loads each microbatch whole.)
+  set_loss_counting(*st, o, plan.microbatches * low.batch_ways > 1 || low.batch_in_blocks, plan.microbatches * low.batch_ways > 1);
   TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
@@ -617,14 +621,12 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   // Bytes sent per kind: the planned collectives, and a pipeline's point-to-point sends.
   auto traffic = [&st] {
     std::map<std::string, int64_t> t = planned_traffic(st.comms);
-    if (st.pipe) {
-      t["send"] = st.comms.pipe->bytes_sent(CollectiveKind::kSendRecv);
-      t["local_all_gather"] = st.pipe->relay_bytes_sent;  // of which relays inside a stage
-    }
+    if (st.pipe) t["send"] = st.comms.pipe->bytes_sent(CollectiveKind::kSendRecv);  // relays inside a stage included
     return t;
   };
   std::map<std::string, int64_t> before = traffic(), per_step;
   std::vector<int64_t> relays(static_cast<size_t>(world), 0), plan_relays(static_cast<size_t>(world), 0);
+  int64_t relay_before = st.pipe ? st.pipe->relay_bytes_sent : 0;
   if (st.pipe) st.comms.control->all_gather(&st.pipe->predicted_relay_bytes, plan_relays.data(), 1, DType::kInt64);
   std::vector<int64_t> sends(static_cast<size_t>(world), 0), plan_sends(static_cast<size_t>(world), 0),
       plan_peaks(static_cast<size_t>(world), 0);
@@ -688,7 +690,9 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     std::map<std::string, std::vector<int64_t>> kinds_per_rank;  // pipelines: each rank's collectives differ by stage
     if (st.pipe) {
       st.comms.control->all_gather(&per_step["send"], sends.data(), 1, DType::kInt64);
-      st.comms.control->all_gather(&per_step["local_all_gather"], relays.data(), 1, DType::kInt64);
+      int64_t relayed = st.pipe->relay_bytes_sent - relay_before;
+      relay_before = st.pipe->relay_bytes_sent;
+      st.comms.control->all_gather(&relayed, relays.data(), 1, DType::kInt64);
       for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}) {
         std::vector<int64_t>& v = kinds_per_rank[kind];
         v.assign(static_cast<size_t>(world), 0);
@@ -741,6 +745,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       const double planned = it == low.predicted_bytes.end() ? 0.0 : it->second;
       if (b > 0 || planned > 0) std::fprintf(stderr, "  %s %lld B (plan %.0f B)", kind.c_str(), static_cast<long long>(b), planned);
     }
+    if (st.pipe && relays[0] > 0) std::fprintf(stderr, " (send: %lld B relayed inside the stage)", static_cast<long long>(relays[0]));
     if (st.pipe) std::fprintf(stderr, " (rank 0; every rank's in the metrics)");
     std::fprintf(stderr, "\n");
     const int64_t max_peak = peaks.empty() ? 0 : *std::max_element(peaks.begin(), peaks.end());
@@ -812,7 +817,7 @@ int run_planned(const PlannedRunOptions& o, int* argc, char*** argv) {
       st->comms.control->all_gather(mine.data(), every.data(), width, DType::kInt64);
       finish_pipeline_layout(*st->pipe, st->plan, std::move(every), world);
       st->lowering.predicted_bytes["send"] = static_cast<double>(st->pipe->predicted_send_bytes);
-      st->lowering.predicted_bytes["local_all_gather"] = static_cast<double>(st->pipe->predicted_relay_bytes);
+
       // Which rank writes each tensor several stages hold: the lowest holding it.
       // (The plan's tensors: a rank program's own additions hold nothing persistent.)
       const int64_t n = static_cast<int64_t>(st->plan_tg->graph.num_tensors());

@@ -8,6 +8,9 @@
 
 namespace alpa {
 
+bool is_grad_sum(const Node& n) { return n.kind == OpKind::kAdd && n.name.find("/grad_sum/") != std::string::npos; }
+
+
 std::vector<TensorId> GradBuilder::op_n(OpKind kind, std::vector<TensorId> inputs, Attributes attrs,
                                         size_t outputs) {
   Node node;

@@ -58,6 +58,9 @@ struct TrainingGraph {
   PrecisionConfig precision;
 };
 
+// A node of the backward summing a tensor's gradient contributions (named ".../grad_sum/...").
+bool is_grad_sum(const Node& n);
+
 // Throws UserError when a node on the path to the loss cannot be differentiated (naming it).
 TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& optimizer,
                                    const PrecisionConfig& precision = {});

@@ -514,12 +514,11 @@ StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, con
   // Another stage's part of a shared parameter's gradient is not one of this stage's tensors:
   // the holders exchange their sums once per step (alpa-run: outside the step's allocations).
   std::vector<bool> absent(g.num_tensors(), false);
+  std::set<std::string> parameter_names;
+  for (const ParameterSlot& ps : tg.parameters) parameter_names.insert(g.tensor(ps.param).name);
   for (size_t k = tg.num_forward_nodes; k < g.num_nodes(); ++k) {
     const Node& n = g.node(static_cast<NodeId>(k));
-    if (!nodes[k] || n.kind != OpKind::kAdd || n.name.find("/grad_sum/") == std::string::npos) continue;
-    bool of_parameter = false;
-    for (const ParameterSlot& ps : tg.parameters) of_parameter = of_parameter || g.tensor(ps.param).name == n.derived_from;
-    if (!of_parameter) continue;
+    if (!nodes[k] || !is_grad_sum(n) || parameter_names.count(n.derived_from) == 0) continue;
     for (TensorId t : n.inputs) {
       const NodeId p = g.tensor(t).producer;
       if (p != kNoId && !nodes[static_cast<size_t>(p)]) absent[static_cast<size_t>(t)] = true;

@@ -33,7 +33,8 @@ bool runs_on_blocks(const Graph& g, const Node& n, const NodeStrategy& st) {
   const OpFamily f = op_info(n.kind).family;
   if (f == OpFamily::kElementwise || f == OpFamily::kContraction || f == OpFamily::kReduction ||
       f == OpFamily::kSoftmax || f == OpFamily::kNormalization || n.kind == OpKind::kTranspose ||
-      n.kind == OpKind::kReshape || n.kind == OpKind::kUnsqueeze || n.kind == OpKind::kSqueeze) {
+      n.kind == OpKind::kReshape || n.kind == OpKind::kUnsqueeze || (n.kind == OpKind::kSqueeze && n.attrs.has("axes"))) {
+    // (A Squeeze without axes drops every dim of size 1, which a block of a split dim may be.)
     return true;
   }
   auto split = [&](const ShardingSpec& spec, int64_t d) {
@@ -144,6 +145,20 @@ std::optional<Shape> local_reshape_target(const Shape& gin, const Shape& lin, co
   return out;
 }
 
+// The mesh axes (of more than one device) over which node `i`'s strategy splits a batch letter,
+// and into how many blocks.
+AxisMask node_batch_axes(const StrategyGraph& sg, const NodeStrategy& st, size_t i, int64_t* ways) {
+  AxisMask axes = 0;
+  if (ways) *ways = 1;
+  for (int ax = 0; ax < 2; ++ax) {
+    const int l = st.axis_letter[ax];
+    if (l == kNoLetter || sg.costs.axis_size(ax) == 1 || !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) continue;
+    axes |= static_cast<AxisMask>(1u << ax);
+    if (ways) *ways *= sg.costs.axis_size(ax);
+  }
+  return axes;
+}
+
 std::string quoted_path(const char* section, const std::string& name) {
   return std::string("/") + section + "/\"" + name + "\"";
 }
@@ -179,17 +194,7 @@ RankLowering lower_batch_parallel(const Plan& plan, const std::string& src, cons
   // that split the batch in some nodes only (the ILP gathers it before a tensor-parallel MLP, say)
   // are lowered with the batch as one more split dim: each rank builds the graph of the whole
   // microbatch, loads its data whole, and nodes take blocks of it as their specs say.
-  auto batch_axes_of = [&](size_t i) {
-    const NodeStrategy& st = *cs.node[i];
-    AxisMask axes = 0;
-    for (int ax = 0; ax < 2; ++ax) {
-      const int l = st.axis_letter[ax];
-      if (l != kNoLetter && sg.costs.axis_size(ax) > 1 && sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) {
-        axes |= static_cast<AxisMask>(1u << ax);
-      }
-    }
-    return axes;
-  };
+  auto batch_axes_of = [&](size_t i) { return node_batch_axes(sg, *cs.node[i], i, nullptr); };
   for (size_t i = 0; i < tg.num_forward_nodes && !out.batch_in_blocks; ++i) {
     const AxisMask axes = batch_axes_of(i);
     if (axes == 0) continue;
@@ -490,9 +495,9 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       const int node_group = sg.group_of_node[i];
       if (e.param_like && node_group >= 0 && sg.groups[static_cast<size_t>(node_group)].is_parameter && !st.grad_out.empty() &&
           !(st.grad_out[0] == st.out[0])) {
-        ALPA_CHECK(e.backward.steps.empty() && st.in_grad_partial[k] == 0,
+        ALPA_CHECK(e.backward.steps.empty() && st.in_grad_partial[k] == 0 && scale == 1.0,
                    "the gradient '" + n.name + "' gives '" + pg.tensor(t).name + "' needs communication the plan does not count");
-        continue;
+        continue;  // (every parameter's gradient is checked against its state's layout below)
       }
       const bool changes = !e.backward.steps.empty() || e.backward.local_slice || !(st.in[k] == target) ||
                            st.in_grad_partial[k] != 0;
@@ -620,13 +625,8 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       });
     } else if (n.kind == OpKind::kBatchNormalization && low.batch_in_blocks) {
       // Statistics over the node's own split of the batch (and its gradient's sums).
-      int64_t axes = 0, ways = 1;
-      for (int ax = 0; ax < 2; ++ax) {
-        const int l = cs.node[i]->axis_letter[ax];
-        if (l == kNoLetter || sg.costs.axis_size(ax) == 1 || !sg.spaces[i].letters[static_cast<size_t>(l)].is_batch) continue;
-        axes |= int64_t{1} << ax;
-        ways *= sg.costs.axis_size(ax);
-      }
+      int64_t ways = 1;
+      const int64_t axes = node_batch_axes(sg, *cs.node[i], i, &ways);
       if (axes == 0) continue;
       set_on(i, OpKind::kBatchNormalizationGrad, [&](Attributes& at) {
         at.set("batch_axes", axes);
@@ -815,6 +815,13 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     }
   }
   local.num_forward_nodes = front;
+  // The optimizer reads each parameter's gradient in its state's layout.
+  for (const ParameterSlot& slot : local.parameters) {
+    const Shape want = cs.param[static_cast<size_t>(slot.param)]->state.local_shape(pg.tensor(slot.param).shape, view);
+    ALPA_CHECK(g.tensor(slot.grad).shape == want, "the rank program's gradient of '" + pg.tensor(slot.param).name + "' is " +
+                                                     format_dims(g.tensor(slot.grad).shape) + ", not its state's block " +
+                                                     format_dims(want));
+  }
   return local;
 }
 

@@ -7,11 +7,6 @@
 #include "planner/common/error.h"
 
 namespace alpa {
-namespace {
-
-bool is_grad_sum(const Node& n) { return n.kind == OpKind::kAdd && n.name.find("/grad_sum/") != std::string::npos; }
-
-}  // namespace
 
 PipelineSplit split_pipeline(const TrainingGraph& tg, const Plan& plan, const std::string& src, const Graph* canonical,
                              size_t canonical_forward_nodes) {

@@ -168,7 +168,7 @@ def parity(a):
     # recomputes it from the plan's choice with the planner's code).
     predicted = dist[0]["plan_comm_bytes"] if "pipeline" in p else p["estimate"]["communication_bytes"]
     if stages > 1:
-        predicted = {k: v for k, v in predicted.items() if k not in ("send", "local_all_gather")}  # per rank, checked above
+        predicted = {k: v for k, v in predicted.items() if k != "send"}  # per rank, checked above
     # Exact for 2, 4 and 8 ranks; with 3 the ring factor 4/3 is rounded per collective call.
     exact = a.np & (a.np - 1) == 0
     for kind in sorted(predicted):
