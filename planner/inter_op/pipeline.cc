@@ -569,7 +569,7 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
   for (size_t k = 0; k < ev.stages.size(); ++k) {
     const StageChoice& sc = ev.stages[k];
     for (int64_t i = layers.first[sc.first]; i < layers.end[sc.end - 1]; ++i) stage_of_node[i] = static_cast<int>(k);
-    const StageSharding sh = solve_stage(sr, sc.first, sc.end, sc.mesh, sc.view, sc.option);
+    StageSharding sh = solve_stage(sr, sc.first, sc.end, sc.mesh, sc.view, sc.option);
     ALPA_CHECK(sh.solve.feasible, "re-solving stage " + std::to_string(k) + " found no sharding");
     const ChosenSpecs cs = chosen_specs(*sh.graph, sh.choice);
     PlanStage st;
@@ -584,6 +584,7 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     st.remat = sc.option.remat;
     st.inflight = sc.inflight;
     st.microbatch_time_s = sc.micro_s;
+    st.forward_time_s = std::min(evaluate_stage(sr, sc.first, sc.end, sh).forward_s, sc.micro_s);
     st.step_time_s = sc.option.step_s;
     const int64_t first = layers.first[sc.first], end = layers.end[sc.end - 1];
     append_plan_specs(st.strategies, st.tensors, tg, cs, first, end, [&](TensorId param) {
@@ -1000,6 +1001,7 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     if (st.end_layer < static_cast<int64_t>(layers.size())) micro += transfer_time(cl, layers.boundary_bytes[st.end_layer]);
     PlanStage& rs = out.pipeline.stages[k];
     rs.microbatch_time_s = micro;
+    rs.forward_time_s = std::min(ev.forward_s, micro);
     rs.step_time_s = o.step_s;
     const StageFigures f = stage_figures(tg, sg, sh.choice, cs, sh.in_stage, first, end, o, inflight, B);
     rs.memory = f.memory;
@@ -1055,8 +1057,12 @@ std::string predicted_trace_json(const Plan& plan) {
   const int64_t B = plan.microbatches;
   std::vector<double> fwd, bwd;
   for (const PlanStage& st : pl.stages) {
-    fwd.push_back(st.microbatch_time_s / 3);
-    bwd.push_back(st.microbatch_time_s * 2 / 3);
+    // The cost model's forward compute; the rest of the microbatch (backward, recomputation,
+    // collectives, sends) on the backward. An older plan without it: 1:2.
+    const double f = st.forward_time_s > 0 && st.forward_time_s < st.microbatch_time_s ? st.forward_time_s
+                                                                                        : st.microbatch_time_s / 3;
+    fwd.push_back(f);
+    bwd.push_back(st.microbatch_time_s - f);
   }
   const ScheduleResult sim = simulate_schedule(pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B, fwd, bwd, B);
   const double exchange = shared_exchange_time(pl);

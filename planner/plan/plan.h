@@ -77,6 +77,7 @@ struct PlanStage {
   std::vector<PlanNodeStrategy> strategies;  // its forward nodes
   std::vector<PlanTensorSpec> tensors;       // their outputs and its parameters' state
   double microbatch_time_s = 0;  // forward + backward (+ recomputation, + sends) per microbatch
+  double forward_time_s = 0;     // of which the forward's compute (0: unknown, an older plan)
   double step_time_s = 0;        // gradient synchronisation and optimizer update, per step
   PlanMemory memory;             // per device, with `inflight` microbatches alive
   bool operator==(const PlanStage&) const = default;

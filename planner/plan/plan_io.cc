@@ -467,7 +467,7 @@ PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
   if (stages.empty()) node["stages"].fail("a pipeline plan needs at least one stage");
   for (const Node& sn : stages) {
     sn.expect_keys({"layers", "mesh", "logical_mesh", "device_ids", "method", "remat", "inflight",
-                    "microbatch_time_s", "step_time_s", "memory", "strategies", "tensors"});
+                    "microbatch_time_s", "forward_time_s", "step_time_s", "memory", "strategies", "tensors"});
     PlanStage st;
     const std::vector<Node> range = sn["layers"].elements();
     if (range.size() != 2) sn["layers"].fail("expected [first, end), two layer indices");
@@ -502,6 +502,10 @@ PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
     st.remat = sn["remat"].boolean();
     st.inflight = sn["inflight"].integer(1);
     st.microbatch_time_s = sn["microbatch_time_s"].number();
+    if (sn.has("forward_time_s")) {
+      st.forward_time_s = sn["forward_time_s"].number();
+      if (st.forward_time_s > st.microbatch_time_s) sn["forward_time_s"].fail("exceeds the stage's microbatch_time_s");
+    }
     st.step_time_s = sn["step_time_s"].number();
     st.memory = read_memory(sn["memory"]);
     for (const auto& [n, strategy] : sn["strategies"].entries()) st.strategies.push_back({n, strategy.nonempty_string()});
@@ -602,6 +606,7 @@ std::string pipeline_json(const PlanPipeline& pl) {
                      {"remat", boolean(st.remat)},
                      {"inflight", integer(st.inflight)},
                      {"microbatch_time_s", number(path + ".microbatch_time_s", st.microbatch_time_s)},
+                     {"forward_time_s", number(path + ".forward_time_s", st.forward_time_s)},
                      {"step_time_s", number(path + ".step_time_s", st.step_time_s)},
                      {"memory", memory_json(st.memory, 8)},
                      {"strategies", name_map(path + ".strategies", strategies, 8)},

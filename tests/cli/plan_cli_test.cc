@@ -561,6 +561,9 @@ TEST_F(PipelineCli, AutoSearchWritesAValidHierarchicalPlan) {
   for (const auto& st : j["pipeline"]["stages"]) {
     devices += static_cast<int64_t>(st["device_ids"].size());
     EXPECT_LE(st["memory"]["peak_bytes"].get<int64_t>(), 6291456);
+    // The forward's compute, part of the microbatch (the predicted trace's forward).
+    EXPECT_GT(st["forward_time_s"].get<double>(), 0.0);
+    EXPECT_LT(st["forward_time_s"].get<double>(), st["microbatch_time_s"].get<double>());
   }
   EXPECT_EQ(devices, 8);
 }
@@ -631,6 +634,8 @@ TEST_F(PipelineCli, BadEditsNameTheElement) {
   expect_error(cost(twice, "gpt_test"), twice, "/pipeline/stages/1/device_ids/0", "used by two stages");
   const std::string layer = edited(mega_path_, "layer", [](Json& x) { x["pipeline"]["layers"][1]["first"] = "nope"; });
   expect_error(cost(layer, "gpt_test"), layer, "/pipeline/layers/1/first", "no forward node");
+  const std::string fwd = edited(mega_path_, "forward", [](Json& x) { x["pipeline"]["stages"][0]["forward_time_s"] = 1e9; });
+  expect_error(cost(fwd, "gpt_test"), fwd, "/pipeline/stages/0/forward_time_s", "exceeds the stage's microbatch_time_s");
 }
 
 TEST(PipelineCliFlags, BadFlagsAreUserErrors) {
