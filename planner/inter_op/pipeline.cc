@@ -853,7 +853,11 @@ void apply_stage_strategies(const PlanStage& st, const std::string& src, const s
   std::map<std::string, std::string> strat, spec;
   for (const auto& s : st.strategies) strat[s.node] = s.strategy;
   for (const auto& t : st.tensors) spec[t.tensor] = t.spec;
-  // Each group's strategy from the first of its members in this stage (parameters: their specs).
+  // Each group's strategy from its members in this stage (parameters: their specs). A group
+  // whose leader lies in an earlier stage may have several strategies that give its members here
+  // the plan's: the one whose edges to the stage's other groups cost least (as the search's
+  // solve of the stage picked it).
+  std::vector<std::vector<int>> candidates(sg.groups.size());
   for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
     if (!in_stage[gi]) continue;
     const Group& grp = sg.groups[gi];
@@ -889,8 +893,33 @@ void apply_stage_strategies(const PlanStage& st, const std::string& src, const s
         throw UserError(src, where + "/strategies/\"" + name + "\"", "\"" + it->second + "\" is not a strategy of this node on a " +
                         std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh under method " + st.method);
       }
+      for (size_t s = static_cast<size_t>(chosen); s < grp.num_strategies(); ++s) {
+        bool all = true;  // every member in the stage as the plan says
+        for (size_t k = m; k < grp.members.size() && all; ++k) {
+          if (grp.members[k] < first || grp.members[k] >= end) continue;
+          auto sk = strat.find(g.node(grp.members[k]).name);
+          all = sk != strat.end() && grp.member_strategy[s][k].name == sk->second;
+        }
+        if (all) candidates[gi].push_back(static_cast<int>(s));
+      }
+      if (!candidates[gi].empty()) chosen = candidates[gi][0];
     }
     choice[gi] = chosen;
+  }
+  for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
+    if (candidates[gi].size() < 2) continue;
+    double best = std::numeric_limits<double>::infinity();
+    for (int s : candidates[gi]) {
+      double c = 0;
+      for (const GroupEdge& e : sg.edges) {
+        if (e.from == static_cast<int>(gi) && in_stage[static_cast<size_t>(e.to)]) c += e.cost[s][choice[e.to]];
+        if (e.to == static_cast<int>(gi) && in_stage[static_cast<size_t>(e.from)]) c += e.cost[choice[e.from]][s];
+      }
+      if (c < best) {
+        best = c;
+        choice[gi] = s;
+      }
+    }
   }
 }
 

@@ -597,6 +597,18 @@ TEST_F(PipelineCli, CostOfUnmodifiedPlansEqualsTheirEstimate) {
   }
 }
 
+// A group led in one stage with members in the next (GPT's embedding followed through the
+// residual stream) has several strategies that give the later stage's members theirs; the cost
+// takes the one the search's solve did (the cheapest edges), so the estimate is reproduced.
+TEST(PipelineCliCost, GroupsSpanningStagesAreRecostedAsSearched) {
+  const std::string out = dir() + "/pipeline_local4.json";
+  const Result r = search("gpt_test", 8, "local:4", out, "--method auto --layers 2 --microbatches 4 --optimizer sgd --precision fp32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Result js = cost(out, "gpt_test", "--json");
+  ASSERT_EQ(js.exit_code, 0) << js.err;
+  EXPECT_EQ(js.out, read_text(out));
+}
+
 TEST_F(PipelineCli, MegatronPlanHasItsShape) {
   ASSERT_EQ(mega_.exit_code, 0) << mega_.err;
   const Json j = Json::parse(read_text(mega_path_));
