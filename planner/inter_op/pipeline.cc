@@ -529,8 +529,13 @@ StageFigures stage_figures(const TrainingGraph& tg, const StrategyGraph& sg, con
   f.memory.activation_bytes = o.remat ? o.activation_bytes(inflight) : inflight * sim.activation_bytes;
   // With several microbatches the step's gradients accumulate in a buffer of their own while
   // each microbatch's backward makes its part.
+  // It holds a second copy from the second backward on: when the stage holds every microbatch
+  // of the step at once (GPipe, or 1F1B with no more microbatches than stages from it on), the
+  // first backward has freed one microbatch's activations by then and no forward refills them.
   const int64_t accumulator = microbatches > 1 ? sim.gradient_bytes : 0;
-  f.memory.peak_bytes = sim.peak_bytes + std::max<int64_t>(0, inflight - 1) * kept + accumulator;
+  int64_t others = std::max<int64_t>(0, inflight - 1) * kept + accumulator;
+  if (accumulator > 0 && inflight > 1 && inflight >= microbatches) others -= std::min(kept, accumulator);
+  f.memory.peak_bytes = sim.peak_bytes + others;
   return f;
 }
 
