@@ -227,31 +227,20 @@ void finish_pipeline_layout(PipelineRank& pr, const Plan& plan, std::vector<int6
       }
     }
   }
-  // What the plan's traffic is on this rank: its pieces of every boundary (each microbatch), and
-  // of its shared parameters' gradient sums (once per step).
-  pr.predicted_send_bytes = 0;
-  for (size_t k = 0; k < nb; ++k) {
-    for (const PipelinePiece& p : pr.pieces[k]) {
-      if (p.sender == pr.self) pr.predicted_send_bytes += plan.microbatches * volume(p.box) * pr.boundary_elem[k];
+  // What the plan's traffic is on this rank: its pieces and relays of every boundary (each
+  // microbatch), and of its shared parameters' gradient sums (once per step).
+  auto sent = [&](const std::vector<std::vector<PipelinePiece>>& lists, const std::vector<int64_t>& elem, int64_t times) {
+    int64_t bytes = 0;
+    for (size_t k = 0; k < lists.size(); ++k) {
+      for (const PipelinePiece& p : lists[k]) {
+        if (p.sender == pr.self) bytes += times * volume(p.box) * elem[k];
+      }
     }
-  }
-  for (size_t q = 0; q < ns; ++q) {
-    for (const PipelinePiece& p : pr.shared_pieces[q]) {
-      if (p.sender == pr.self) pr.predicted_send_bytes += volume(p.box) * pr.shared_elem[q];
-    }
-  }
-  pr.predicted_relay_bytes = 0;
-  for (size_t k = 0; k < nb; ++k) {
-    for (const PipelinePiece& p : pr.relays[k]) {
-      if (p.sender == pr.self) pr.predicted_relay_bytes += plan.microbatches * volume(p.box) * pr.boundary_elem[k];
-    }
-  }
-  for (size_t q = 0; q < ns; ++q) {
-    for (const PipelinePiece& p : pr.shared_relays[q]) {
-      if (p.sender == pr.self) pr.predicted_relay_bytes += volume(p.box) * pr.shared_elem[q];
-    }
-  }
-  pr.predicted_send_bytes += pr.predicted_relay_bytes;
+    return bytes;
+  };
+  pr.predicted_relay_bytes = sent(pr.relays, pr.boundary_elem, plan.microbatches) + sent(pr.shared_relays, pr.shared_elem, 1);
+  pr.predicted_send_bytes = sent(pr.pieces, pr.boundary_elem, plan.microbatches) + sent(pr.shared_pieces, pr.shared_elem, 1) +
+                            pr.predicted_relay_bytes;
 }
 
 namespace {
@@ -302,21 +291,22 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
                      const std::vector<std::vector<const void*>>& micro, const PipeInstruction& in, size_t m, int nb,
                      const TrainingGraph& tg);
 
-// The local all-gather of a block this rank and others of its stage took in slices: sends the
-// slices it holds to the others (non-blocking), then receives theirs into `block`.
-void relay(PipelineRank& pr, MpiCommunicator& p2p, const std::vector<PipelinePiece>& relays, uint8_t* block, const Box& box,
-           const Shape& extent, DType dtype, int tag) {
+// The local all-gather of a block this rank and others of its stage took in slices (the relays
+// of data from `origin`): sends the slices it holds to the others (non-blocking), then receives
+// theirs into `block`.
+void relay(PipelineRank& pr, MpiCommunicator& p2p, const std::vector<PipelinePiece>& relays, int origin, uint8_t* block,
+           const Box& box, const Shape& extent, DType dtype, int tag) {
   const int64_t elem = dtype_bytes(dtype);
   std::vector<uint8_t> flat;
   for (const PipelinePiece& p : relays) {
-    if (p.sender != pr.self) continue;
+    if (p.sender != pr.self || p.origin != origin) continue;
     flat.resize(static_cast<size_t>(volume(p.box) * elem));
     copy_piece(block, box, extent, p.box, flat.data(), elem, /*pack=*/true);
     p2p.isend(flat.data(), volume(p.box), dtype, p.reader, tag);  // isend copies
     pr.relay_bytes_sent += volume(p.box) * elem;
   }
   for (const PipelinePiece& p : relays) {
-    if (p.reader != pr.self) continue;
+    if (p.reader != pr.self || p.origin != origin) continue;
     flat.resize(static_cast<size_t>(volume(p.box) * elem));
     p2p.recv(flat.data(), volume(p.box), dtype, p.sender, tag);
     copy_piece(block, box, extent, p.box, flat.data(), elem, /*pack=*/false);
@@ -383,7 +373,7 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
           p2p.recv(flat.data(), volume(p.box), t.dtype, p.sender, in.index);
           copy_piece(dst, pr.my_box[k], t.shape, p.box, flat.data(), elem, /*pack=*/false);
         }
-        relay(pr, p2p, pr.relays[k], dst, pr.my_box[k], t.shape, t.dtype, in.index);
+        relay(pr, p2p, pr.relays[k], -1, dst, pr.my_box[k], t.shape, t.dtype, in.index);
         break;
       }
       case PipeOp::kForward:
@@ -432,10 +422,13 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
           p2p.isend(flat.data(), volume(p.box), grad.dtype, p.reader, tag);
         }
         std::vector<uint8_t> sum(static_cast<size_t>(grad.bytes()), 0), part(static_cast<size_t>(grad.bytes()), 0);
+        auto add = [&](const void* p) {
+          if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), p, grad.numel());
+          else add_into<float>(sum.data(), p, grad.numel());
+        };
         for (int s : sh.stages) {
           if (s == pr.stage) {
-            if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), mine, grad.numel());
-            else add_into<float>(sum.data(), mine, grad.numel());
+            add(mine);
             continue;
           }
           std::fill(part.begin(), part.end(), 0);
@@ -445,13 +438,9 @@ void run_instruction(PipelineRank& pr, Trainer& trainer, MpiCommunicator& p2p,
             p2p.recv(flat.data(), volume(p.box), grad.dtype, p.sender, tag);
             copy_piece(part.data(), box, grad.shape, p.box, flat.data(), elem, /*pack=*/false);
           }
-          std::vector<PipelinePiece> relays;  // the other slices of holder s's sum, from this stage's ranks
-          for (const PipelinePiece& p : pr.shared_relays[q]) {
-            if (p.origin == s) relays.push_back(p);
-          }
-          relay(pr, p2p, relays, part.data(), box, grad.shape, grad.dtype, tag);
-          if (grad.dtype == DType::kFloat64) add_into<double>(sum.data(), part.data(), grad.numel());
-          else add_into<float>(sum.data(), part.data(), grad.numel());
+          // The other slices of holder s's sum, from this stage's ranks.
+          relay(pr, p2p, pr.shared_relays[q], s, part.data(), box, grad.shape, grad.dtype, tag);
+          add(part.data());
         }
         p2p.wait_sends();
         std::memcpy(mine, sum.data(), sum.size());

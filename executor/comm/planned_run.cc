@@ -142,8 +142,6 @@ void set_loss_counting(RankState& st, const PlannedRunOptions& o, bool split, bo
   if (rows_taken) require_batch_in_dim0(forward, o.model, "a split batch is taken from dim 0; this input has no batch in dim 0");
 }
 
-// A pipeline plan: every rank builds the training graph of one microbatch (the plan's) and runs
-// its stage's nodes of it.
 // The run's seed (a resumed run keeps its checkpoint's, and starts at its step), data source and
 // kernels, and the trainer of the rank program st.tg running its `active` nodes (empty: all).
 void make_trainer(RankState& st, const PlannedRunOptions& o, std::vector<bool> active) {
@@ -211,9 +209,9 @@ std::map<std::string, double> stage_collective_bytes(const RankLowering& low, co
 }
 
 // A pipeline plan: every rank builds the training graph of one microbatch of its rows and runs
-// its stage's nodes of it. A stage on several devices runs data parallel: the single-stage
-// data-parallel plan of its mesh, lowered as for shard-parallel plans (gradients all-reduced
-// inside the stage, BatchNorm statistics synchronised), when the plan's stage chose exactly that.
+// its stage's nodes of it. A stage on several devices runs its mesh's rank program: the whole
+// model planned by the stage's method on the mesh, with the stage's own choice applied to its
+// nodes (apply_stage_strategies), lowered as single-stage plans are.
 std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::unique_ptr<RankState> st, int rank, int world,
                                            const OptimizerConfig& opt) {
   const Plan& plan = st->plan;
