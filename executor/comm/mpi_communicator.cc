@@ -36,17 +36,30 @@ std::string mpi_error_text(int code) {
     ALPA_CHECK(alpa_mpi_rc == MPI_SUCCESS, std::string(#call) + ": " + mpi_error_text(alpa_mpi_rc)); \
   } while (0)
 
+// Bool moves as one byte holding 0 or 1: it is gathered, scattered and sent like uint8, and
+// its maximum over ranks is the logical or. Half precision has no MPI type here (the CPU
+// backend runs fp32).
 MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
     case DType::kFloat32: return MPI_FLOAT;
     case DType::kFloat64: return MPI_DOUBLE;
     case DType::kInt64: return MPI_INT64_T;
     case DType::kInt32: return MPI_INT32_T;
+    case DType::kInt8: return MPI_INT8_T;
+    case DType::kUInt8: return MPI_UINT8_T;
+    case DType::kBool: return MPI_UINT8_T;
     default: break;
   }
   ALPA_CHECK(false, "MPI communicator: no MPI type for dtype " + std::string(dtype_name(dtype)) +
-                        " (CPU runs use float32/float64/int64/int32)");
+                        " (CPU runs use float32/float64/int64/int32/int8/uint8/bool)");
   return MPI_DATATYPE_NULL;
+}
+
+// A sum of bools is not a bool: partial sums never come out as bool, so asking is a broken
+// invariant rather than something to round.
+MPI_Datatype mpi_sum_type(DType dtype) {
+  ALPA_CHECK(dtype != DType::kBool, "MPI communicator: a sum over ranks of bool tensors is undefined");
+  return mpi_type(dtype);
 }
 
 int mpi_count(int64_t count) {
@@ -119,6 +132,7 @@ void MpiCommunicator::all_reduce_max(void* data, int64_t count, DType dtype) {
 }
 
 void MpiCommunicator::all_reduce_sum(void* data, int64_t count, DType dtype) {
+  mpi_sum_type(dtype);
   all_reduce_in_place(data, count, dtype, MPI_SUM, handle_->comm);
   this->count(CollectiveKind::kAllReduce, ring_bytes(2, size_, count * dtype_bytes(dtype)));
 }
@@ -132,7 +146,7 @@ void MpiCommunicator::all_gather(const void* send, void* recv, int64_t count, DT
 }
 
 void MpiCommunicator::reduce_scatter_sum(const void* send, void* recv, int64_t count, DType dtype) {
-  const MPI_Datatype type = mpi_type(dtype);
+  const MPI_Datatype type = mpi_sum_type(dtype);
   const int n = mpi_count(count);
   mpi_count(count * size_);
   ALPA_MPI_CHECK(MPI_Reduce_scatter_block(send, recv, n, type, MPI_SUM, handle_->comm));

@@ -122,11 +122,15 @@ void conv(const KernelCall& call) {
     }
   }
   if (has_input(call, 2)) {
+    // A rank holding a block of split input channels computes a partial sum that the lowering
+    // adds up across ranks: each adds its share of the bias (bias_scale = 1 / the ranks).
     const T* pb = call.inputs[2].as<T>();
+    const T scale = static_cast<T>(call.node->attrs.get_float("bias_scale", 1.0));
     for (int64_t n = 0; n < g.batch; ++n) {
       for (int64_t m = 0; m < M; ++m) {
         T* row = py + (n * M + m) * P;
-        for (int64_t p = 0; p < P; ++p) row[p] += pb[m];
+        const T b = pb[m] * scale;
+        for (int64_t p = 0; p < P; ++p) row[p] += b;
       }
     }
   }

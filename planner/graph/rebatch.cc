@@ -20,6 +20,17 @@ int aligned(int in_dim, size_t in_rank, size_t out_rank) {
   return in_dim < 0 ? -1 : in_dim + static_cast<int>(out_rank - in_rank);
 }
 
+// Whether dim k of a constant operand (of `rank` dims) of element-wise node `n` lines up with
+// a dim of the output that is not the batch dim: a causal mask [seq, seq] broadcast against
+// scores [batch, heads, seq, seq] whose seq happens to equal the batch is no batch-shaped
+// constant. False when the output carries no batch dim.
+bool broadcasts_beside_batch(size_t k, size_t rank, const Node& n, const Graph& g, const std::vector<int>& bd) {
+  const int od = n.outputs.empty() ? -1 : bd[n.outputs[0]];
+  if (od < 0) return false;
+  const size_t out_rank = g.tensor(n.outputs[0]).shape.size();
+  return aligned(static_cast<int>(k), rank, out_rank) != od;
+}
+
 // Reshape-like ops: the output dim whose major factor is the batch, or error.
 int reshape_dim(const Node& n, const Shape& in, const Shape& out, int b, int64_t batch) {
   int64_t prefix = 1;
@@ -217,9 +228,12 @@ Graph rebatch(const Graph& graph, int64_t global_batch, int64_t new_batch) {
     for (TensorId t : n.inputs) {
       const Tensor& tensor = g.tensor(t);
       if (tensor.role == TensorRole::kConstant && tensor.shape.size() > 0) {
-        for (int64_t d : tensor.shape) {
+        for (size_t k = 0; k < tensor.shape.size(); ++k) {
+          const int64_t d = tensor.shape[k];
           if (d == global_batch && global_batch > 1 && bd[t] < 0 && tensor.numel() > 1 &&
-              op_info(n.kind).family != OpFamily::kGather) {
+              op_info(n.kind).family != OpFamily::kGather &&
+              !(op_info(n.kind).family == OpFamily::kElementwise &&
+                broadcasts_beside_batch(k, tensor.shape.size(), n, g, bd))) {
             // A folded constant shaped by the batch (e.g. a mask built from Shape(input)).
             throw UserError("constant '" + tensor.name + "'", format_dims(tensor.shape),
                             "bakes in the global batch " + std::to_string(global_batch) +

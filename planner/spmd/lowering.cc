@@ -349,12 +349,13 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     for (DimSharding d : made.dims) split = split || d != DimSharding::kR;
     if (split) low.stored_spec[static_cast<size_t>(dst)] = made;
   }
-  // A Gemm whose contraction dim is split computes partial sums that are added up across the
-  // ranks: each adds 1/ranks of the bias, and the bias gradient (whole on every rank, summed by
-  // the plan's reduction) is scaled back by the same factor.
+  // A Gemm or Conv whose contraction dim (a Conv's input channels) is split computes partial
+  // sums that are added up across the ranks: each adds 1/ranks of the bias, and the bias
+  // gradient (whole on every rank, summed by the plan's reduction) is scaled back by the same
+  // factor.
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
     const Node& n = pg.node(static_cast<NodeId>(i));
-    if (n.kind != OpKind::kGemm || n.inputs.size() < 3) continue;
+    if ((n.kind != OpKind::kGemm && n.kind != OpKind::kConv) || n.inputs.size() < 3 || n.inputs[2] == kNoId) continue;
     const NodeStrategy& st = *cs.node[i];
     if (st.out_partial.empty() || st.out_partial[0] == 0) continue;
     int64_t ways = 1;
@@ -706,6 +707,17 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       }
       if (local && *local != cand) ambiguous = true;
       local = cand;
+    }
+    if (ambiguous && in_plan != kNoId) {
+      // Inputs of the same global shape but different blocks (a 1x1 convolution whose batch
+      // equals its output channels): the gradient edge this backward op feeds says which.
+      for (const GradEdge& e : tg.grad_edges) {
+        if (e.node != fw.first || e.grad == kNoId || pg.tensor(e.grad).producer != in_plan) continue;
+        if (pg.tensor(fg.inputs[e.input]).shape != want) continue;
+        local = g.tensor(fl.inputs[e.input]).shape;
+        ambiguous = false;
+        break;
+      }
     }
     if (ambiguous) {
       throw UserError("plan", "/strategies/\"" + fg.name + "\"",

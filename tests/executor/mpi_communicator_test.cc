@@ -119,6 +119,31 @@ void check_all_to_all(Communicator& comm) {
   EXPECT_EQ_NUM(comm.bytes_sent(CollectiveKind::kAllToAll) - before, ring(kCount * n * 8, n));
 }
 
+// Bool and byte tensors (a causal mask sliced by a sharded node, TopK's choices) move through
+// every path that carries data; the maximum of bools is their logical or.
+void check_bytes_and_bools(Communicator& comm) {
+  const int n = comm.size();
+  const int r = comm.rank();
+  constexpr int64_t kCount = 3;
+  std::vector<uint8_t> mask(kCount), gathered(kCount * n, 7);
+  for (int64_t i = 0; i < kCount; ++i) mask[i] = static_cast<uint8_t>((r + i) % 2);
+  comm.all_gather(mask.data(), gathered.data(), kCount, DType::kBool);
+  for (int j = 0; j < n; ++j)
+    for (int64_t i = 0; i < kCount; ++i) EXPECT_EQ_NUM(int{gathered[j * kCount + i]}, (j + i) % 2);
+  std::vector<uint8_t> any(1, r == n - 1 ? 1 : 0);
+  comm.all_reduce_max(any.data(), 1, DType::kBool);
+  EXPECT_EQ_NUM(int{any[0]}, 1);
+  std::vector<int8_t> send(kCount * n), recv(kCount * n, 0);
+  for (int j = 0; j < n; ++j)
+    for (int64_t i = 0; i < kCount; ++i) send[j * kCount + i] = static_cast<int8_t>(-(r * 10 + j));
+  comm.all_to_all(send.data(), recv.data(), kCount, DType::kInt8);
+  for (int j = 0; j < n; ++j)
+    for (int64_t i = 0; i < kCount; ++i) EXPECT_EQ_NUM(int{recv[j * kCount + i]}, -(j * 10 + r));
+  std::vector<uint8_t> sums(2, static_cast<uint8_t>(r));
+  comm.all_reduce_sum(sums.data(), 2, DType::kUInt8);
+  EXPECT_EQ_NUM(int{sums[0]}, n * (n - 1) / 2);
+}
+
 void check_collectives(Communicator& comm) {
   check_all_reduce<float>(comm, DType::kFloat32);
   check_all_reduce<double>(comm, DType::kFloat64);
@@ -149,6 +174,17 @@ void check_send_recv_ring(MpiCommunicator& comm) {
   }
   for (int64_t i = 0; i < kCount; ++i) EXPECT(in[i] == static_cast<float>(prev * 7 + i));
   EXPECT_EQ_NUM(comm.bytes_sent(CollectiveKind::kSendRecv) - before, kCount * 4);
+  // A bool mask point to point.
+  std::vector<uint8_t> flags(kCount), got(kCount, 9);
+  for (int64_t i = 0; i < kCount; ++i) flags[i] = static_cast<uint8_t>((r + i) % 2);
+  if (r % 2 == 0) {
+    comm.send(flags.data(), kCount, DType::kBool, next, 43);
+    comm.recv(got.data(), kCount, DType::kBool, prev, 43);
+  } else {
+    comm.recv(got.data(), kCount, DType::kBool, prev, 43);
+    comm.send(flags.data(), kCount, DType::kBool, next, 43);
+  }
+  for (int64_t i = 0; i < kCount; ++i) EXPECT_EQ_NUM(int{got[i]}, (prev + i) % 2);
 }
 
 template <typename F>
@@ -166,6 +202,8 @@ void check_errors(MpiCommunicator& comm) {
   std::vector<uint16_t> half(4, 0);
   EXPECT(throws_internal_error([&] { comm.all_reduce_sum(half.data(), 4, DType::kFloat16); }));
   EXPECT(throws_internal_error([&] { comm.all_reduce_sum(half.data(), 4, DType::kBFloat16); }));
+  // Nor has a sum of bools a meaning.
+  EXPECT(throws_internal_error([&] { comm.all_reduce_sum(half.data(), 2, DType::kBool); }));
   // Element counts beyond int are refused before MPI sees them.
   EXPECT(throws_internal_error(
       [&] { comm.all_gather(half.data(), half.data(), int64_t{1} << 33, DType::kFloat32); }));
@@ -242,6 +280,8 @@ int run(int* argc, char*** argv) {
     const int n = world->size();
     EXPECT_EQ_NUM(world->bytes_sent(CollectiveKind::kAllReduce),
                   2 * (2 * ring(32, n, 2) + 2 * ring(64, n, 2)));
+    check_bytes_and_bools(*world);
+    check_bytes_and_bools(*split(*world, world->rank(), 0));
     if (world->rank() == 0)
       std::printf("mpi_communicator_test: %d ranks, all checks passed\n", n);
   }  // communicators freed before MPI_Finalize

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""One training step's gradients, under plans, against PyTorch's float64 gradients.
+
+usage: grad_check.py --bin DIR --model se_cnn|gpt_tied|mlp --workdir DIR [--batch B]
+                     [--lr X] PLAN...
+
+PLAN is `one` (one device) or `METHOD:N` (alpa-plan search --method METHOD on local:N, run by
+mpirun -np N), each optionally followed by `:key=value,...` with mb=K (microbatches),
+tp/pp/dp (megatron), schedule=gpipe, mesh=D0xD1 (logical mesh), and then by any number of
+`@NODE=STRATEGY` hand edits (applied to the searched plan, which `alpa-plan cost` then
+validates and re-costs, as a user editing a plan would):
+  one  one:mb=2  data:4  shard:4:mesh=2x2  auto:4:mb=2  megatron:4:tp=2,pp=2,mb=2
+  shard:2@/se/fc2/Conv=RS1RR,RS1RR,R->RRRR
+
+The model (tests/parity/torch_layers.py: standard PyTorch layers) is exported to ONNX; its
+parameters' gradients for one batch are computed by PyTorch in float64 (model.double()). Each
+plan trains one SGD step (momentum 0, no weight decay) with a large learning rate and saves
+its parameters; the gradient it applied is (p0 - p1) / lr, exact to about 1e-7 relative
+because lr·g dominates p0. Per parameter, ||g - g64|| <= 1e-5 ||g64||. Where the fp32 single
+device itself is further than that from float64 (an ill-conditioned parameter), that
+parameter's bound is twice the single device's distance, and the report says so.
+
+A plan that alpa-plan refuses (exit 2, a reason printed) is reported as refused, not failed;
+any other non-zero exit, from the planner or from alpa-run, fails. Exits 1 on any failure.
+"""
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "models"))
+sys.path.insert(0, HERE)
+import common  # noqa: E402
+import torch_layers  # noqa: E402
+
+MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+       "--mca", "btl_vader_single_copy_mechanism", "none"]
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+BOUND = 1e-5
+
+
+def file_name(tensor_name: str) -> str:
+    return tensor_name.replace("/", "_").replace("\\", "_").replace(":", "_") + ".npy"
+
+
+def parse_plan(text: str):
+    """(method, ranks, options, edits): edits are (node, strategy) pairs after '@'."""
+    text, *edit_texts = text.split("@")
+    edits = [tuple(e.split("=", 1)) for e in edit_texts]
+    parts = text.split(":")
+    method = parts[0]
+    ranks = 1 if method == "one" else int(parts[1])
+    opts_text = parts[1] if method == "one" and len(parts) > 1 else (parts[2] if len(parts) > 2 else "")
+    opts = dict(kv.split("=") for kv in opts_text.split(",") if kv)
+    return method, ranks, opts, edits
+
+
+def run(cmd, timeout=600):
+    start = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    r.seconds = time.time() - start
+    return r
+
+
+def search_args(method, ranks, opts, model, batch, out):
+    cmd = ["search", model, "--batch", str(batch), "--cluster", f"local:{ranks}", "--method", method,
+           "--optimizer", "sgd", "--precision", "fp32", "-o", out]
+    if "mb" in opts:
+        cmd += ["--microbatches", opts["mb"]]
+    if method == "megatron":
+        cmd += ["--tp", opts.get("tp", "1"), "--pp", opts.get("pp", "1"), "--dp", opts.get("dp", "1")]
+    if "schedule" in opts:
+        cmd += ["--schedule", opts["schedule"]]
+    if "mesh" in opts:
+        cmd += ["--logical-mesh", opts["mesh"]]
+    return cmd
+
+
+def train_one_step(a, spec, onnx_path, data_dir, out_dir):
+    """Runs the plan; returns (status, message): 'ran', 'refused' or 'failed'."""
+    method, ranks, opts, edits = parse_plan(spec)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    step = ["--model", onnx_path, "--data", data_dir, "--steps", "1", "--lr", repr(a.lr), "--momentum", "0",
+            "--weight-decay", "0", "--save-params", out_dir]
+    if method == "one":
+        r = run([os.path.join(a.bin, "alpa-run"), *step, "--batch", str(a.batch), "--optimizer", "sgd",
+                 "--microbatches", opts.get("mb", "1")])
+    else:
+        plan_path = out_dir + ".plan.json"
+        r = run([os.path.join(a.bin, "alpa-plan"), *search_args(method, ranks, opts, onnx_path, a.batch, plan_path)])
+        if r.returncode == 2:
+            return "refused", r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "(no message)"
+        if r.returncode != 0:
+            return "failed", f"alpa-plan exit {r.returncode}: {r.stderr.strip()[-400:]}"
+        if edits:
+            status, message = edit_plan(a, plan_path, edits, onnx_path)
+            if status != "ran":
+                return status, message
+        r = run([*MPI, "-np", str(ranks), os.path.join(a.bin, "alpa-run"), "--plan", plan_path, *step])
+    if r.returncode != 0:
+        said = [line for line in (r.stdout + r.stderr).splitlines() if "error" in line]
+        return "failed", f"alpa-run exit {r.returncode}: {said[0] if said else r.stderr.strip()[-600:]}"
+    return "ran", f"{r.seconds:.1f} s"
+
+
+# `alpa-plan cost`'s messages that name the one consistent value of an element.
+REPAIRABLE = re.compile(r'/(tensors|strategies)/"([^"]+)": (?:spec )?"([^"]*)" differs from "([^"]*)"')
+
+
+def edit_plan(a, plan_path, edits, onnx_path):
+    """Sets each edited node's strategy (in whichever stage holds it), then lets `alpa-plan
+    cost` validate and re-cost the plan, as a user editing it by hand would, following cost's
+    own messages where they name the one consistent spec of a tensor or a follower's strategy
+    (up to 64 repairs). The re-costed plan is what runs; a plan cost still refuses (exit 2) is
+    reported as refused."""
+    with open(plan_path) as f:
+        plan = json.load(f)
+    stages = plan["pipeline"]["stages"] if "pipeline" in plan else [plan]
+    for node, strategy in edits:
+        held = [st for st in stages if node in st["strategies"]]
+        if not held:
+            return "failed", f"the plan has no node '{node}' to edit"
+        held[0]["strategies"][node] = strategy
+    edited = plan_path + ".edited"
+    for _ in range(64):
+        with open(edited, "w") as f:
+            json.dump(plan, f, indent=1)
+        r = run([os.path.join(a.bin, "alpa-plan"), "cost", edited, "--model", onnx_path, "--json"])
+        if r.returncode == 0:
+            with open(plan_path, "w") as f:
+                f.write(r.stdout)
+            return "ran", ""
+        said = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "(no message)"
+        if r.returncode != 2:
+            return "failed", f"alpa-plan cost exit {r.returncode}: {said}"
+        m = REPAIRABLE.search(said)
+        held = [st for st in stages if m and m.group(2) in st[m.group(1)]] if m else []
+        if not held:
+            return "refused", "cost: " + said
+        held[0][m.group(1)][m.group(2)] = m.group(4)
+    return "refused", "cost: still inconsistent after 64 repairs"
+
+
+def applied_gradients(p0, out_dir, lr):
+    return {name: (v.astype(np.float64) - np.load(os.path.join(out_dir, file_name(name))).astype(np.float64)) / lr
+            for name, v in p0.items()}
+
+
+def distance(g, ref):
+    return float(np.linalg.norm(g - ref)) / max(float(np.linalg.norm(ref)), 1e-300)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--model", required=True, choices=torch_layers.MODELS)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e4)
+    ap.add_argument("plans", nargs="+")
+    a = ap.parse_args()
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    shutil.rmtree(a.workdir, ignore_errors=True)
+    os.makedirs(a.workdir)
+    gen = torch.Generator().manual_seed(1)
+    model, inputs = torch_layers.make(a.model, a.batch, gen)
+    onnx_path = os.path.join(a.workdir, "model.onnx")
+    common.torch_export(model, inputs, onnx_path)
+    inits = common.load_onnx_initializers(model, onnx_path)
+    data_dir = os.path.join(a.workdir, "data")
+    os.makedirs(data_dir)
+    for name, t in inputs:
+        np.save(os.path.join(data_dir, name + ".npy"), t.numpy())
+
+    # The float64 reference: PyTorch's own gradients of the same loss on the same batch.
+    ref_model = copy.deepcopy(model).double()
+    ref_model.train()
+    loss = ref_model(*[t.double() if t.is_floating_point() else t for _, t in inputs])
+    loss.backward()
+    reference = {n: p.grad.numpy() for n, p in ref_model.named_parameters()}
+    missing = sorted(n for n in reference if n not in inits)
+    if missing:
+        print(f"FAIL parameters not in the ONNX file under their PyTorch names: {missing}")
+        return 1
+    p0 = {n: np.array(inits[n]) for n in reference}
+    # PyTorch's own float32 gradients: how far fp32 itself lands from float64 on this model.
+    fp32_model = copy.deepcopy(model)
+    fp32_model.train()
+    fp32_model(*[t for _, t in inputs]).backward()
+    torch_fp32 = {n: distance(p.grad.double().numpy(), reference[n]) for n, p in fp32_model.named_parameters()}
+    print(f"{a.model}: {len(reference)} parameters, batch {a.batch}, float64 loss {loss.item():.6f}, lr {a.lr:g}")
+
+    failures, refused, bounds = [], [], {n: BOUND for n in reference}
+    plans = a.plans if a.plans[0] == "one" else ["one", *a.plans]
+    for spec in plans:
+        out_dir = os.path.join(a.workdir, "plan%d" % plans.index(spec))
+        status, message = train_one_step(a, spec, onnx_path, data_dir, out_dir)
+        if status != "ran":
+            print(f"{'refused' if status == 'refused' else 'FAIL   '} {spec}: {message}")
+            (refused if status == "refused" else failures).append(spec)
+            continue
+        grads = applied_gradients(p0, out_dir, a.lr)
+        dist = {n: distance(grads[n], reference[n]) for n in reference}
+        if spec == "one":
+            # The fp32 single device sets the bound of a parameter it cannot itself meet.
+            for n, d in dist.items():
+                if d > BOUND:
+                    bounds[n] = 2 * d
+                    print(f"  note: one device's {n} is {d:.2e} from float64 (PyTorch's own fp32: "
+                          f"{torch_fp32[n]:.2e}); its bound is {bounds[n]:.2e}")
+        bad = sorted((n for n in reference if not dist[n] <= bounds[n]), key=lambda n: -dist[n])
+        worst = max(reference, key=lambda n: dist[n] / bounds[n])
+        if bad:
+            failures.append(spec)
+            print(f"FAIL    {spec}: {len(bad)} of {len(reference)} gradients outside the bound ({message})")
+            for n in bad:
+                ratio = float(np.linalg.norm(grads[n])) / max(float(np.linalg.norm(reference[n])), 1e-300)
+                print(f"          {n}: distance {dist[n]:.2e} (bound {bounds[n]:.1e}), norm ratio {ratio:.4f}")
+        else:
+            print(f"ok      {spec}: {len(reference)} gradients within the bound, worst {worst} {dist[worst]:.2e} ({message})")
+    print(f"{a.model}: {len(plans) - len(failures) - len(refused)} plans match float64, {len(refused)} refused by the "
+          f"planner, {len(failures)} failed{': ' + ' '.join(failures) if failures else ''}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Small models written with standard PyTorch layers, the way a user writes them (not with
+scripts/models' generators): each returns its scalar training loss, takes (inputs..., labels),
+and has no dropout, so one step is deterministic and PyTorch's float64 gradient is the
+reference for every plan.
+
+  se_cnn   MobileNet-style: Conv2d + BatchNorm2d + ReLU stem, a depthwise inverted residual
+           with a squeeze-excite block (1x1 Conv2d with biases, ReLU, sigmoid),
+           AdaptiveAvgPool2d, Linear classifier with bias, CrossEntropyLoss. (MobileNetV3's
+           Hardswish/Hardsigmoid are not imported yet: ONNX HardSwish/HardSigmoid.)
+  gpt_tied A GPT as people write it: token + position embeddings, pre-LayerNorm blocks whose
+           attention applies a causal mask with masked_fill from a bool buffer, GELU MLP, an
+           LM head tied to the token embedding, CrossEntropyLoss over every position.
+  mlp      Linear layers with biases, LayerNorm and ReLU, CrossEntropyLoss.
+"""
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        return x * s
+
+
+class SeCnn(nn.Module):
+    def __init__(self, classes=10, width=16, expand=32, squeezed=8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(width, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.ReLU())
+        self.depthwise = nn.Sequential(nn.Conv2d(expand, expand, 3, padding=1, groups=expand, bias=False),
+                                       nn.BatchNorm2d(expand), nn.ReLU())
+        self.se = SqueezeExcite(expand, squeezed)
+        self.project = nn.Sequential(nn.Conv2d(expand, width, 1, bias=False), nn.BatchNorm2d(width))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, images, labels):
+        x = self.stem(images)
+        y = self.project(self.se(self.depthwise(self.expand(x))))
+        x = x + y
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return F.cross_entropy(self.head(x), labels)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, seq: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1), persistent=False)
+
+    def forward(self, x):
+        b, s, h = x.shape
+        q, k, v = self.qkv(x).split(h, dim=2)
+        q, k, v = (t.reshape(b, s, self.heads, h // self.heads).transpose(1, 2) for t in (q, k, v))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(h // self.heads)
+        scores = scores.masked_fill(self.causal[:s, :s], float("-inf"))
+        y = F.softmax(scores, dim=-1) @ v
+        return self.out(y.transpose(1, 2).reshape(b, s, h))
+
+
+class Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, seq: int):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.attn = CausalSelfAttention(hidden, heads, seq)
+        self.fc = nn.Linear(hidden, 4 * hidden)
+        self.proj = nn.Linear(4 * hidden, hidden)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.proj(F.gelu(self.fc(self.ln2(x))))
+
+
+class GptTied(nn.Module):
+    def __init__(self, vocab=64, hidden=32, heads=4, seq=8, layers=2):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, hidden)
+        self.pos = nn.Embedding(seq, hidden)
+        self.blocks = nn.ModuleList([Block(hidden, heads, seq) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, input_ids, labels):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.tok(input_ids) + self.pos(positions)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+class Mlp(nn.Module):
+    def __init__(self, inputs=32, hidden=64, classes=16):
+        super().__init__()
+        self.fc1 = nn.Linear(inputs, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, classes)
+
+    def forward(self, x, labels):
+        x = F.relu(self.norm(self.fc1(x)))
+        return F.cross_entropy(self.fc3(F.relu(self.fc2(x))), labels)
+
+
+def make(name: str, batch: int, gen: torch.Generator):
+    """(model, [(input name, tensor)], labels included) for one batch."""
+    if name == "se_cnn":
+        model = SeCnn()
+        inputs = [("images", torch.randn(batch, 3, 16, 16, generator=gen)),
+                  ("labels", torch.randint(0, 10, (batch,), generator=gen))]
+    elif name == "gpt_tied":
+        model = GptTied()
+        inputs = [("input_ids", torch.randint(0, 64, (batch, 8), generator=gen)),
+                  ("labels", torch.randint(0, 64, (batch, 8), generator=gen))]
+    elif name == "mlp":
+        model = Mlp()
+        inputs = [("x", torch.randn(batch, 32, generator=gen)),
+                  ("labels", torch.randint(0, 16, (batch,), generator=gen))]
+    else:
+        raise SystemExit(f"unknown model {name}")
+    return model, inputs
+
+
+MODELS = ("se_cnn", "gpt_tied", "mlp")
