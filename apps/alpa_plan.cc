@@ -1,5 +1,6 @@
 // alpa-plan: the offline planner's command line. Argument handling only; the work is in planner/.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <iostream>
 
@@ -18,6 +19,7 @@
 #include "planner/graph/op_cost.h"
 #include "planner/inter_op/pipeline.h"
 #include "planner/intra_op/search.h"
+#include "planner/spmd/plan_check.h"
 #include "planner/plan/plan.h"
 #include "planner/inspect/inspect.h"
 #include "planner/onnx/import.h"
@@ -173,6 +175,32 @@ bool is_pipeline_method(const std::string& m) {
 
 std::string mesh_text(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
 
+// Every plan alpa-plan writes or `cost` accepts, alpa-run runs: the plan as written (re-read
+// from its JSON) has its rank programs lowered here first, as alpa-run lowers them
+// (planner/spmd/plan_check.h); one alpa-run would refuse is refused now, with its reason.
+// Half-precision plans are for GPUs, which alpa-run does not run yet (the CPU backend trains in
+// fp32): a lowering that stops is reported as a warning and the plan is still written.
+void check_plan_runs(const alpa::Plan& p, const std::string& source, const alpa::Graph& forward,
+                     const alpa::Cluster& cluster, bool report) {
+  const alpa::Plan written = alpa::parse_plan(alpa::plan_to_json(p), source);
+  alpa::RankCheck c;
+  try {
+    c = alpa::check_rank_programs(written, source, forward, cluster);
+  } catch (const alpa::UserError& e) {
+    if (written.precision == "fp32") throw;
+    std::fprintf(stderr, "alpa-plan: warning: %s (a %s plan: for the GPU backend, not run by this version of alpa-run)\n",
+                 e.what(), written.precision.c_str());
+    return;
+  }
+  if (!report) return;
+  if (c.multi_stage) {
+    std::printf("  rank programs       built by alpa-run at start-up for a pipeline of several stages (not lowered here)\n");
+  } else {
+    std::printf("  rank programs       %lld of %lld lowered as alpa-run lowers them%s\n", static_cast<long long>(c.ranks_lowered),
+                static_cast<long long>(c.devices), c.ranks_lowered < c.devices ? " (the logical mesh's corners)" : "");
+  }
+}
+
 int run_pipeline_search(const SearchFlags& f) {
   const auto t0 = std::chrono::steady_clock::now();
   const alpa::Cluster cluster = alpa::load_cluster(f.cluster);
@@ -282,6 +310,7 @@ int run_pipeline_search(const SearchFlags& f) {
     write_file(f.trace, alpa::predicted_trace_json(p));
     std::printf("wrote %s (the predicted timeline; open it in https://ui.perfetto.dev)\n", f.trace.c_str());
   }
+  check_plan_runs(p, f.output.empty() ? "plan" : f.output, model.graph, cluster, true);
   if (!f.output.empty()) {
     write_file(f.output, alpa::plan_to_json(p));
     std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
@@ -358,6 +387,7 @@ int run_search(const SearchFlags& f) {
     write_file(f.trace, alpa::predicted_trace_json(r.plan));
     std::printf("wrote %s (the predicted timeline; open it in https://ui.perfetto.dev)\n", f.trace.c_str());
   }
+  check_plan_runs(r.plan, f.output.empty() ? "plan" : f.output, model.graph, cluster, true);
   if (!f.output.empty()) {
     write_file(f.output, alpa::plan_to_json(r.plan));
     std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
@@ -367,8 +397,26 @@ int run_search(const SearchFlags& f) {
   return 0;
 }
 
+// `cost --strategies`: every node group's leader and the strategies it may take in this
+// single-stage plan's view, as JSON ({"node": ["strategy", ...], ...}, canonical order).
+int print_editable_nodes(const alpa::Plan& plan, const std::string& plan_path, const alpa::Graph& forward,
+                         const alpa::Cluster& cluster, const alpa::Profile* profile) {
+  if (plan.pipeline) {
+    throw alpa::UserError(plan_path, "pipeline", "--strategies lists the strategies of a single-stage plan's nodes");
+  }
+  const alpa::TrainingGraph tg = alpa::plan_training_graph(plan, plan_path, forward);
+  const alpa::StrategyGraph sg = alpa::plan_strategy_graph(plan, plan_path, tg, cluster, profile);
+  std::string out = "{";
+  const std::vector<alpa::EditableNode> nodes = alpa::editable_nodes(sg);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    out += std::string(i ? "," : "") + "\n  " + nlohmann::json(nodes[i].node).dump() + ": " + nlohmann::json(nodes[i].strategies).dump();
+  }
+  std::printf("%s\n}\n", out.c_str());
+  return 0;
+}
+
 int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::string& cluster_spec,
-             const std::string& profile_path, bool json) {
+             const std::string& profile_path, bool json, bool strategies) {
   const alpa::Plan plan = alpa::parse_plan(read_file(plan_path), plan_path);
   ModelFlags flags = mf;
   if (flags.batch == 0) flags.batch = plan.global_batch;
@@ -378,11 +426,13 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
   const alpa::Cluster cluster = alpa::load_cluster(spec);
   std::string profile_text;
   const std::optional<alpa::Profile> profile = load_profile(profile_path, cluster, profile_text);
+  if (strategies) return print_editable_nodes(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr);
   if (plan.pipeline) {
     const alpa::PipelineCost r = alpa::cost_pipeline_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
     alpa::Plan out = plan;
     out.estimate = r.estimate;
     out.pipeline = r.pipeline;
+    check_plan_runs(out, plan_path, model.graph, cluster, !json);
     if (json) {
       std::printf("%s", alpa::plan_to_json(out).c_str());
       return 0;
@@ -409,6 +459,7 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
     return 0;
   }
   const alpa::CostResult r = alpa::cost_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
+  check_plan_runs(plan, plan_path, model.graph, cluster, !json);
   if (json) {
     alpa::Plan out = plan;
     out.estimate = r.estimate;
@@ -469,7 +520,7 @@ int main(int argc, char** argv) {
 
   std::string cost_plan_path, cost_cluster, cost_profile;
   ModelFlags cost_model;
-  bool cost_json = false;
+  bool cost_json = false, cost_strategies = false;
   CLI::App* cost = app.add_subcommand("cost", "validate a (possibly hand-edited) plan against the model and re-cost it");
   cost->add_option("plan", cost_plan_path, "plan JSON written by search")->required();
   cost->add_option("--model", cost_model.model, "the ONNX model the plan was made for")->required();
@@ -478,6 +529,8 @@ int main(int argc, char** argv) {
   cost->add_option("--cluster", cost_cluster, "cluster (default: the one the plan names)");
   cost->add_option("--profile", cost_profile, "the profile the plan was searched with, if any");
   cost->add_flag("--json", cost_json, "print the plan with the re-costed estimate");
+  cost->add_flag("--strategies", cost_strategies,
+                 "print, as JSON, every editable node of a single-stage plan and the strategies it may take on the plan's mesh");
 
   try {
     app.parse(argc, argv);
@@ -498,7 +551,7 @@ int main(int argc, char** argv) {
     } else if (search->parsed()) {
       return run_search(sf);
     } else if (cost->parsed()) {
-      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_profile, cost_json);
+      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_profile, cost_json, cost_strategies);
     }
   } catch (const alpa::UserError& e) {
     std::fprintf(stderr, "alpa-plan: error: %s\n", e.what());

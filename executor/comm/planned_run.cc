@@ -21,6 +21,7 @@
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/graph/rebatch.h"
+#include "planner/spmd/plan_check.h"
 #include "planner/inter_op/pipeline.h"
 #include "planner/intra_op/search.h"
 #include "planner/onnx/import.h"
@@ -62,27 +63,6 @@ struct RankState {
   std::vector<bool> writes;  // pipelines: per tensor, whether this rank is the lowest holding it
   std::vector<int> writer_stage;  // pipelines: per tensor, the stage of the lowest rank holding it
 };
-
-// A pipeline plan of one stage is a single-stage plan: the stage's mesh, method and shardings
-// over the whole model.
-Plan single_stage(const Plan& plan, const std::string& src) {
-  const PlanStage& st = plan.pipeline->stages[0];
-  if (st.remat) {
-    throw UserError(src, "/pipeline/stages/0/remat", "recomputation is not executed by this version of alpa-run; "
-                    "set it to false (alpa-plan cost re-costs the edit)");
-  }
-  Plan out = plan;
-  out.pipeline.reset();
-  out.method = st.method;
-  out.mesh_hosts = st.mesh_hosts;
-  out.mesh_devices_per_host = st.mesh_devices_per_host;
-  out.logical_d0 = st.logical_d0;
-  out.logical_d1 = st.logical_d1;
-  out.device_ids = st.device_ids;
-  out.strategies = st.strategies;
-  out.tensors = st.tensors;
-  return out;
-}
 
 // The block of a tensor split as `spec` (null or short: the rest whole) that the device at
 // logical `coord` holds: [lo, hi) of each dim of the `global` shape, each `local[d]` long but for
@@ -385,7 +365,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   auto st = std::make_unique<RankState>();
   const std::string& src = o.plan;
   st->plan = parse_plan(read_text(o.plan, "--plan"), src);
-  if (st->plan.pipeline && st->plan.pipeline->stages.size() == 1) st->plan = single_stage(st->plan, src);
+  if (st->plan.pipeline && st->plan.pipeline->stages.size() == 1) st->plan = as_single_stage(st->plan, src);
   const Plan& plan = st->plan;
   const int64_t devices = static_cast<int64_t>(plan.device_ids.size());
   if (!plan.pipeline && devices != world) {

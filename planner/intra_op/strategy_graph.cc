@@ -808,6 +808,18 @@ std::shared_ptr<const StrategyGraph> strategy_graph_facts(const TrainingGraph& t
   return sg;
 }
 
+std::vector<EditableNode> editable_nodes(const StrategyGraph& sg) {
+  std::vector<EditableNode> out;
+  for (const Group& g : sg.groups) {
+    if (g.is_parameter || g.members.empty()) continue;
+    EditableNode e;
+    e.node = g.name;
+    for (const auto& members : g.member_strategy) e.strategies.push_back(members.front().name);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 ChosenSpecs chosen_specs(const StrategyGraph& sg, const std::vector<int>& choice) {
   const Graph& g = sg.training->graph;
   ChosenSpecs out;

@@ -151,6 +151,15 @@ struct ChosenSpecs {
 };
 ChosenSpecs chosen_specs(const StrategyGraph& sg, const std::vector<int>& choice);
 
+// What a plan's editor may write: per node group in canonical order, its leader's name and the
+// leader's strategy names (as the plan's "strategies" section spells them), one per strategy
+// of the group. Followers are not listed: their strategy follows the leader's.
+struct EditableNode {
+  std::string node;
+  std::vector<std::string> strategies;
+};
+std::vector<EditableNode> editable_nodes(const StrategyGraph& sg);
+
 // One collective of the step, and how many times per step it runs.
 struct CommEvent {
   TensorId tensor = kNoId;

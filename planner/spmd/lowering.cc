@@ -423,6 +423,8 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
   std::map<std::pair<NodeId, size_t>, TensorId> contribution;
   for (const GradEdge& e : tg.grad_edges) contribution[{e.node, e.input}] = e.grad;
   std::set<std::pair<TensorId, std::string>> reduced;  // (contribution, producer it is converted for)
+  // The Reshard nodes converting a gradient contribution, by the forward node whose edge it is.
+  std::map<NodeId, std::string> edge_conversion_of;
   const size_t original_nodes = g.num_nodes();
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
     const Node& n = pg.node(static_cast<NodeId>(i));
@@ -539,6 +541,14 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       for (size_t b = 0; b < original_nodes; ++b) {
         if (producer == kNoId || owners.count(g.node(static_cast<NodeId>(b)).derived_from)) rewire(static_cast<NodeId>(b), c, r);
       }
+      // So do the conversions made earlier for the edges of those nodes that pass the same
+      // gradient on (an Add whose inputs' gradients are its output's): they convert this block
+      // (a residual Add splitting the hidden dim reads its output's gradient as converted
+      // here, and its other input, a row-parallel GEMM's output, gathers it from that block).
+      for (const auto& [conversion, of] : edge_conversion_of) {
+        if (producer != kNoId && owners.count(of)) rewire(conversion, c, r);
+      }
+      edge_conversion_of[static_cast<NodeId>(g.num_nodes() - 1)] = n.name;
       for (ParameterSlot& slot : local.parameters) {
         if (slot.grad == c) slot.grad = r;
       }

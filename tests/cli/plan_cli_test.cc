@@ -270,14 +270,48 @@ TEST_F(PlanCli, SpecRankDoesNotFit) {
 }
 
 TEST_F(PlanCli, SpecSplitsBatchUnevenly) {
-  // Three devices: batch 8 split three ways.
+  // Three devices: batch 8 split three ways. (A data-parallel base plan: the ILP's own plan on
+  // three ranks splits the sequence unevenly in a way alpa-run does not execute, and search
+  // refuses to write it — see SearchRefusesPlanAlpaRunCannotRun.)
   const std::string base = dir() + "/gpt_local3.json";
-  ASSERT_EQ(search("gpt_test", 8, "local:3", base).exit_code, 0);
+  ASSERT_EQ(search("gpt_test", 8, "local:3", base, "--method data").exit_code, 0);
   ASSERT_TRUE(schema_valid(base));
   const std::string t = "/wte/Gather_output_0";
   const std::string p = edited(base, "uneven", [&](Json& j) { j["tensors"][t] = "S01RR"; });
   expect_error(cost(p, "gpt_test"), p, "/tensors/\"" + t + "\"",
                "splits the batch dim 0 (size 8) 3 ways, which does not divide it");
+}
+
+TEST_F(PlanCli, SearchRefusesPlanAlpaRunCannotRun) {
+  // The ILP's plan of the small GPT on three ranks splits a reshape's input in blocks alpa-run's
+  // lowering cannot take: search lowers every rank's program before writing and refuses the
+  // plan, naming the rank and the executor's reason; no file is written.
+  const std::string out = dir() + "/gpt_local3_shard.json";
+  std::remove(out.c_str());
+  const Result r = search("gpt_test", 8, "local:3", out);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find(out + ": rank 0 of 3: alpa-run cannot run this plan: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is not a block of the result"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::ifstream(out).good());
+  // A plan alpa-run runs says how many rank programs were lowered.
+  const Result ok = search("gpt_test", 8, "local:4", dir() + "/gpt_local4_checked.json");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("rank programs       4 of 4 lowered as alpa-run lowers them"), std::string::npos) << ok.out;
+}
+
+TEST_F(PlanCli, CostListsEditableStrategies) {
+  // cost --strategies: every editable (leader) node with its strategies on the plan's mesh, the
+  // chosen one among them; followers are not listed.
+  const Result r = cost(shard_path_, "gpt_test", "--strategies");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json listed = Json::parse(r.out);
+  const Json p = plan(shard_path_);
+  const std::string node = "/blocks.0/attn/qkv/MatMul";
+  ASSERT_TRUE(listed.contains(node)) << r.out;
+  const std::vector<std::string> strategies = listed[node];
+  EXPECT_NE(std::find(strategies.begin(), strategies.end(), p["strategies"][node].get<std::string>()), strategies.end());
+  EXPECT_GT(strategies.size(), 4u);
+  EXPECT_FALSE(listed.contains("/blocks.0/attn/Softmax"));  // a follower
 }
 
 TEST_F(PlanCli, StrategyNotValidForNode) {

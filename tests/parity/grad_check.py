@@ -21,7 +21,9 @@ device itself is further than that from float64 (an ill-conditioned parameter), 
 parameter's bound is twice the single device's distance, and the report says so.
 
 A plan that alpa-plan refuses (exit 2, a reason printed) is reported as refused, not failed;
-any other non-zero exit, from the planner or from alpa-run, fails. Exits 1 on any failure.
+any other non-zero exit, from the planner or from alpa-run, fails. A PLAN written `!PLAN` must
+be refused by alpa-plan (search or cost) with exit 2 and no plan file: what alpa-run cannot run
+is refused at planning time. Exits 1 on any failure.
 """
 import argparse
 import copy
@@ -159,77 +161,107 @@ def distance(g, ref):
     return float(np.linalg.norm(g - ref)) / max(float(np.linalg.norm(ref)), 1e-300)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+class Harness:
+    """One model exported once, with its float64 reference; check(spec) trains one step under
+    a plan and compares. Shared by the sweep and the property test (strategy_sweep.py)."""
+
+    def __init__(self, a):
+        self.a = a
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        shutil.rmtree(a.workdir, ignore_errors=True)
+        os.makedirs(a.workdir)
+        gen = torch.Generator().manual_seed(1)
+        model, inputs = torch_layers.make(a.model, a.batch, gen)
+        self.onnx_path = os.path.join(a.workdir, "model.onnx")
+        common.torch_export(model, inputs, self.onnx_path)
+        inits = common.load_onnx_initializers(model, self.onnx_path)
+        self.data_dir = os.path.join(a.workdir, "data")
+        os.makedirs(self.data_dir)
+        for name, t in inputs:
+            np.save(os.path.join(self.data_dir, name + ".npy"), t.numpy())
+        # The float64 reference: PyTorch's own gradients of the same loss on the same batch.
+        ref_model = copy.deepcopy(model).double()
+        ref_model.train()
+        loss = ref_model(*[t.double() if t.is_floating_point() else t for _, t in inputs])
+        loss.backward()
+        self.reference = {n: p.grad.numpy() for n, p in ref_model.named_parameters()}
+        missing = sorted(n for n in self.reference if n not in inits)
+        if missing:
+            raise SystemExit(f"FAIL parameters not in the ONNX file under their PyTorch names: {missing}")
+        self.p0 = {n: np.array(inits[n]) for n in self.reference}
+        # PyTorch's own float32 gradients: how far fp32 itself lands from float64 on this model.
+        fp32_model = copy.deepcopy(model)
+        fp32_model.train()
+        fp32_model(*[t for _, t in inputs]).backward()
+        self.torch_fp32 = {n: distance(p.grad.double().numpy(), self.reference[n])
+                           for n, p in fp32_model.named_parameters()}
+        self.bounds = {n: BOUND for n in self.reference}
+        self.runs = 0
+        print(f"{a.model}: {len(self.reference)} parameters, batch {a.batch}, float64 loss {loss.item():.6f}, lr {a.lr:g}")
+
+    def set_bounds_from_one_device(self):
+        """The fp32 single device sets the bound of a parameter it cannot itself meet."""
+        status, message = self.check("one")
+        if status != "ok":
+            raise SystemExit(f"FAIL one device: {message}")
+
+    def check(self, spec, quiet=False):
+        """('ok' | 'refused' | 'failed', message), printing one line (unless quiet and ok)."""
+        self.runs += 1
+        out_dir = os.path.join(self.a.workdir, "plan%d" % self.runs)
+        expect_refusal = spec.startswith("!")
+        status, message = train_one_step(self.a, spec.lstrip("!"), self.onnx_path, self.data_dir, out_dir)
+        if expect_refusal:
+            written = os.path.exists(out_dir + ".plan.json")
+            ok = status == "refused" and (not written or "@" in spec)
+            print(f"{'ok     ' if ok else 'FAIL   '} {spec}: {status}: {message}")
+            return ("refused" if ok else "failed"), message
+        if status != "ran":
+            print(f"{'refused' if status == 'refused' else 'FAIL   '} {spec}: {message}")
+            return status, message
+        grads = applied_gradients(self.p0, out_dir, self.a.lr)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        ref = self.reference
+        dist = {n: distance(grads[n], ref[n]) for n in ref}
+        if spec == "one":
+            for n, d in dist.items():
+                if d > BOUND:
+                    self.bounds[n] = 2 * d
+                    print(f"  note: one device's {n} is {d:.2e} from float64 (PyTorch's own fp32: "
+                          f"{self.torch_fp32[n]:.2e}); its bound is {self.bounds[n]:.2e}")
+        bad = sorted((n for n in ref if not dist[n] <= self.bounds[n]), key=lambda n: -dist[n])
+        worst = max(ref, key=lambda n: dist[n] / self.bounds[n])
+        if not bad:
+            if not quiet:
+                print(f"ok      {spec}: {len(ref)} gradients within the bound, worst {worst} {dist[worst]:.2e} ({message})")
+            return "ok", ""
+        print(f"FAIL    {spec}: {len(bad)} of {len(ref)} gradients outside the bound ({message})")
+        for n in bad:
+            ratio = float(np.linalg.norm(grads[n])) / max(float(np.linalg.norm(ref[n])), 1e-300)
+            print(f"          {n}: distance {dist[n]:.2e} (bound {self.bounds[n]:.1e}), norm ratio {ratio:.4f}")
+        return "failed", f"{len(bad)} gradients outside the bound"
+
+
+def add_common_args(ap):
     ap.add_argument("--bin", required=True)
     ap.add_argument("--model", required=True, choices=torch_layers.MODELS)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e4)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    add_common_args(ap)
     ap.add_argument("plans", nargs="+")
     a = ap.parse_args()
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    shutil.rmtree(a.workdir, ignore_errors=True)
-    os.makedirs(a.workdir)
-    gen = torch.Generator().manual_seed(1)
-    model, inputs = torch_layers.make(a.model, a.batch, gen)
-    onnx_path = os.path.join(a.workdir, "model.onnx")
-    common.torch_export(model, inputs, onnx_path)
-    inits = common.load_onnx_initializers(model, onnx_path)
-    data_dir = os.path.join(a.workdir, "data")
-    os.makedirs(data_dir)
-    for name, t in inputs:
-        np.save(os.path.join(data_dir, name + ".npy"), t.numpy())
-
-    # The float64 reference: PyTorch's own gradients of the same loss on the same batch.
-    ref_model = copy.deepcopy(model).double()
-    ref_model.train()
-    loss = ref_model(*[t.double() if t.is_floating_point() else t for _, t in inputs])
-    loss.backward()
-    reference = {n: p.grad.numpy() for n, p in ref_model.named_parameters()}
-    missing = sorted(n for n in reference if n not in inits)
-    if missing:
-        print(f"FAIL parameters not in the ONNX file under their PyTorch names: {missing}")
-        return 1
-    p0 = {n: np.array(inits[n]) for n in reference}
-    # PyTorch's own float32 gradients: how far fp32 itself lands from float64 on this model.
-    fp32_model = copy.deepcopy(model)
-    fp32_model.train()
-    fp32_model(*[t for _, t in inputs]).backward()
-    torch_fp32 = {n: distance(p.grad.double().numpy(), reference[n]) for n, p in fp32_model.named_parameters()}
-    print(f"{a.model}: {len(reference)} parameters, batch {a.batch}, float64 loss {loss.item():.6f}, lr {a.lr:g}")
-
-    failures, refused, bounds = [], [], {n: BOUND for n in reference}
+    h = Harness(a)
     plans = a.plans if a.plans[0] == "one" else ["one", *a.plans]
-    for spec in plans:
-        out_dir = os.path.join(a.workdir, "plan%d" % plans.index(spec))
-        status, message = train_one_step(a, spec, onnx_path, data_dir, out_dir)
-        if status != "ran":
-            print(f"{'refused' if status == 'refused' else 'FAIL   '} {spec}: {message}")
-            (refused if status == "refused" else failures).append(spec)
-            continue
-        grads = applied_gradients(p0, out_dir, a.lr)
-        dist = {n: distance(grads[n], reference[n]) for n in reference}
-        if spec == "one":
-            # The fp32 single device sets the bound of a parameter it cannot itself meet.
-            for n, d in dist.items():
-                if d > BOUND:
-                    bounds[n] = 2 * d
-                    print(f"  note: one device's {n} is {d:.2e} from float64 (PyTorch's own fp32: "
-                          f"{torch_fp32[n]:.2e}); its bound is {bounds[n]:.2e}")
-        bad = sorted((n for n in reference if not dist[n] <= bounds[n]), key=lambda n: -dist[n])
-        worst = max(reference, key=lambda n: dist[n] / bounds[n])
-        if bad:
-            failures.append(spec)
-            print(f"FAIL    {spec}: {len(bad)} of {len(reference)} gradients outside the bound ({message})")
-            for n in bad:
-                ratio = float(np.linalg.norm(grads[n])) / max(float(np.linalg.norm(reference[n])), 1e-300)
-                print(f"          {n}: distance {dist[n]:.2e} (bound {bounds[n]:.1e}), norm ratio {ratio:.4f}")
-        else:
-            print(f"ok      {spec}: {len(reference)} gradients within the bound, worst {worst} {dist[worst]:.2e} ({message})")
-    print(f"{a.model}: {len(plans) - len(failures) - len(refused)} plans match float64, {len(refused)} refused by the "
+    results = [h.check(spec)[0] for spec in plans]
+    failures = [spec for spec, r in zip(plans, results) if r == "failed"]
+    refused = results.count("refused")
+    print(f"{a.model}: {results.count('ok')} plans match float64, {refused} refused by the "
           f"planner, {len(failures)} failed{': ' + ' '.join(failures) if failures else ''}")
     return 1 if failures else 0
 

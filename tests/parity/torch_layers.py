@@ -11,6 +11,11 @@ reference for every plan.
            attention applies a causal mask with masked_fill from a bool buffer, GELU MLP, an
            LM head tied to the token embedding, CrossEntropyLoss over every position.
   mlp      Linear layers with biases, LayerNorm and ReLU, CrossEntropyLoss.
+  llama    Llama-style blocks: RMSNorm, rotary position embeddings (cos/sin buffers, the
+           rotate-half by Slice and Concat), causal attention from a bool buffer, a SwiGLU MLP
+           (SiLU), no biases, an untied LM head.
+  mha      nn.MultiheadAttention (batch_first, which runs sequence-first inside) over a
+           projected input, mean-pooled into a Linear classifier, CrossEntropyLoss.
 """
 import math
 
@@ -114,6 +119,93 @@ class Mlp(nn.Module):
         return F.cross_entropy(self.fc3(F.relu(self.fc2(x))), labels)
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, hidden: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, seq: int):
+        super().__init__()
+        self.heads, self.dim = heads, hidden // heads
+        self.q = nn.Linear(hidden, hidden, bias=False)
+        self.k = nn.Linear(hidden, hidden, bias=False)
+        self.v = nn.Linear(hidden, hidden, bias=False)
+        self.o = nn.Linear(hidden, hidden, bias=False)
+        inv = 1.0 / (10000 ** (torch.arange(0, self.dim, 2).float() / self.dim))
+        angles = torch.outer(torch.arange(seq).float(), inv)
+        emb = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+        self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1), persistent=False)
+
+    def forward(self, x):
+        b, s, h = x.shape
+        q, k, v = (p(x).reshape(b, s, self.heads, self.dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        cos, sin = self.cos[:s], self.sin[:s]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.dim)
+        scores = scores.masked_fill(self.causal[:s, :s], float("-inf"))
+        y = F.softmax(scores, dim=-1) @ v
+        return self.o(y.transpose(1, 2).reshape(b, s, h))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, hidden: int, heads: int, seq: int, ffn: int):
+        super().__init__()
+        self.attn_norm, self.mlp_norm = RMSNorm(hidden), RMSNorm(hidden)
+        self.attn = LlamaAttention(hidden, heads, seq)
+        self.gate = nn.Linear(hidden, ffn, bias=False)
+        self.up = nn.Linear(hidden, ffn, bias=False)
+        self.down = nn.Linear(ffn, hidden, bias=False)
+
+    def forward(self, x):
+        x = x + self.attn(self.attn_norm(x))
+        h = self.mlp_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Llama(nn.Module):
+    def __init__(self, vocab=64, hidden=32, heads=4, seq=8, ffn=48, layers=2):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, hidden)
+        self.layers = nn.ModuleList([LlamaBlock(hidden, heads, seq, ffn) for _ in range(layers)])
+        self.norm = RMSNorm(hidden)
+        self.head = nn.Linear(hidden, vocab, bias=False)
+
+    def forward(self, input_ids, labels):
+        x = self.tok(input_ids)
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+class MhaClassifier(nn.Module):
+    def __init__(self, inputs=16, hidden=32, heads=4, classes=8):
+        super().__init__()
+        self.embed = nn.Linear(inputs, hidden)
+        self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x, labels):
+        h = self.embed(x)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return F.cross_entropy(self.head(self.norm(h + a).mean(dim=1)), labels)
+
+
 def make(name: str, batch: int, gen: torch.Generator):
     """(model, [(input name, tensor)], labels included) for one batch."""
     if name == "se_cnn":
@@ -128,9 +220,17 @@ def make(name: str, batch: int, gen: torch.Generator):
         model = Mlp()
         inputs = [("x", torch.randn(batch, 32, generator=gen)),
                   ("labels", torch.randint(0, 16, (batch,), generator=gen))]
+    elif name == "llama":
+        model = Llama()
+        inputs = [("input_ids", torch.randint(0, 64, (batch, 8), generator=gen)),
+                  ("labels", torch.randint(0, 64, (batch, 8), generator=gen))]
+    elif name == "mha":
+        model = MhaClassifier()
+        inputs = [("x", torch.randn(batch, 6, 16, generator=gen)),
+                  ("labels", torch.randint(0, 8, (batch,), generator=gen))]
     else:
         raise SystemExit(f"unknown model {name}")
     return model, inputs
 
 
-MODELS = ("se_cnn", "gpt_tied", "mlp")
+MODELS = ("se_cnn", "gpt_tied", "mlp", "llama", "mha")
