@@ -416,8 +416,8 @@ int print_editable_nodes(const alpa::Plan& plan, const std::string& plan_path, c
 }
 
 int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::string& cluster_spec,
-             const std::string& profile_path, bool json, bool strategies) {
-  const alpa::Plan plan = alpa::parse_plan(read_file(plan_path), plan_path);
+             const std::string& profile_path, bool json, bool strategies, bool derive) {
+  alpa::Plan plan = alpa::parse_plan(read_file(plan_path), plan_path);
   ModelFlags flags = mf;
   if (flags.batch == 0) flags.batch = plan.global_batch;
   const alpa::ImportedModel model = load(flags);
@@ -427,6 +427,15 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
   std::string profile_text;
   const std::optional<alpa::Profile> profile = load_profile(profile_path, cluster, profile_text);
   if (strategies) return print_editable_nodes(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr);
+  if (derive) {
+    if (plan.pipeline) {
+      throw alpa::UserError(plan_path, "pipeline", "--derive-followers re-derives the followers of a single-stage plan");
+    }
+    alpa::DerivedCounts counts;
+    plan = alpa::derive_followers(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, &counts);
+    std::fprintf(stderr, "alpa-plan cost: %s: re-derived from the leaders: %lld strategies and %lld specs changed\n",
+                 plan_path.c_str(), static_cast<long long>(counts.strategies), static_cast<long long>(counts.tensors));
+  }
   if (plan.pipeline) {
     const alpa::PipelineCost r = alpa::cost_pipeline_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
     alpa::Plan out = plan;
@@ -520,7 +529,7 @@ int main(int argc, char** argv) {
 
   std::string cost_plan_path, cost_cluster, cost_profile;
   ModelFlags cost_model;
-  bool cost_json = false, cost_strategies = false;
+  bool cost_json = false, cost_strategies = false, cost_derive = false;
   CLI::App* cost = app.add_subcommand("cost", "validate a (possibly hand-edited) plan against the model and re-cost it");
   cost->add_option("plan", cost_plan_path, "plan JSON written by search")->required();
   cost->add_option("--model", cost_model.model, "the ONNX model the plan was made for")->required();
@@ -529,6 +538,9 @@ int main(int argc, char** argv) {
   cost->add_option("--cluster", cost_cluster, "cluster (default: the one the plan names)");
   cost->add_option("--profile", cost_profile, "the profile the plan was searched with, if any");
   cost->add_flag("--json", cost_json, "print the plan with the re-costed estimate");
+  cost->add_flag("--derive-followers", cost_derive,
+                 "re-derive every follower's strategy and every tensor spec from the leaders' strategies and the parameters' "
+                 "specs (after editing a leader); with --json, print the completed plan");
   cost->add_flag("--strategies", cost_strategies,
                  "print, as JSON, every editable node of a single-stage plan and the strategies it may take on the plan's mesh");
 
@@ -551,7 +563,7 @@ int main(int argc, char** argv) {
     } else if (search->parsed()) {
       return run_search(sf);
     } else if (cost->parsed()) {
-      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_profile, cost_json, cost_strategies);
+      return run_cost(cost_plan_path, cost_model, cost_cluster, cost_profile, cost_json, cost_strategies, cost_derive);
     }
   } catch (const alpa::UserError& e) {
     std::fprintf(stderr, "alpa-plan: error: %s\n", e.what());

@@ -461,11 +461,16 @@ TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, cons
   return make_training(forward, plan.global_batch, plan.microbatches, opt, prec);
 }
 
-std::vector<int> plan_choice(const Plan& plan, const std::string& src, const TrainingGraph& tg,
-                             const StrategyGraph& sg) {
+namespace {
+
+// The choice a plan's leader strategies and parameter specs name (followers unchecked), and the
+// plan's specs by tensor name; throws UserError for a spec that does not fit its tensor or a
+// leader strategy that is not one of its node's.
+std::vector<int> leader_choice(const Plan& plan, const std::string& src, const TrainingGraph& tg, const StrategyGraph& sg,
+                               std::map<std::string, std::string, std::less<>>& strat,
+                               std::map<std::string, std::string, std::less<>>& spec) {
   const LogicalMesh view = sg.costs.view;
   const Graph& g = tg.graph;
-  std::map<std::string, std::string, std::less<>> strat, spec;
   for (const auto& s : plan.strategies) {
     const NodeId id = g.find_node(s.node);
     if (id == kNoId || static_cast<size_t>(id) >= tg.num_forward_nodes) {
@@ -538,6 +543,16 @@ std::vector<int> plan_choice(const Plan& plan, const std::string& src, const Tra
                       std::to_string(view.d0) + "x" + std::to_string(view.d1) + " mesh; valid: " + list(names));
     }
   }
+  return choice;
+}
+
+}  // namespace
+
+std::vector<int> plan_choice(const Plan& plan, const std::string& src, const TrainingGraph& tg,
+                             const StrategyGraph& sg) {
+  const Graph& g = tg.graph;
+  std::map<std::string, std::string, std::less<>> strat, spec;
+  const std::vector<int> choice = leader_choice(plan, src, tg, sg, strat, spec);
   // Followers and tensor specs must be what the chosen strategies give.
   const ChosenSpecs cs = chosen_specs(sg, choice);
   for (size_t i = 0; i < tg.num_forward_nodes; ++i) {
@@ -621,6 +636,26 @@ void append_plan_specs(std::vector<PlanNodeStrategy>& strategies, std::vector<Pl
     tensors.push_back({g.tensor(ps.grad).name, st.state.to_string()});
     for (TensorId s : ps.state) tensors.push_back({g.tensor(s).name, st.state.to_string()});
   }
+}
+
+Plan derive_followers(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,
+                      const Profile* profile, DerivedCounts* counts) {
+  const TrainingGraph tg = plan_training_graph(plan, src, forward);
+  const StrategyGraph sg = plan_strategy_graph(plan, src, tg, cl, profile);
+  std::map<std::string, std::string, std::less<>> strat, spec;
+  const std::vector<int> choice = leader_choice(plan, src, tg, sg, strat, spec);
+  Plan out = plan;
+  out.strategies.clear();
+  out.tensors.clear();
+  out.overrides.clear();
+  append_plan_specs(out.strategies, out.tensors, tg, chosen_specs(sg, choice), 0, static_cast<int64_t>(tg.num_forward_nodes),
+                    [](TensorId) { return true; });
+  if (counts) {
+    *counts = {};
+    for (const auto& s : out.strategies) counts->strategies += strat.count(s.node) && strat.at(s.node) == s.strategy ? 0 : 1;
+    for (const auto& t : out.tensors) counts->tensors += spec.count(t.tensor) && spec.at(t.tensor) == t.spec ? 0 : 1;
+  }
+  return out;
 }
 
 CostResult cost_plan(const Plan& plan, const std::string& src, const Graph& forward, const Cluster& cl,

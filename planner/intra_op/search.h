@@ -104,6 +104,17 @@ CostResult cost_plan(const Plan& plan, const std::string& plan_source, const Gra
                      const Cluster& cluster, const Profile* profile = nullptr,
                      const std::string& profile_text = "");
 
+// `alpa-plan cost --derive-followers`: the single-stage plan with every follower's strategy and
+// every tensor, gradient and optimizer-state spec re-derived from its leaders' strategies and
+// its parameters' specs (what a hand edit of a leader implies); overrides dropped. `counts`, if
+// given, receives how many strategies and specs changed. Throws UserError as plan_choice does
+// for the leaders and parameters.
+struct DerivedCounts {
+  int64_t strategies = 0, tensors = 0;
+};
+Plan derive_followers(const Plan& plan, const std::string& plan_source, const Graph& forward, const Cluster& cluster,
+                      const Profile* profile = nullptr, DerivedCounts* counts = nullptr);
+
 // The strategy graph of a single-stage plan: its method and microbatches on its logical view of
 // the whole cluster (UserError naming `plan_source` for a bad view or method).
 StrategyGraph plan_strategy_graph(const Plan& plan, const std::string& plan_source, const TrainingGraph& tg,

@@ -314,6 +314,33 @@ TEST_F(PlanCli, CostListsEditableStrategies) {
   EXPECT_FALSE(listed.contains("/blocks.0/attn/Softmax"));  // a follower
 }
 
+TEST_F(PlanCli, DeriveFollowersCompletesALeaderEdit) {
+  // Editing a leader leaves its followers and the tensor specs stale: cost names the first
+  // inconsistency; --derive-followers re-derives them from the leaders and the completed plan
+  // is accepted as it stands, with the edited strategy kept.
+  const Json listed = Json::parse(cost(shard_path_, "gpt_test", "--strategies").out);
+  const std::string node = "/wte/Gather";
+  ASSERT_TRUE(listed.contains(node));
+  const std::string chosen = plan(shard_path_)["strategies"][node];
+  std::string other;
+  for (const std::string& s : listed[node].get<std::vector<std::string>>()) {
+    if (s != chosen && s.find("S") != std::string::npos) other = s;
+  }
+  ASSERT_FALSE(other.empty());
+  const std::string p = edited(shard_path_, "leader", [&](Json& j) { j["strategies"][node] = other; });
+  const Result stale = cost(p, "gpt_test");
+  EXPECT_EQ(stale.exit_code, 2) << stale.out;
+  const Result derived = cost(p, "gpt_test", "--derive-followers --json");
+  ASSERT_EQ(derived.exit_code, 0) << derived.err;
+  EXPECT_NE(derived.err.find("re-derived from the leaders"), std::string::npos) << derived.err;
+  const std::string completed = dir() + "/gpt_derived.json";
+  std::ofstream(completed) << derived.out;
+  EXPECT_EQ(Json::parse(derived.out)["strategies"][node], other);
+  const Result again = cost(completed, "gpt_test");
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.out.find("rank programs"), std::string::npos) << again.out;
+}
+
 TEST_F(PlanCli, StrategyNotValidForNode) {
   const std::string node = "/blocks.0/attn/qkv/MatMul";
   const std::string p = edited(shard_path_, "bad_strategy", [&](Json& j) { j["strategies"][node] = "S0S1->bogus"; });

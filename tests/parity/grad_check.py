@@ -8,7 +8,7 @@ PLAN is `one` (one device) or `METHOD:N` (alpa-plan search --method METHOD on lo
 mpirun -np N), each optionally followed by `:key=value,...` with mb=K (microbatches),
 tp/pp/dp (megatron), schedule=gpipe, mesh=D0xD1 (logical mesh), and then by any number of
 `@NODE=STRATEGY` hand edits (applied to the searched plan, which `alpa-plan cost` then
-validates and re-costs, as a user editing a plan would):
+completes, validates and re-costs, as a user editing a plan would: edit_plan):
   one  one:mb=2  data:4  shard:4:mesh=2x2  auto:4:mb=2  megatron:4:tp=2,pp=2,mb=2
   shard:2@/se/fc2/Conv=RS1RR,RS1RR,R->RRRR
 
@@ -119,11 +119,13 @@ REPAIRABLE = re.compile(r'/(tensors|strategies)/"([^"]+)": (?:spec )?"([^"]*)" d
 
 
 def edit_plan(a, plan_path, edits, onnx_path):
-    """Sets each edited node's strategy (in whichever stage holds it), then lets `alpa-plan
-    cost` validate and re-cost the plan, as a user editing it by hand would, following cost's
-    own messages where they name the one consistent spec of a tensor or a follower's strategy
-    (up to 64 repairs). The re-costed plan is what runs; a plan cost still refuses (exit 2) is
-    reported as refused."""
+    """Sets each edited node's strategy (in whichever stage holds it) as a user editing the plan
+    by hand would, then lets `alpa-plan cost` complete and validate it: a single-stage plan
+    through `cost --derive-followers --json` (every follower and spec re-derived from the
+    leaders); a pipeline by following cost's own messages where they name the one consistent
+    spec of a tensor or a follower's strategy (up to 64 repairs). The re-costed plan is what
+    runs. A plan cost refuses (exit 2), or one where the edited node's strategy did not survive
+    (a follower's, re-derived from its leader), is reported as refused."""
     with open(plan_path) as f:
         plan = json.load(f)
     stages = plan["pipeline"]["stages"] if "pipeline" in plan else [plan]
@@ -133,11 +135,17 @@ def edit_plan(a, plan_path, edits, onnx_path):
             return "failed", f"the plan has no node '{node}' to edit"
         held[0]["strategies"][node] = strategy
     edited = plan_path + ".edited"
+    derive = [] if "pipeline" in plan else ["--derive-followers"]
     for _ in range(64):
         with open(edited, "w") as f:
             json.dump(plan, f, indent=1)
-        r = run([os.path.join(a.bin, "alpa-plan"), "cost", edited, "--model", onnx_path, "--json"])
+        r = run([os.path.join(a.bin, "alpa-plan"), "cost", edited, "--model", onnx_path, "--json", *derive])
         if r.returncode == 0:
+            out = json.loads(r.stdout)
+            kept = out["pipeline"]["stages"] if "pipeline" in out else [out]
+            for node, strategy in edits:
+                if not any(st["strategies"].get(node) == strategy for st in kept):
+                    return "refused", f"cost re-derives '{node}' from its leader"
             with open(plan_path, "w") as f:
                 f.write(r.stdout)
             return "ran", ""
@@ -145,7 +153,7 @@ def edit_plan(a, plan_path, edits, onnx_path):
         if r.returncode != 2:
             return "failed", f"alpa-plan cost exit {r.returncode}: {said}"
         m = REPAIRABLE.search(said)
-        held = [st for st in stages if m and m.group(2) in st[m.group(1)]] if m else []
+        held = [st for st in stages if m and m.group(2) in st[m.group(1)]] if m and not derive else []
         if not held:
             return "refused", "cost: " + said
         held[0][m.group(1)][m.group(2)] = m.group(4)
