@@ -287,6 +287,37 @@ TEST(Rebatch, ContractionOverTheBatchIsReportedByName) {
   EXPECT_THROW(rebatch(m.graph, 4, 3), UserError);  // 3 does not divide 4
 }
 
+// A causal mask [seq, seq] broadcast against scores [batch, heads, seq, seq] is no
+// batch-shaped constant even when seq equals the batch (a PyTorch GPT at batch = seq); a
+// constant lined up with the batch dim still is, and is refused by name.
+TEST(Rebatch, ConstantBesideTheBatchDimIsNotBatchShaped) {
+  auto model = [](const std::vector<int64_t>& mask_dims) {
+    testing::ModelBuilder b;
+    b.input("scores", onnx::TensorProto::FLOAT, {4, 2, 4, 4});
+    int64_t n = 1;
+    for (int64_t d : mask_dims) n *= d;
+    std::vector<int64_t> flat(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) flat[static_cast<size_t>(i)] = i % 3 == 0;
+    b.constant_ints("flat", flat).constant_ints("mask_shape", mask_dims).constant_float("fill", -1e9f);
+    b.node("Reshape", {"flat", "mask_shape"}, {"mask_ints"});
+    testing::ModelBuilder::set_int(b.node("Cast", {"mask_ints"}, {"mask"}), "to", onnx::TensorProto::BOOL);
+    b.node("Where", {"mask", "fill", "scores"}, {"masked"}, "apply_mask");
+    testing::mean_loss(b, "masked");
+    b.output("loss");
+    return import_onnx_bytes(b.bytes(), "m.onnx", {});
+  };
+  const ImportedModel causal = model({4, 4});
+  const Graph g = rebatch(causal.graph, 4, 2);
+  EXPECT_EQ(g.tensor(g.find_tensor("masked")).shape, (Shape{2, 2, 4, 4}));
+  const ImportedModel per_sample = model({4, 1, 1, 1});
+  try {
+    rebatch(per_sample.graph, 4, 2);
+    FAIL() << "expected a UserError";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("bakes in the global batch 4"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Rebatch, ReshapeTargetsFollowTheBatch) {
   const ImportedModel m = import_onnx_bytes(reshape_chain_model().bytes(), "m.onnx", ImportOptions{.batch = 8});
   const Graph g = rebatch(m.graph, 8, 2);

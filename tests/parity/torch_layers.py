@@ -228,9 +228,18 @@ def make(name: str, batch: int, gen: torch.Generator):
         model = MhaClassifier()
         inputs = [("x", torch.randn(batch, 6, 16, generator=gen)),
                   ("labels", torch.randint(0, 8, (batch,), generator=gen))]
+    elif name in FAMILIES:
+        # The project's own test-size families (scripts/models), for the sweep's edits of the
+        # plans the repository's tests use.
+        import generate
+        module = generate.FAMILIES[name]
+        cfg = generate.make_config(name, "test", {})
+        model = module.make_model(cfg)
+        inputs = list(module.example_inputs(cfg, batch, gen))
     else:
         raise SystemExit(f"unknown model {name}")
     return model, inputs
 
 
-MODELS = ("se_cnn", "gpt_tied", "mlp", "llama", "mha")
+FAMILIES = ("gpt", "bert", "moe")
+MODELS = ("se_cnn", "gpt_tied", "mlp", "llama", "mha", *FAMILIES)
