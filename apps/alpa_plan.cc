@@ -193,8 +193,10 @@ void check_plan_runs(const alpa::Plan& p, const std::string& source, const alpa:
     return;
   }
   if (!report) return;
-  if (c.multi_stage) {
-    std::printf("  rank programs       built by alpa-run at start-up for a pipeline of several stages (not lowered here)\n");
+  if (c.stages > 1) {
+    std::printf("  rank programs       %lld stages split; %lld rank programs lowered as alpa-run lowers them%s\n",
+                static_cast<long long>(c.stages), static_cast<long long>(c.ranks_lowered),
+                c.skipped ? " (multi-device stages of a half-precision plan: not lowered)" : "");
   } else {
     std::printf("  rank programs       %lld of %lld lowered as alpa-run lowers them%s\n", static_cast<long long>(c.ranks_lowered),
                 static_cast<long long>(c.devices), c.ranks_lowered < c.devices ? " (the logical mesh's corners)" : "");

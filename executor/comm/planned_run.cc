@@ -44,6 +44,7 @@ struct RankState {
   ImportedModel model;
   Cluster cluster;
   std::unique_ptr<TrainingGraph> plan_tg;  // the plan's graph (what the lowering reads)
+  std::unique_ptr<Cluster> stage_mesh;     // a multi-device pipeline stage's devices (sg points here)
   std::unique_ptr<StrategyGraph> sg;
   std::vector<int> choice;
   RankLowering lowering;
@@ -191,7 +192,7 @@ std::map<std::string, double> stage_collective_bytes(const RankLowering& low, co
 // A pipeline plan: every rank builds the training graph of one microbatch of its rows and runs
 // its stage's nodes of it. A stage on several devices runs its mesh's rank program: the whole
 // model planned by the stage's method on the mesh, with the stage's own choice applied to its
-// nodes (apply_stage_strategies), lowered as single-stage plans are.
+// nodes (lower_pipeline_stage, planner/spmd/plan_check.h: the planner lowers the same program).
 std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::unique_ptr<RankState> st, int rank, int world,
                                            const OptimizerConfig& opt) {
   const Plan& plan = st->plan;
@@ -212,69 +213,14 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     low.microbatch_samples = plan.global_batch / plan.microbatches;
     low.microbatches = plan.microbatches;
   } else {
-    const Cluster mesh = load_cluster("local:" + std::to_string(n));
-    SearchRequest rq;
-    rq.forward = &forward;
-    rq.model_name = o.model;
-    rq.global_batch = plan.global_batch;
-    rq.microbatches = plan.microbatches;
-    rq.optimizer = opt;
-    // The whole model planned by the stage's method on its mesh gives the strategy graph; the
-    // stage's own choice is applied to its nodes (below), the rank program of that is lowered, and
-    // this rank runs the stage's nodes of it.
-    Method method = Method::kData;
-    try {
-      method = parse_method(stage.method);
-    } catch (const UserError&) {
-      throw UserError(src, where + "/method", "unknown method \"" + stage.method + "\"");
-    }
-    rq.method = method;
-    rq.cluster = &mesh;
-    rq.cluster_label = "local:" + std::to_string(n);
-    rq.logical = LogicalMesh{stage.logical_d0, stage.logical_d1};
-    const SearchResult data = search_shard_parallel(rq);
-    if (!data.found) throw UserError(src, where, "no " + stage.method + " sharding of the model fits " + std::to_string(n) + " CPU devices");
-    // The whole-model plan of the stage's method on its mesh, with the stage's own choice for
-    // its nodes and parameters (a stage solved alone may shard its edge layers differently).
-    st->sg = std::make_unique<StrategyGraph>(plan_strategy_graph(data.plan, src, *st->plan_tg, mesh));
-    st->choice = plan_choice(data.plan, src, *st->plan_tg, *st->sg);
-    const Graph& pg = st->plan_tg->graph;
-    const auto& layers = plan.pipeline->layers;
-    const int64_t first = pg.find_node(layers[static_cast<size_t>(stage.first_layer)].first_node);
-    const int64_t end = pg.find_node(layers[static_cast<size_t>(stage.end_layer - 1)].last_node) + 1;
-    const StrategyGraph& sg = *st->sg;
-    // The stage's groups as the planner counts them: node groups with a member in its layers,
-    // parameters a node in them reads.
-    std::vector<bool> in_stage(sg.groups.size(), false);
-    auto inside = [&](NodeId k) { return k >= first && k < end; };
-    for (size_t gi = 0; gi < sg.groups.size(); ++gi) {
-      const Group& grp = sg.groups[gi];
-      for (NodeId m : grp.members) in_stage[gi] = in_stage[gi] || inside(m);
-      if (grp.is_parameter) {
-        for (NodeId c : pg.tensor(grp.parameter).consumers) in_stage[gi] = in_stage[gi] || inside(c);
-      }
-    }
-    apply_stage_strategies(stage, src, where, *st->plan_tg, sg, first, end, in_stage, st->choice);
-    const ChosenSpecs cs = chosen_specs(sg, st->choice);
-    for (const auto& s : stage.strategies) {
-      const NodeId id = pg.find_node(s.node);
-      if (id == kNoId || static_cast<size_t>(id) >= cs.node.size() || cs.node[static_cast<size_t>(id)]->name != s.strategy) {
-        throw UserError(src, where + "/strategies/\"" + s.node + "\"",
-                        "\"" + s.strategy + "\" does not fit the stage's other choices on the whole model's graph (here \"" +
-                            (id == kNoId ? std::string("?") : cs.node[static_cast<size_t>(id)]->name) + "\")");
-      }
-    }
-    low = lower_batch_parallel(data.plan, src, sg, st->choice, pr.index);
-
-    TrainingGraph local = build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), opt);
-    dims = training_batch_dims(local, forward, plan.global_batch);
-    program = build_rank_program(low, *st->sg, st->choice, std::move(local));
+    StageLowering sl = lower_pipeline_stage(plan, src, forward, *st->plan_tg, opt, pr.stage, pr.index);
+    st->stage_mesh = std::move(sl.mesh);
+    st->sg = std::move(sl.sg);
+    st->choice = std::move(sl.choice);
+    low = std::move(sl.lowering);
+    dims = training_batch_dims(sl.local, forward, plan.global_batch);
+    program = std::move(sl.program);
     extend_batch_dims(program.graph, dims);
-    for (size_t k = 0; k < program.num_forward_nodes; ++k) {
-      const Node& node = program.graph.node(static_cast<NodeId>(k));
-      ALPA_CHECK(node.derived_from.empty() || node.kind == OpKind::kReshard,
-                 "pipeline: the stage's rank program does not keep its forward nodes first ('" + node.name + "')");
-    }
   }
   // The block of a program tensor this rank holds: whole on a stage of one device; otherwise as
   // its spec in the stage's choice says (a converted gradient: its conversion's result; a raw

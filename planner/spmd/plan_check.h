@@ -3,11 +3,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "planner/cluster/cluster.h"
 #include "planner/graph/graph.h"
+#include "planner/intra_op/strategy_graph.h"
 #include "planner/plan/plan.h"
+#include "planner/spmd/lowering.h"
 
 namespace alpa {
 
@@ -16,20 +20,39 @@ namespace alpa {
 // execute so (recomputation).
 Plan as_single_stage(const Plan& plan, const std::string& plan_source);
 
+// The rank program of device `index` (logical (index / d1, index % d1)) of stage `stage` of a
+// pipeline plan whose stage spans several devices: the whole model planned by the stage's
+// method on its mesh (search_shard_parallel on local:n) gives the strategy graph, the stage's
+// own strategies and specs are applied to its nodes and parameters (apply_stage_strategies),
+// and that choice is lowered as a single-stage plan's is. What alpa-run runs on such a rank
+// and what the planner's check lowers. `opt`: the training graph's optimizer (the run's
+// hyperparameters). Throws UserError naming `plan_source` and the stage.
+struct StageLowering {
+  std::unique_ptr<Cluster> mesh;         // the stage's devices (the strategy graph points here)
+  std::unique_ptr<StrategyGraph> sg;     // of `plan_tg` on the stage's mesh
+  std::vector<int> choice;
+  RankLowering lowering;
+  TrainingGraph local;                   // the microbatch's training graph before lowering
+  TrainingGraph program;                 // the rank program (build_rank_program of `local`)
+};
+StageLowering lower_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                                   const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage, int64_t index);
+
 struct RankCheck {
   int64_t ranks_lowered = 0;  // rank programs built
   int64_t devices = 0;        // the plan's devices
-  // A pipeline of several stages: alpa-run builds its stages' programs at start-up from a
-  // search of each stage's mesh (executor/comm/planned_run.cc), which this check does not
-  // repeat; nothing is lowered.
-  bool multi_stage = false;
+  int64_t stages = 1;         // a pipeline's stages (each multi-device one lowered as alpa-run does)
+  bool skipped = false;       // a pipeline in half precision: not lowered (see check_rank_programs)
 };
 
-// Builds, for a single-stage plan (or a pipeline of one stage), the rank program of every device as alpa-run does (the
-// plan's training graph, strategy graph and checked choice; each rank's lowering, its
-// microbatch's training graph and the rank program with its Reshard nodes). Plans on more than
-// 16 devices lower the ranks at the corners of the logical mesh (first and last of each row
-// and column), whose blocks include every dim's first and last. Throws UserError naming
+// Builds, for a single-stage plan (or a pipeline of one stage), the rank program of every device
+// as alpa-run does (the plan's training graph, strategy graph and checked choice; each rank's
+// lowering, its microbatch's training graph and the rank program with its Reshard nodes). For a
+// pipeline of several stages: its split into stages (boundaries, each stage's program and
+// instructions), and each multi-device stage's rank programs (lower_pipeline_stage); in half
+// precision (a GPU plan: alpa-run's stages are searched on CPU devices) only the split. A mesh
+// of more than 16 devices has the ranks at its corners lowered (first and last of each row and
+// column), whose blocks include every dim's first and last. Throws UserError naming
 // `plan_source`, the rank and what alpa-run would have refused; an internal failure of the
 // lowering is reported the same way, so no plan that the executor would stop on is written.
 RankCheck check_rank_programs(const Plan& plan, const std::string& plan_source, const Graph& forward,

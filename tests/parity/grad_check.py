@@ -6,7 +6,7 @@ usage: grad_check.py --bin DIR --model se_cnn|gpt_tied|mlp --workdir DIR [--batc
 
 PLAN is `one` (one device) or `METHOD:N` (alpa-plan search --method METHOD on local:N, run by
 mpirun -np N), each optionally followed by `:key=value,...` with mb=K (microbatches),
-tp/pp/dp (megatron), schedule=gpipe, mesh=D0xD1 (logical mesh), and then by any number of
+tp/pp/dp (megatron), schedule=gpipe, mesh=D0xD1 (logical mesh), layers=L, and then by any number of
 `@NODE=STRATEGY` hand edits (applied to the searched plan, which `alpa-plan cost` then
 completes, validates and re-costs, as a user editing a plan would: edit_plan):
   one  one:mb=2  data:4  shard:4:mesh=2x2  auto:4:mb=2  megatron:4:tp=2,pp=2,mb=2
@@ -84,6 +84,8 @@ def search_args(method, ranks, opts, model, batch, out):
         cmd += ["--schedule", opts["schedule"]]
     if "mesh" in opts:
         cmd += ["--logical-mesh", opts["mesh"]]
+    if "layers" in opts:
+        cmd += ["--layers", opts["layers"]]
     return cmd
 
 

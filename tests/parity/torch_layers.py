@@ -62,7 +62,7 @@ class CausalSelfAttention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1), persistent=False)
+        self.register_buffer("causal", torch.ones(seq, seq, dtype=torch.bool).triu(1))  # persistent: an initializer, sliced by a node
 
     def forward(self, x):
         b, s, h = x.shape
