@@ -89,8 +89,9 @@ def search_args(method, ranks, opts, model, batch, out):
     return cmd
 
 
-def train_one_step(a, spec, onnx_path, data_dir, out_dir):
-    """Runs the plan; returns (status, message): 'ran', 'refused' or 'failed'."""
+def train_one_step(a, spec, onnx_path, data_dir, out_dir, train=True):
+    """Plans and runs the plan; returns (status, message): 'ran', 'refused' or 'failed' (with
+    train False, 'planned' once the plan is written, at out_dir + '.plan.json')."""
     method, ranks, opts, edits = parse_plan(spec)
     shutil.rmtree(out_dir, ignore_errors=True)
     step = ["--model", onnx_path, "--data", data_dir, "--steps", "1", "--lr", repr(a.lr), "--momentum", "0",
@@ -109,6 +110,8 @@ def train_one_step(a, spec, onnx_path, data_dir, out_dir):
             status, message = edit_plan(a, plan_path, edits, onnx_path)
             if status != "ran":
                 return status, message
+        if not train:
+            return "planned", ""
         r = run([*MPI, "-np", str(ranks), os.path.join(a.bin, "alpa-run"), "--plan", plan_path, *step])
     if r.returncode != 0:
         said = [line for line in (r.stdout + r.stderr).splitlines() if "error" in line]
@@ -162,6 +165,14 @@ def edit_plan(a, plan_path, edits, onnx_path):
     return "refused", "cost: still inconsistent after 64 repairs"
 
 
+def microbatches_of(spec, plan_path):
+    """The step's microbatches: the plan's (a search may choose them), or one device's mb=K."""
+    if os.path.exists(plan_path):
+        with open(plan_path) as f:
+            return int(json.load(f)["microbatches"])
+    return int(parse_plan(spec.lstrip("!"))[2].get("mb", "1"))
+
+
 def applied_gradients(p0, out_dir, lr):
     return {name: (v.astype(np.float64) - np.load(os.path.join(out_dir, file_name(name))).astype(np.float64)) / lr
             for name, v in p0.items()}
@@ -190,31 +201,71 @@ class Harness:
         os.makedirs(self.data_dir)
         for name, t in inputs:
             np.save(os.path.join(self.data_dir, name + ".npy"), t.numpy())
-        # The float64 reference: PyTorch's own gradients of the same loss on the same batch.
-        ref_model = copy.deepcopy(model).double()
-        ref_model.train()
-        loss = ref_model(*[t.double() if t.is_floating_point() else t for _, t in inputs])
-        loss.backward()
-        self.reference = {n: p.grad.numpy() for n, p in ref_model.named_parameters()}
-        missing = sorted(n for n in self.reference if n not in inits)
+        self.model, self.inputs = model, inputs
+        self.p0 = {n: np.array(inits[n]) for n, _ in model.named_parameters() if n in inits}
+        missing = sorted(n for n, _ in model.named_parameters() if n not in inits)
         if missing:
             raise SystemExit(f"FAIL parameters not in the ONNX file under their PyTorch names: {missing}")
-        self.p0 = {n: np.array(inits[n]) for n in self.reference}
-        # PyTorch's own float32 gradients: how far fp32 itself lands from float64 on this model.
-        fp32_model = copy.deepcopy(model)
-        fp32_model.train()
-        fp32_model(*[t for _, t in inputs]).backward()
-        self.torch_fp32 = {n: distance(p.grad.double().numpy(), self.reference[n])
-                           for n, p in fp32_model.named_parameters()}
-        self.bounds = {n: BOUND for n in self.reference}
+        self.references, self.torch_fp32, self.bounds = {}, {}, {}
         self.runs = 0
-        print(f"{a.model}: {len(self.reference)} parameters, batch {a.batch}, float64 loss {loss.item():.6f}, lr {a.lr:g}")
+        self.reference(1)
+        print(f"{a.model}: {len(self.p0)} parameters, batch {a.batch}, float64 loss {self.loss64:.6f}, lr {a.lr:g}")
+
+    def gradients(self, double, microbatches):
+        """PyTorch's gradients of the step's loss, in float64 or float32, with the batch in
+        `microbatches` parts as alpa-run takes them: each part's mean loss weighted by its share of
+        the counted labels (BERT's -100 are not counted), gradients summed. Without BatchNorm the
+        same as one whole batch; with it, the statistics of each part."""
+        model = copy.deepcopy(self.model)
+        if double:
+            model = model.double()
+        model.train()
+        tensors = [t.double() if double and t.is_floating_point() else t for _, t in self.inputs]
+        labels = tensors[-1]
+        total = float((labels != -100).sum())
+        rows = self.a.batch // microbatches
+        loss = 0.0
+        for m in range(microbatches):
+            part = [t[m * rows:(m + 1) * rows] for t in tensors]
+            weighted = model(*part) * (float((part[-1] != -100).sum()) / total)
+            weighted.backward()
+            loss += weighted.item()
+        self.loss64 = loss
+        return {n: p.grad.double().numpy() for n, p in model.named_parameters()}
+
+    def reference(self, microbatches):
+        """The float64 reference for a step of `microbatches` parts (cached), and how far
+        PyTorch's own float32 lands from it."""
+        if microbatches not in self.references:
+            ref = self.gradients(True, microbatches)
+            fp32 = self.gradients(False, microbatches)
+            self.references[microbatches] = ref
+            self.torch_fp32[microbatches] = {n: distance(fp32[n], ref[n]) for n in ref}
+        return self.references[microbatches]
+
+    def bound(self, microbatches):
+        """Per parameter: 1e-5, or twice the fp32 single device's own distance from float64 where
+        that is larger (the single device with the same microbatches, run once per count)."""
+        if microbatches not in self.bounds:
+            self.bounds[microbatches] = {n: BOUND for n in self.p0}
+            status, message = self.check("one" if microbatches == 1 else f"one:mb={microbatches}")
+            if status != "ok":
+                raise SystemExit(f"FAIL one device with {microbatches} microbatches: {message}")
+        return self.bounds[microbatches]
 
     def set_bounds_from_one_device(self):
         """The fp32 single device sets the bound of a parameter it cannot itself meet."""
-        status, message = self.check("one")
-        if status != "ok":
-            raise SystemExit(f"FAIL one device: {message}")
+        self.bound(1)
+
+    def plan(self, spec):
+        """Only plans: ('planned', '', the plan as JSON) or (status, message, None)."""
+        self.runs += 1
+        out_dir = os.path.join(self.a.workdir, "plan%d" % self.runs)
+        status, message = train_one_step(self.a, spec, self.onnx_path, self.data_dir, out_dir, train=False)
+        if status != "planned":
+            return status, message, None
+        with open(out_dir + ".plan.json") as f:
+            return status, message, json.load(f)
 
     def check(self, spec, quiet=False):
         """('ok' | 'refused' | 'failed', message), printing one line (unless quiet and ok)."""
@@ -232,16 +283,19 @@ class Harness:
             return status, message
         grads = applied_gradients(self.p0, out_dir, self.a.lr)
         shutil.rmtree(out_dir, ignore_errors=True)
-        ref = self.reference
+        k = microbatches_of(spec, out_dir + ".plan.json")
+        ref = self.reference(k)
         dist = {n: distance(grads[n], ref[n]) for n in ref}
-        if spec == "one":
+        if spec.split(":")[0] == "one":
+            bounds = self.bounds.setdefault(k, {n: BOUND for n in ref})
             for n, d in dist.items():
                 if d > BOUND:
-                    self.bounds[n] = 2 * d
+                    bounds[n] = 2 * d
                     print(f"  note: one device's {n} is {d:.2e} from float64 (PyTorch's own fp32: "
-                          f"{self.torch_fp32[n]:.2e}); its bound is {self.bounds[n]:.2e}")
-        bad = sorted((n for n in ref if not dist[n] <= self.bounds[n]), key=lambda n: -dist[n])
-        worst = max(ref, key=lambda n: dist[n] / self.bounds[n])
+                          f"{self.torch_fp32[k][n]:.2e}); its bound is {bounds[n]:.2e}")
+        bounds = self.bound(k)
+        bad = sorted((n for n in ref if not dist[n] <= bounds[n]), key=lambda n: -dist[n])
+        worst = max(ref, key=lambda n: dist[n] / bounds[n])
         if not bad:
             if not quiet:
                 print(f"ok      {spec}: {len(ref)} gradients within the bound, worst {worst} {dist[worst]:.2e} ({message})")
@@ -249,7 +303,7 @@ class Harness:
         print(f"FAIL    {spec}: {len(bad)} of {len(ref)} gradients outside the bound ({message})")
         for n in bad:
             ratio = float(np.linalg.norm(grads[n])) / max(float(np.linalg.norm(ref[n])), 1e-300)
-            print(f"          {n}: distance {dist[n]:.2e} (bound {self.bounds[n]:.1e}), norm ratio {ratio:.4f}")
+            print(f"          {n}: distance {dist[n]:.2e} (bound {bounds[n]:.1e}), norm ratio {ratio:.4f}")
         return "failed", f"{len(bad)} gradients outside the bound"
 
 

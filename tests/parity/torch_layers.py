@@ -241,5 +241,5 @@ def make(name: str, batch: int, gen: torch.Generator):
     return model, inputs
 
 
-FAMILIES = ("gpt", "bert", "moe")
+FAMILIES = ("gpt", "bert", "moe", "wresnet")
 MODELS = ("se_cnn", "gpt_tied", "mlp", "llama", "mha", *FAMILIES)
