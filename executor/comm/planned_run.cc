@@ -344,6 +344,7 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
                     " local CPU ranks; pass --allow-cluster-mismatch to run it here (only the devices' speed differs)");
   }
   check_plan_bindings(plan, src, forward, st->cluster, profile_text);
+  require_accumulable_loss(forward, plan.microbatches, src);
 
   OptimizerConfig opt;  // the plan's kind, the run's hyperparameters (momentum adds state)
   opt.lr = o.lr;

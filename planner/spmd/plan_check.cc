@@ -88,6 +88,20 @@ RankCheck check_pipeline(const Plan& plan, const std::string& plan_source, const
 
 }  // namespace
 
+void require_accumulable_loss(const Graph& forward, int64_t microbatches, const std::string& plan_source) {
+  if (microbatches <= 1) return;
+  const Tensor& loss = forward.tensor(forward.loss);
+  const Node* made = loss.producer == kNoId ? nullptr : &forward.node(loss.producer);
+  if (made && made->kind == OpKind::kSoftmaxCrossEntropyLoss &&
+      (!made->attrs.has("reduction") || made->attrs.get_string("reduction") == "mean")) {
+    return;
+  }
+  throw UserError(plan_source, "microbatches",
+                  std::to_string(microbatches) + " microbatches: the loss '" + loss.name +
+                      "' is not one mean SoftmaxCrossEntropyLoss, and its other terms (an MoE's balancing loss: a mean "
+                      "over each microbatch) would be counted once per microbatch; plan with --microbatches 1");
+}
+
 StageLowering lower_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
                                    const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage, int64_t index) {
   const PlanStage& st = plan.pipeline->stages[static_cast<size_t>(stage)];
@@ -176,6 +190,7 @@ Plan as_single_stage(const Plan& plan, const std::string& plan_source) {
 RankCheck check_rank_programs(const Plan& given, const std::string& plan_source, const Graph& forward,
                               const Cluster& cluster) {
   RankCheck out;
+  as_refusal(plan_source, "loss", [&] { require_accumulable_loss(forward, given.microbatches, plan_source); });
   if (given.pipeline && given.pipeline->stages.size() > 1) return check_pipeline(given, plan_source, forward);
   const Plan plan = given.pipeline ? as_single_stage(given, plan_source) : given;
   const TrainingGraph tg = plan_training_graph(plan, plan_source, forward);

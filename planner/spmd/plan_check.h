@@ -38,6 +38,13 @@ struct StageLowering {
 StageLowering lower_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
                                    const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage, int64_t index);
 
+// Gradient accumulation sums each microbatch's loss: right for one mean
+// SoftmaxCrossEntropyLoss producing the loss (its kernel divides by the step's global label
+// count), wrong for any other term (an MoE's balancing loss, a mean over each microbatch, would
+// count K times). Throws UserError naming `plan_source` when `microbatches` > 1 and the loss is
+// anything else, as one device refuses --microbatches.
+void require_accumulable_loss(const Graph& forward, int64_t microbatches, const std::string& plan_source);
+
 struct RankCheck {
   int64_t ranks_lowered = 0;  // rank programs built
   int64_t devices = 0;        // the plan's devices

@@ -16,7 +16,9 @@ The model (tests/parity/torch_layers.py: standard PyTorch layers) is exported to
 parameters' gradients for one batch are computed by PyTorch in float64 (model.double()). Each
 plan trains one SGD step (momentum 0, no weight decay) with a large learning rate and saves
 its parameters; the gradient it applied is (p0 - p1) / lr, exact to about 1e-7 relative
-because lr·g dominates p0. Per parameter, ||g - g64|| <= 1e-5 ||g64||. Where the fp32 single
+because lr·g dominates p0. Per parameter, ||g - g64|| <= 1e-5 ||g64|| (a gradient smaller than
+1e-3 of the model's largest parameter gradient, one that vanishes mathematically, is held to
+that instead: distance()). Where the fp32 single
 device itself is further than that from float64 (an ill-conditioned parameter), that
 parameter's bound is twice the single device's distance, and the report says so.
 
@@ -178,8 +180,11 @@ def applied_gradients(p0, out_dir, lr):
             for name, v in p0.items()}
 
 
-def distance(g, ref):
-    return float(np.linalg.norm(g - ref)) / max(float(np.linalg.norm(ref)), 1e-300)
+def distance(g, ref, scale=0.0):
+    """||g - ref|| relative to ||ref||, or to `scale` where that is larger: a gradient that
+    vanishes mathematically (BERT's key bias: softmax ignores a constant added to every key) is
+    rounding noise in float32 and float64 alike, and is held to the model's gradient scale."""
+    return float(np.linalg.norm(g - ref)) / max(float(np.linalg.norm(ref)), scale, 1e-300)
 
 
 class Harness:
@@ -240,8 +245,14 @@ class Harness:
             ref = self.gradients(True, microbatches)
             fp32 = self.gradients(False, microbatches)
             self.references[microbatches] = ref
-            self.torch_fp32[microbatches] = {n: distance(fp32[n], ref[n]) for n in ref}
+            self.torch_fp32[microbatches] = {n: distance(fp32[n], ref[n], self.scale(ref)) for n in ref}
         return self.references[microbatches]
+
+    @staticmethod
+    def scale(ref):
+        """The model's gradient scale: 1e-3 of its largest parameter gradient's norm. A parameter
+        whose float64 gradient is smaller than that is compared relative to it instead."""
+        return 1e-3 * max(float(np.linalg.norm(v)) for v in ref.values())
 
     def bound(self, microbatches):
         """Per parameter: 1e-5, or twice the fp32 single device's own distance from float64 where
@@ -249,7 +260,11 @@ class Harness:
         if microbatches not in self.bounds:
             self.bounds[microbatches] = {n: BOUND for n in self.p0}
             status, message = self.check("one" if microbatches == 1 else f"one:mb={microbatches}")
-            if status != "ok":
+            if status != "ok" and microbatches > 1 and "exit 2" in message:
+                # One device accumulates gradients only of a loss that is one mean cross-entropy
+                # (an MoE's balancing term is a mean of its own); plans run it regardless.
+                print(f"  note: one device refuses {microbatches} microbatches; the bound stays 1e-5")
+            elif status != "ok":
                 raise SystemExit(f"FAIL one device with {microbatches} microbatches: {message}")
         return self.bounds[microbatches]
 
@@ -285,7 +300,7 @@ class Harness:
         shutil.rmtree(out_dir, ignore_errors=True)
         k = microbatches_of(spec, out_dir + ".plan.json")
         ref = self.reference(k)
-        dist = {n: distance(grads[n], ref[n]) for n in ref}
+        dist = {n: distance(grads[n], ref[n], self.scale(ref)) for n in ref}
         if spec.split(":")[0] == "one":
             bounds = self.bounds.setdefault(k, {n: BOUND for n in ref})
             for n, d in dist.items():
