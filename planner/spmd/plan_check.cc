@@ -3,12 +3,12 @@
 #include <set>
 
 #include "planner/autodiff/training_graph.h"
+#include "planner/cluster/cluster.h"
 #include "planner/common/error.h"
 #include "planner/graph/rebatch.h"
-#include "planner/intra_op/search.h"
-#include "planner/cluster/cluster.h"
 #include "planner/inter_op/pipeline.h"
 #include "planner/inter_op/stage_dp.h"
+#include "planner/intra_op/search.h"
 #include "planner/spmd/lowering.h"
 #include "planner/spmd/pipeline_program.h"
 
@@ -190,7 +190,7 @@ Plan as_single_stage(const Plan& plan, const std::string& plan_source) {
 RankCheck check_rank_programs(const Plan& given, const std::string& plan_source, const Graph& forward,
                               const Cluster& cluster) {
   RankCheck out;
-  as_refusal(plan_source, "loss", [&] { require_accumulable_loss(forward, given.microbatches, plan_source); });
+  require_accumulable_loss(forward, given.microbatches, plan_source);
   if (given.pipeline && given.pipeline->stages.size() > 1) return check_pipeline(given, plan_source, forward);
   const Plan plan = given.pipeline ? as_single_stage(given, plan_source) : given;
   const TrainingGraph tg = plan_training_graph(plan, plan_source, forward);

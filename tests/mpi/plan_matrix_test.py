@@ -83,7 +83,8 @@ def main() -> int:
                 status, message, plan = h.plan(spec)
                 if status == "refused" and message != "(no message)":
                     refused += 1
-                    key = "alpa-run cannot run this plan" if "alpa-run cannot run" in message else message.split(": ")[-1][:70]
+                    why = "alpa-run cannot run this plan" if "alpa-run cannot run" in message else message.split(": ")[-1][:70]
+                    key = f"{model}: {why}"
                     reasons[key] = reasons.get(key, 0) + 1
                     continue
                 if status != "planned":
