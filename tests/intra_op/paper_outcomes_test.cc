@@ -434,7 +434,12 @@ TEST(PaperOutcomes, TransformerLayersAreMegatron) {
       *p, [&](const CommEvent& e) { return !is_forward(e) && is_activation_all_reduce(*p, e); });
   std::cout << "transformer: " << fwd << " forward and " << bwd
             << " backward activation all-reduces\n";
+  // Forward: each layer's two row-parallel GEMMs (attention output, FFN output). Backward: each
+  // column-parallel GEMM whose input needs a gradient all-reduces it: q, k and v of every layer
+  // but the first (whose input is data) and each layer's first FFN GEMM — 3 (layers - 1) +
+  // layers, as tests/mpi/planned_run_test.py counts on the ranks (--hand-megatron).
   EXPECT_EQ(fwd, 2 * layers) << dump(*p);
+  EXPECT_EQ(bwd, 3 * (layers - 1) + layers) << dump(*p);
 }
 
 // DISABLED_: the gradient of a tensor read by several column-split matmuls is all-reduced once
@@ -751,6 +756,10 @@ TEST(PaperOutcomes, SolverMatchesBruteForceOnRandomGraphs) {
   }
   EXPECT_GE(binding, 6) << "memory budgets that bind";
   std::printf("fast mode: at most %.4fx the optimum over %d cases\n", worst_fast, cases);
+  // The fast mode (the best point under a bisected memory price) is a heuristic when a budget
+  // binds: 1.98x the optimum at worst over these seeded cases when this bound was set. Past 2x
+  // it has regressed.
+  EXPECT_LE(worst_fast, 2.0);
   EXPECT_GE(decomposed, 10) << "cases the decomposition (hubs + components) actually split";
   std::cout << decomposed << " of " << cases << " cases decomposed\n";
   std::cout << cases << " random graphs, " << binding << " under a binding budget, " << total_combos
