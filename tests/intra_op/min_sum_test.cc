@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -109,6 +110,19 @@ TEST(MinSum, LongChainsStaySmall) {
   const std::optional<MinSumResult> r = minimize_min_sum(pr, 1e3, 1e7);
   ASSERT_TRUE(r.has_value());
   EXPECT_DOUBLE_EQ(evaluate(pr, r->choice), r->objective);
+  // Optimal, against a chain's own dynamic programme (Viterbi): best[c] is the cheapest prefix
+  // ending with choice c, each step adding the pair's cost (row-major [previous][next]).
+  std::vector<double> best = pr.unary[0];
+  for (int v = 1; v < 200; ++v) {
+    std::vector<double> next(30, std::numeric_limits<double>::infinity());
+    for (int a = 0; a < 30; ++a) {
+      for (int b = 0; b < 30; ++b) {
+        next[b] = std::min(next[b], best[a] + pr.pairs[v - 1].cost[a * 30 + b] + pr.unary[v][b]);
+      }
+    }
+    best = std::move(next);
+  }
+  EXPECT_DOUBLE_EQ(r->objective, *std::min_element(best.begin(), best.end()));
 }
 
 TEST(MinSum, RefusesWideGraphs) {
