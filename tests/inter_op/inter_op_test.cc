@@ -339,6 +339,21 @@ TEST(PipelineSearch, AutoIsNoWorseThanItsOwnSingleStagePlan) {
   for (const PipelineCandidate& c : r.candidates) {
     if (c.feasible) { EXPECT_LE(r.plan.estimate.iteration_time_s, c.iteration_time_s * (1 + 1e-12)); }
   }
+  // The single-stage plan itself, searched on its own (the ILP over the whole cluster, every
+  // view, the same microbatches): the hierarchical plan is no slower.
+  SearchRequest one;
+  one.forward = &g;
+  one.model_name = rq.model_name;
+  one.global_batch = rq.global_batch;
+  one.microbatches = rq.microbatches;
+  one.optimizer = rq.optimizer;
+  one.precision = rq.precision;
+  one.cluster = &cl;
+  one.cluster_label = rq.cluster_label;
+  const SearchResult single = search_shard_parallel(one);
+  ASSERT_TRUE(single.found);
+  EXPECT_LE(r.plan.estimate.iteration_time_s, single.plan.estimate.iteration_time_s * (1 + 1e-9))
+      << "auto " << r.plan.estimate.iteration_time_s << " s, single stage " << single.plan.estimate.iteration_time_s << " s";
 }
 
 TEST(PipelineSearch, LowerBoundPruningNeverLosesTheOptimum) {
