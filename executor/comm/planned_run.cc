@@ -192,7 +192,8 @@ std::map<std::string, double> stage_collective_bytes(const RankLowering& low, co
 // A pipeline plan: every rank builds the training graph of one microbatch of its rows and runs
 // its stage's nodes of it. A stage on several devices runs its mesh's rank program: the whole
 // model planned by the stage's method on the mesh, with the stage's own choice applied to its
-// nodes (lower_pipeline_stage, planner/spmd/plan_check.h: the planner lowers the same program).
+// nodes (choose_pipeline_stage, lower_stage_rank: planner/spmd/plan_check.h, which the planner's
+// check lowers too).
 std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::unique_ptr<RankState> st, int rank, int world,
                                            const OptimizerConfig& opt) {
   const Plan& plan = st->plan;
@@ -201,7 +202,6 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
   st->pipe = std::make_unique<PipelineRank>(place_pipeline(plan, src, rank, world));
   PipelineRank& pr = *st->pipe;
   const PlanStage& stage = plan.pipeline->stages[static_cast<size_t>(pr.stage)];
-  const std::string where = "/pipeline/stages/" + std::to_string(pr.stage);
   RankLowering& low = st->lowering;
   TrainingGraph program;
   std::vector<int> dims;
@@ -213,13 +213,14 @@ std::unique_ptr<RankState> set_up_pipeline(const PlannedRunOptions& o, std::uniq
     low.microbatch_samples = plan.global_batch / plan.microbatches;
     low.microbatches = plan.microbatches;
   } else {
-    StageLowering sl = lower_pipeline_stage(plan, src, forward, *st->plan_tg, opt, pr.stage, pr.index);
-    st->stage_mesh = std::move(sl.mesh);
-    st->sg = std::move(sl.sg);
-    st->choice = std::move(sl.choice);
-    low = std::move(sl.lowering);
-    dims = training_batch_dims(sl.local, forward, plan.global_batch);
-    program = std::move(sl.program);
+    StageChoice choice = choose_pipeline_stage(plan, src, forward, *st->plan_tg, opt, pr.stage);
+    StageRank sr = lower_stage_rank(choice, plan, src, forward, opt, pr.index);
+    st->stage_mesh = std::move(choice.mesh);
+    st->sg = std::move(choice.sg);
+    st->choice = std::move(choice.choice);
+    low = std::move(sr.lowering);
+    dims = training_batch_dims(sr.local, forward, plan.global_batch);
+    program = std::move(sr.program);
     extend_batch_dims(program.graph, dims);
   }
   // The block of a program tensor this rank holds: whole on a stage of one device; otherwise as

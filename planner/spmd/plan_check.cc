@@ -32,7 +32,6 @@ std::set<int64_t> ranks_to_lower(int64_t d0, int64_t d1) {
 void lower_rank(const Plan& plan, const std::string& plan_source, const Graph& forward, const StrategyGraph& sg,
                 const std::vector<int>& choice, const TrainingGraph& tg, int64_t rank) {
   RankLowering low = lower_batch_parallel(plan, plan_source, sg, choice, rank);
-  batch_dims(forward, plan.global_batch);  // alpa-run tracks every tensor's samples (data, dropout masks)
   // In the plan's precision: a GPU plan's rank programs (half compute, fp32 master weights) are
   // the CUDA backend's to run, and lowered the same way.
   TrainingGraph local =
@@ -76,10 +75,13 @@ RankCheck check_pipeline(const Plan& plan, const std::string& plan_source, const
       out.skipped = true;
       continue;
     }
+    StageChoice choice;
+    as_refusal(plan_source, where, [&] {
+      choice = choose_pipeline_stage(plan, plan_source, forward, tg, tg.optimizer, static_cast<int>(s));
+    });
     for (int64_t index : ranks_to_lower(stages[s].logical_d0, stages[s].logical_d1)) {
-      as_refusal(plan_source, where + " rank " + std::to_string(index), [&] {
-        lower_pipeline_stage(plan, plan_source, forward, tg, tg.optimizer, static_cast<int>(s), index);
-      });
+      as_refusal(plan_source, where + " rank " + std::to_string(index),
+                 [&] { lower_stage_rank(choice, plan, plan_source, forward, tg.optimizer, index); });
       out.ranks_lowered += 1;
     }
   }
@@ -102,12 +104,12 @@ void require_accumulable_loss(const Graph& forward, int64_t microbatches, const 
                       "over each microbatch) would be counted once per microbatch; plan with --microbatches 1");
 }
 
-StageLowering lower_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
-                                   const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage, int64_t index) {
+StageChoice choose_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                                  const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage) {
   const PlanStage& st = plan.pipeline->stages[static_cast<size_t>(stage)];
   const std::string where = "/pipeline/stages/" + std::to_string(stage);
   const int64_t n = static_cast<int64_t>(st.device_ids.size());
-  StageLowering out;
+  StageChoice out;
   out.mesh = std::make_unique<Cluster>(load_cluster("local:" + std::to_string(n)));
   SearchRequest rq;
   rq.forward = &forward;
@@ -157,9 +159,16 @@ StageLowering lower_pipeline_stage(const Plan& plan, const std::string& plan_sou
                           (id == kNoId ? std::string("?") : cs.node[static_cast<size_t>(id)]->name) + "\")");
     }
   }
-  out.lowering = lower_batch_parallel(whole.plan, plan_source, sg, out.choice, index);
+  out.whole = whole.plan;
+  return out;
+}
+
+StageRank lower_stage_rank(const StageChoice& stage, const Plan& plan, const std::string& plan_source,
+                           const Graph& forward, const OptimizerConfig& opt, int64_t index) {
+  StageRank out;
+  out.lowering = lower_batch_parallel(stage.whole, plan_source, *stage.sg, stage.choice, index);
   out.local = build_training_graph(rebatch(forward, plan.global_batch, out.lowering.microbatch_samples), opt);
-  out.program = build_rank_program(out.lowering, sg, out.choice, out.local);
+  out.program = build_rank_program(out.lowering, *stage.sg, stage.choice, out.local);
   for (size_t k = 0; k < out.program.num_forward_nodes; ++k) {
     const Node& node = out.program.graph.node(static_cast<NodeId>(k));
     ALPA_CHECK(node.derived_from.empty() || node.kind == OpKind::kReshard,
@@ -197,6 +206,8 @@ RankCheck check_rank_programs(const Plan& given, const std::string& plan_source,
   const StrategyGraph sg = plan_strategy_graph(plan, plan_source, tg, cluster);
   const std::vector<int> choice = plan_choice(plan, plan_source, tg, sg);
   out.devices = plan.logical_d0 * plan.logical_d1;
+  // alpa-run tracks every tensor's samples (data, dropout masks) on every rank.
+  as_refusal(plan_source, "batch", [&] { batch_dims(forward, plan.global_batch); });
   for (int64_t rank : ranks_to_lower(plan.logical_d0, plan.logical_d1)) {
     const std::string element = "rank " + std::to_string(rank) + " of " + std::to_string(out.devices);
     as_refusal(plan_source, element, [&] { lower_rank(plan, plan_source, forward, sg, choice, tg, rank); });

@@ -20,23 +20,31 @@ namespace alpa {
 // execute so (recomputation).
 Plan as_single_stage(const Plan& plan, const std::string& plan_source);
 
-// The rank program of device `index` (logical (index / d1, index % d1)) of stage `stage` of a
-// pipeline plan whose stage spans several devices: the whole model planned by the stage's
-// method on its mesh (search_shard_parallel on local:n) gives the strategy graph, the stage's
-// own strategies and specs are applied to its nodes and parameters (apply_stage_strategies),
-// and that choice is lowered as a single-stage plan's is. What alpa-run runs on such a rank
-// and what the planner's check lowers. `opt`: the training graph's optimizer (the run's
-// hyperparameters). Throws UserError naming `plan_source` and the stage.
-struct StageLowering {
-  std::unique_ptr<Cluster> mesh;         // the stage's devices (the strategy graph points here)
-  std::unique_ptr<StrategyGraph> sg;     // of `plan_tg` on the stage's mesh
+// A pipeline stage spanning several devices, as alpa-run runs it: the whole model planned by the
+// stage's method on its mesh (search_shard_parallel on local:n) gives the strategy graph, and the
+// stage's own strategies and specs are applied to its nodes and parameters
+// (apply_stage_strategies). One per stage; every rank of the stage lowers the same choice.
+// `opt`: the training graph's optimizer (the run's hyperparameters). Throws UserError naming
+// `plan_source` and the stage.
+struct StageChoice {
+  std::unique_ptr<Cluster> mesh;      // the stage's devices (the strategy graph points here)
+  std::unique_ptr<StrategyGraph> sg;  // of `plan_tg` on the stage's mesh
   std::vector<int> choice;
-  RankLowering lowering;
-  TrainingGraph local;                   // the microbatch's training graph before lowering
-  TrainingGraph program;                 // the rank program (build_rank_program of `local`)
+  Plan whole;                         // the whole-model plan of the stage's method on its mesh
 };
-StageLowering lower_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
-                                   const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage, int64_t index);
+StageChoice choose_pipeline_stage(const Plan& plan, const std::string& plan_source, const Graph& forward,
+                                  const TrainingGraph& plan_tg, const OptimizerConfig& opt, int stage);
+
+// The rank program of device `index` (logical (index / d1, index % d1)) of such a stage: its
+// choice lowered as a single-stage plan's is. What alpa-run runs on that rank and what the
+// planner's check lowers.
+struct StageRank {
+  RankLowering lowering;
+  TrainingGraph local;    // the microbatch's training graph before lowering
+  TrainingGraph program;  // the rank program (build_rank_program of `local`)
+};
+StageRank lower_stage_rank(const StageChoice& stage, const Plan& plan, const std::string& plan_source,
+                           const Graph& forward, const OptimizerConfig& opt, int64_t index);
 
 // Gradient accumulation sums each microbatch's loss: right for one mean
 // SoftmaxCrossEntropyLoss producing the loss (its kernel divides by the step's global label
@@ -56,7 +64,7 @@ struct RankCheck {
 // as alpa-run does (the plan's training graph, strategy graph and checked choice; each rank's
 // lowering, its microbatch's training graph and the rank program with its Reshard nodes). For a
 // pipeline of several stages: its split into stages (boundaries, each stage's program and
-// instructions), and each multi-device stage's rank programs (lower_pipeline_stage); in half
+// instructions), and each multi-device stage's rank programs (lower_stage_rank); in half
 // precision (a GPU plan: alpa-run's stages are searched on CPU devices) only the split. A mesh
 // of more than 16 devices has the ranks at its corners lowered (first and last of each row and
 // column), whose blocks include every dim's first and last. Throws UserError naming
