@@ -235,7 +235,8 @@ class Harness:
             weighted = model(*part) * (float((part[-1] != -100).sum()) / total)
             weighted.backward()
             loss += weighted.item()
-        self.loss64 = loss
+        if double:
+            self.loss64 = loss
         return {n: p.grad.double().numpy() for n, p in model.named_parameters()}
 
     def reference(self, microbatches):

@@ -9,15 +9,15 @@ usage: strategy_sweep.py sweep --bin DIR --model M --workdir DIR [--meshes 1x2,2
 sweep: for each logical mesh, a data-parallel plan of the model is searched (`--method shard
 --logical-mesh`), `alpa-plan cost --strategies` lists every editable node and the strategies it
 may take, and every (op kind, strategy) pair not seen before on that mesh is forced into the
-plan on the first node offering it: the plan is edited, repaired by following cost's own
-messages (grad_check.edit_plan), re-costed and trained for one step on the mesh's ranks; the
+plan on the first node offering it: the plan is edited, completed by `alpa-plan cost
+--derive-followers` (grad_check.edit_plan), re-costed and trained for one step on the mesh's ranks; the
 gradients must match float64 within the bound of grad_check.py. Op kinds are the node names'
 last component without its counter ("/blocks.0/attn/MatMul_1" -> MatMul), so the repeated
 blocks of a model are swept once. An edit that cost reverts (its repairs undo it) is not
 counted. Prints how many (op, strategy, mesh) combinations ran and matched.
 
 edits: the property test. Random single-node strategy edits of the searched plans (a random
-node, a random strategy of its list, a random mesh), repaired by cost's messages like the sweep,
+node, a random strategy of its list, a random mesh), completed by cost like the sweep's,
 until N edits are accepted by cost; every accepted plan must train with gradients within the
 bound. Prints the counts of tried, refused and accepted edits.
 
@@ -28,7 +28,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +41,8 @@ def op_kind(node: str) -> str:
 
 def editable_nodes(h, mesh, workdir):
     """Searches the mesh's base plan; returns (plan spec, {node: [strategies]}, plan path)."""
-    ranks = eval(mesh.replace("x", "*"))  # noqa: S307  (D0xD1 of digits)
+    d0, d1 = (int(d) for d in mesh.split("x"))
+    ranks = d0 * d1
     plan_path = os.path.join(workdir, f"base_{mesh}.json")
     r = grad_check.run([os.path.join(h.a.bin, "alpa-plan"),
                         *grad_check.search_args("shard", ranks, {"mesh": mesh}, h.onnx_path, h.a.batch, plan_path)])
