@@ -111,9 +111,13 @@ std::optional<alpa::Profile> load_profile(const std::string& path, const alpa::C
 alpa::OptimizerConfig parse_optimizer(const std::string& name) {
   alpa::OptimizerConfig opt;
   if (name == "sgd") opt.kind = alpa::OptimizerKind::kSgd;
+  else if (name == "sgd-momentum") {
+    opt.kind = alpa::OptimizerKind::kSgd;
+    opt.momentum = alpa::kPlannedMomentum;
+  }
   else if (name == "adam") opt.kind = alpa::OptimizerKind::kAdam;
   else if (name == "adamw") opt.kind = alpa::OptimizerKind::kAdamW;
-  else throw alpa::UserError("--optimizer", name, "unknown optimizer (sgd, adam or adamw)");
+  else throw alpa::UserError("--optimizer", name, "unknown optimizer (sgd, sgd-momentum, adam or adamw)");
   return opt;
 }
 
@@ -175,12 +179,28 @@ bool is_pipeline_method(const std::string& m) {
 
 std::string mesh_text(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
 
+// The peak memory per device a single-stage plan promises: what its rank programs hold as
+// alpa-run allocates (RankCheck::peak_bytes), the buffers the lowering inserts included, which
+// the search's own model (the budget it keeps) does not see. A plan over its budget by them is
+// still written, with a warning.
+void set_program_peak(alpa::Plan& p, int64_t program_peak, const std::string& source) {
+  if (program_peak <= 0) return;
+  p.estimate.memory.peak_bytes = program_peak;
+  if (p.pipeline && p.pipeline->stages.size() == 1) p.pipeline->stages[0].memory.peak_bytes = program_peak;
+  if (p.memory_budget_bytes > 0 && program_peak > p.memory_budget_bytes) {
+    std::fprintf(stderr, "alpa-plan: warning: %s: the rank programs peak at %s per device, over the memory budget of %s\n",
+                 source.c_str(), alpa::format_bytes(static_cast<double>(program_peak)).c_str(),
+                 alpa::format_bytes(static_cast<double>(p.memory_budget_bytes)).c_str());
+  }
+}
+
 // Every plan alpa-plan writes or `cost` accepts, alpa-run runs: the plan as written (re-read
 // from its JSON) has its rank programs lowered here first, as alpa-run lowers them
 // (planner/spmd/plan_check.h); one alpa-run would refuse is refused now, with its reason.
 // Half-precision plans are for GPUs, which alpa-run does not run yet (the CPU backend trains in
 // fp32): a lowering that stops is reported as a warning and the plan is still written.
-void check_plan_runs(const alpa::Plan& p, const std::string& source, const alpa::Graph& forward,
+// A single-stage plan's peak memory then becomes its rank programs' (set_program_peak).
+void check_plan_runs(alpa::Plan& p, const std::string& source, const alpa::Graph& forward,
                      const alpa::Cluster& cluster, bool report) {
   const alpa::Plan written = alpa::parse_plan(alpa::plan_to_json(p), source);
   alpa::RankCheck c;
@@ -192,6 +212,7 @@ void check_plan_runs(const alpa::Plan& p, const std::string& source, const alpa:
                  e.what(), written.precision.c_str());
     return;
   }
+  set_program_peak(p, c.peak_bytes, source);
   if (!report) return;
   if (c.stages > 1) {
     std::printf("  rank programs       %lld stages split; %lld rank programs lowered as alpa-run lowers them%s\n",
@@ -248,7 +269,7 @@ int run_pipeline_search(const SearchFlags& f) {
   rq.progress = isatty(2) != 0;
   const std::optional<alpa::Profile> profile = load_profile(f.profile, cluster, rq.profile_text);
   if (profile) rq.profile = &*profile;
-  const alpa::PipelineResult r = alpa::search_pipeline(rq);
+  alpa::PipelineResult r = alpa::search_pipeline(rq);
   std::printf("alpa-plan search: %s on %s (%lld devices), batch %lld, %s, %s, method %s\n", rq.model_name.c_str(),
               rq.cluster_label.c_str(), static_cast<long long>(cluster.num_devices()), static_cast<long long>(rq.global_batch),
               f.optimizer.c_str(), alpa::precision_name(rq.precision.compute).c_str(), f.method.c_str());
@@ -264,7 +285,7 @@ int run_pipeline_search(const SearchFlags& f) {
     std::fprintf(stderr, "alpa-plan: error: %s: memory: %s\n", f.model.model.c_str(), r.diagnosis.c_str());
     return 2;
   }
-  const alpa::Plan& p = r.plan;
+  alpa::Plan& p = r.plan;
   const alpa::PlanPipeline& pl = *p.pipeline;
   std::printf("best: %zu stage%s, %lld microbatches, %s\n", pl.stages.size(), pl.stages.size() == 1 ? "" : "s",
               static_cast<long long>(p.microbatches), pl.schedule.c_str());
@@ -297,6 +318,7 @@ int run_pipeline_search(const SearchFlags& f) {
     }
     std::printf("  communication/dev   %s (busiest stage; transfers between stages in the plan)\n", comm.empty() ? "none" : comm.c_str());
   }
+  check_plan_runs(p, f.output.empty() ? "plan" : f.output, model.graph, cluster, true);
   std::printf("  memory/dev          peak %s (most loaded stage)\n", alpa::format_bytes(static_cast<double>(p.estimate.memory.peak_bytes)).c_str());
   if (f.explain > 0) {
     std::printf("the plan and the %d best alternatives:\n", f.explain);
@@ -312,7 +334,6 @@ int run_pipeline_search(const SearchFlags& f) {
     write_file(f.trace, alpa::predicted_trace_json(p));
     std::printf("wrote %s (the predicted timeline; open it in https://ui.perfetto.dev)\n", f.trace.c_str());
   }
-  check_plan_runs(p, f.output.empty() ? "plan" : f.output, model.graph, cluster, true);
   if (!f.output.empty()) {
     write_file(f.output, alpa::plan_to_json(p));
     std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
@@ -348,7 +369,7 @@ int run_search(const SearchFlags& f) {
   const std::optional<alpa::Profile> profile = load_profile(f.profile, cluster, rq.profile_text);
   if (profile) rq.profile = &*profile;
   rq.decompose = !f.no_decompose;
-  const alpa::SearchResult r = alpa::search_shard_parallel(rq);
+  alpa::SearchResult r = alpa::search_shard_parallel(rq);
   std::printf("alpa-plan search: %s on %s (%lld devices), batch %lld, %s, %s, method %s\n", rq.model_name.c_str(),
               rq.cluster_label.c_str(), static_cast<long long>(cluster.num_devices()), static_cast<long long>(rq.global_batch),
               f.optimizer.c_str(), alpa::precision_name(rq.precision.compute).c_str(), f.method.c_str());
@@ -382,6 +403,7 @@ int run_search(const SearchFlags& f) {
     std::fprintf(stderr, "alpa-plan: error: %s: memory: %s\n", f.model.model.c_str(), r.diagnosis.c_str());
     return 2;
   }
+  check_plan_runs(r.plan, f.output.empty() ? "plan" : f.output, model.graph, cluster, true);
   std::printf("best: %lldx%lld mesh\n%s", static_cast<long long>(r.plan.logical_d0), static_cast<long long>(r.plan.logical_d1),
               estimate_text(r.plan.estimate).c_str());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -389,7 +411,6 @@ int run_search(const SearchFlags& f) {
     write_file(f.trace, alpa::predicted_trace_json(r.plan));
     std::printf("wrote %s (the predicted timeline; open it in https://ui.perfetto.dev)\n", f.trace.c_str());
   }
-  check_plan_runs(r.plan, f.output.empty() ? "plan" : f.output, model.graph, cluster, true);
   if (!f.output.empty()) {
     write_file(f.output, alpa::plan_to_json(r.plan));
     std::printf("wrote %s (%.2f s in all)\n", f.output.c_str(), secs);
@@ -470,15 +491,15 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
     return 0;
   }
   const alpa::CostResult r = alpa::cost_plan(plan, plan_path, model.graph, cluster, profile ? &*profile : nullptr, profile_text);
-  check_plan_runs(plan, plan_path, model.graph, cluster, !json);
+  alpa::Plan out = plan;
+  out.estimate = r.estimate;
+  check_plan_runs(out, plan_path, model.graph, cluster, !json);
   if (json) {
-    alpa::Plan out = plan;
-    out.estimate = r.estimate;
     std::printf("%s", alpa::plan_to_json(out).c_str());
   } else {
     std::printf("alpa-plan cost: %s (%s, %lldx%lld mesh)\n%s", plan_path.c_str(), plan.cluster.c_str(),
-                static_cast<long long>(plan.logical_d0), static_cast<long long>(plan.logical_d1), estimate_text(r.estimate).c_str());
-    if (!(r.estimate == plan.estimate)) {
+                static_cast<long long>(plan.logical_d0), static_cast<long long>(plan.logical_d1), estimate_text(out.estimate).c_str());
+    if (!(out.estimate == plan.estimate)) {
       std::printf("  (differs from the estimate in the plan: iteration time %s there)\n", seconds(plan.estimate.iteration_time_s).c_str());
     } else {
       std::printf("  (equals the estimate in the plan)\n");
@@ -505,7 +526,7 @@ int main(int argc, char** argv) {
   add_model_flags(search, sf.model);
   search->add_option("--cluster", sf.cluster, "builtin:NAME:HOSTS (p3.16xlarge, dgx-a100, dgx-h100), local:N, or a cluster.json")->required();
   search->add_option("--microbatches", sf.microbatches, "gradient accumulation steps per iteration")->check(CLI::PositiveNumber);
-  search->add_option("--optimizer", sf.optimizer, "sgd, adam or adamw (default adam)");
+  search->add_option("--optimizer", sf.optimizer, "sgd, sgd-momentum (SGD keeping a momentum buffer), adam or adamw (default adam)");
   search->add_option("--precision", sf.precision, "fp32, fp16 or bf16 (default fp16 where the device has faster half precision, else fp32)");
   search->add_option("--method", sf.method,
                      "auto (default: pipeline stages on submeshes, each sharded by the ILP), megatron (with --tp --pp --dp), "

@@ -22,6 +22,7 @@
 #include "planner/common/format.h"
 #include "planner/graph/rebatch.h"
 #include "planner/spmd/plan_check.h"
+#include "planner/spmd/program_memory.h"
 #include "planner/inter_op/pipeline.h"
 #include "planner/intra_op/search.h"
 #include "planner/onnx/import.h"
@@ -369,6 +370,9 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
   std::vector<int> dims = training_batch_dims(local, forward, plan.global_batch);
   st->tg = std::make_unique<TrainingGraph>(build_rank_program(st->lowering, *st->sg, st->choice, std::move(local)));
   extend_batch_dims(st->tg->graph, dims);
+  // What this rank's allocator will hold: its program simulated (the plan file says the same
+  // unless the run's optimizer keeps state the plan's does not).
+  low.predicted_memory.peak_bytes = simulate_program_memory(*st->tg, plan.microbatches).peak_bytes;
   make_trainer(*st, o, {});
   // The part of each persistent tensor this rank holds: whole, or its shard of a sharded
   // parameter or optimizer state; the lowest rank holding a block writes it.
@@ -613,17 +617,17 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     const auto after = traffic();
     for (const auto& [kind, b] : after) per_step[kind] = b - before[kind];
     before = after;
-    std::map<std::string, std::vector<int64_t>> kinds_per_rank;  // pipelines: each rank's collectives differ by stage
+    std::map<std::string, std::vector<int64_t>> kinds_per_rank;  // every rank's, as tests check each
+    for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}) {
+      std::vector<int64_t>& v = kinds_per_rank[kind];
+      v.assign(static_cast<size_t>(world), 0);
+      st.comms.control->all_gather(&per_step[kind], v.data(), 1, DType::kInt64);
+    }
     if (st.pipe) {
       st.comms.control->all_gather(&per_step["send"], sends.data(), 1, DType::kInt64);
       int64_t relayed = st.pipe->relay_bytes_sent - relay_before;
       relay_before = st.pipe->relay_bytes_sent;
       st.comms.control->all_gather(&relayed, relays.data(), 1, DType::kInt64);
-      for (const char* kind : {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}) {
-        std::vector<int64_t>& v = kinds_per_rank[kind];
-        v.assign(static_cast<size_t>(world), 0);
-        st.comms.control->all_gather(&per_step[kind], v.data(), 1, DType::kInt64);
-      }
     }
     if (rank != 0) continue;
     int64_t max_peak = 0;
@@ -642,15 +646,15 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
               << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks);
       if (st.pipe) {
         metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends)
-                << ",\"relay_bytes_per_rank\":" << json_list(relays) << ",\"plan_relay_bytes_per_rank\":" << json_list(plan_relays)
-                << ",\"comm_bytes_per_rank\":{";
-        bool first_kind = true;
-        for (const auto& [kind, v] : kinds_per_rank) {
-          metrics << (first_kind ? "" : ",") << "\"" << kind << "\":" << json_list(v);
-          first_kind = false;
-        }
-        metrics << "}";
+                << ",\"relay_bytes_per_rank\":" << json_list(relays) << ",\"plan_relay_bytes_per_rank\":" << json_list(plan_relays);
       }
+      metrics << ",\"comm_bytes_per_rank\":{";
+      bool first_kind = true;
+      for (const auto& [kind, v] : kinds_per_rank) {
+        metrics << (first_kind ? "" : ",") << "\"" << kind << "\":" << json_list(v);
+        first_kind = false;
+      }
+      metrics << "}";
       metrics << "}\n" << std::flush;
     }
     const int width = 30;

@@ -35,11 +35,6 @@ std::vector<int> training_batch_dims(const TrainingGraph& tg, const Graph& forwa
   return dims;
 }
 
-bool in_optimizer_phase(const Node& node) {
-  if (op_info(node.kind).family == OpFamily::kOptimizer) return true;
-  return node.kind == OpKind::kReshard && node.attrs.get_int("optimizer_phase", 0) != 0;
-}
-
 Trainer::Trainer(const TrainingGraph& tg, Kernels& kernels, uint64_t seed, std::vector<bool> active)
     : tg_(tg), kernels_(kernels), seed_(seed), active_(std::move(active)) {
   const Graph& g = tg.graph;

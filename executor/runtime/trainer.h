@@ -41,10 +41,6 @@ struct BatchParallel {
   std::function<void(const Node& node, const void* in, void* out, size_t microbatch, size_t microbatches)> reshard;
 };
 
-// Whether a node runs once per step with the optimizer update (optimizer nodes, and Reshard
-// nodes of the lowering marked optimizer_phase) rather than once per microbatch.
-bool in_optimizer_phase(const Node& node);
-
 // Each tensor's batch dim in a (local-batch) training graph, from the batch dims of the global
 // forward graph (by tensor name); the backward Dropout of a forward Dropout (same rng_key) reads
 // a gradient shaped like the forward's input and gets its batch dim. -1 elsewhere.

@@ -10,6 +10,11 @@ namespace alpa {
 
 bool is_grad_sum(const Node& n) { return n.kind == OpKind::kAdd && n.name.find("/grad_sum/") != std::string::npos; }
 
+bool in_optimizer_phase(const Node& node) {
+  if (op_info(node.kind).family == OpFamily::kOptimizer) return true;
+  return node.kind == OpKind::kReshard && node.attrs.get_int("optimizer_phase", 0) != 0;
+}
+
 
 std::vector<TensorId> GradBuilder::op_n(OpKind kind, std::vector<TensorId> inputs, Attributes attrs,
                                         size_t outputs) {

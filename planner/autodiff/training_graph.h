@@ -61,6 +61,10 @@ struct TrainingGraph {
 // A node of the backward summing a tensor's gradient contributions (named ".../grad_sum/...").
 bool is_grad_sum(const Node& n);
 
+// Whether a node runs once per step with the optimizer update (optimizer nodes, and Reshard
+// nodes of a rank program marked optimizer_phase) rather than once per microbatch.
+bool in_optimizer_phase(const Node& node);
+
 // Throws UserError when a node on the path to the loss cannot be differentiated (naming it).
 TrainingGraph build_training_graph(const Graph& forward, const OptimizerConfig& optimizer,
                                    const PrecisionConfig& precision = {});

@@ -598,11 +598,12 @@ Plan build_plan(const Context& cx, const Evaluated& ev, const std::string& metho
     });
     const StageFigures f = stage_figures(tg, *sh.graph, sh.choice, cs, sh.in_stage, first, end, sc.option, sc.inflight, ev.microbatches);
     st.memory = f.memory;
+    st.communication_bytes = bytes_per_kind(communication(*sh.graph, sh.choice, first, end, sh.in_stage));
     const double before = busiest;
     account_stage(p.estimate, busiest, f, sc.micro_s, ev.microbatches, sc.option.step_s);
     // The estimate's figures are the busiest stage's: its devices' bytes too (transfers between
     // stages are listed separately).
-    if (busiest != before) p.estimate.communication_bytes = bytes_per_kind(communication(*sh.graph, sh.choice, first, end, sh.in_stage));
+    if (busiest != before) p.estimate.communication_bytes = st.communication_bytes;
     pl.stages.push_back(std::move(st));
   }
   boundary_traffic(tg, stage_of_node, cl, pl);
@@ -1046,9 +1047,10 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
     }
     micros.push_back(micro);
     steps.push_back(o.step_s);
+    rs.communication_bytes = bytes_per_kind(communication(sg, sh.choice, first, end, sh.in_stage));
     const double before = busiest;
     account_stage(out.estimate, busiest, f, micro, B, o.step_s);
-    if (busiest != before) out.estimate.communication_bytes = bytes_per_kind(communication(sg, sh.choice, first, end, sh.in_stage));
+    if (busiest != before) out.estimate.communication_bytes = rs.communication_bytes;
   }
   const Totals totals = pipeline_totals(micros, steps, B);
   std::vector<int> stage_of_node(tg.num_forward_nodes, 0);

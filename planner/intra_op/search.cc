@@ -36,9 +36,9 @@ int64_t local_bytes_of(const Tensor& t, const ShardingSpec& s, const LogicalMesh
 
 }  // namespace
 
-const char* optimizer_name(OptimizerKind k) {
-  switch (k) {
-    case OptimizerKind::kSgd: return "sgd";
+const char* optimizer_name(const OptimizerConfig& opt) {
+  switch (opt.kind) {
+    case OptimizerKind::kSgd: return opt.momentum != 0 ? "sgd-momentum" : "sgd";
     case OptimizerKind::kAdam: return "adam";
     case OptimizerKind::kAdamW: return "adamw";
   }
@@ -448,9 +448,17 @@ TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, cons
                                   const OptimizerConfig* hyper) {
   OptimizerConfig opt = hyper ? *hyper : OptimizerConfig{};
   if (plan.optimizer == "sgd") opt.kind = OptimizerKind::kSgd;
+  else if (plan.optimizer == "sgd-momentum") {
+    opt.kind = OptimizerKind::kSgd;
+    if (!hyper) opt.momentum = kPlannedMomentum;  // any non-zero value keeps the buffer
+    if (opt.momentum == 0) {
+      throw UserError(src, "optimizer", "the plan is for SGD with momentum (it counts a momentum buffer per parameter); "
+                      "give the run's momentum (alpa-run --momentum M)");
+    }
+  }
   else if (plan.optimizer == "adam") opt.kind = OptimizerKind::kAdam;
   else if (plan.optimizer == "adamw") opt.kind = OptimizerKind::kAdamW;
-  else throw UserError(src, "optimizer", "unknown optimizer \"" + plan.optimizer + "\" (sgd, adam or adamw)");
+  else throw UserError(src, "optimizer", "unknown optimizer \"" + plan.optimizer + "\" (sgd, sgd-momentum, adam or adamw)");
   PrecisionConfig prec;
   if (plan.precision == "fp16") prec.compute = DType::kFloat16;
   else if (plan.precision == "bf16") prec.compute = DType::kBFloat16;

@@ -91,6 +91,9 @@ void check_plan_bindings(const Plan& plan, const std::string& plan_source, const
 std::string plan_cluster_spec(const Plan& plan);
 // The training graph a plan was made for: its optimizer, precision and microbatches (checked).
 // `hyper`: the run's optimizer hyperparameters (momentum adds state), with the plan's kind.
+// The momentum an "sgd-momentum" plan is costed with when no run gives one: its value changes
+// no figure the plan holds (the buffer's size does not depend on it).
+inline constexpr double kPlannedMomentum = 0.9;
 TrainingGraph plan_training_graph(const Plan& plan, const std::string& plan_source, const Graph& forward,
                                   const OptimizerConfig* hyper = nullptr);
 
@@ -137,7 +140,7 @@ void fill_plan_header(Plan& p, const Request& rq, const Cluster& cluster, int64_
   p.cluster_fingerprint = cluster_fingerprint(cluster, rq.profile_text);
   p.global_batch = rq.global_batch;
   p.microbatches = microbatches;
-  p.optimizer = optimizer_name(rq.optimizer.kind);
+  p.optimizer = optimizer_name(rq.optimizer);
   p.precision = precision_name(rq.precision.compute);
   p.method = method;
   p.memory_budget_bytes = memory_budget_bytes;
@@ -154,7 +157,9 @@ void append_plan_specs(std::vector<PlanNodeStrategy>& strategies, std::vector<Pl
 std::optional<LogicalMesh> parse_logical_mesh(const std::string& text);
 Method parse_method(const std::string& text);  // throws UserError
 std::string precision_name(DType compute);
-const char* optimizer_name(OptimizerKind kind);
+// The plan's name of an optimizer: "sgd", "sgd-momentum" (SGD keeping a momentum buffer),
+// "adam" or "adamw". Plans name the state an optimizer keeps; runs give its hyperparameters.
+const char* optimizer_name(const OptimizerConfig& opt);
 
 // The training graph of one microbatch (global batch / microbatches samples); throws UserError
 // when the microbatch count does not divide the batch.

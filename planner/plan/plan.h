@@ -79,6 +79,9 @@ struct PlanStage {
   double microbatch_time_s = 0;  // forward + backward (+ recomputation, + sends) per microbatch
   double forward_time_s = 0;     // of which the forward's compute (0: unknown, an older plan)
   double step_time_s = 0;        // gradient synchronisation and optimizer update, per step
+  // Bytes each of its devices sends per step in collectives inside the stage, per kind
+  // (all_gather, all_reduce, all_to_all, reduce_scatter); empty in older plans.
+  std::map<std::string, double> communication_bytes;
   PlanMemory memory;             // per device, with `inflight` microbatches alive
   bool operator==(const PlanStage&) const = default;
 };

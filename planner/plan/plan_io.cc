@@ -143,17 +143,21 @@ std::string memory_json(const PlanMemory& m, int indent) {
                indent);
 }
 
-std::string estimate_json(const PlanEstimate& e) {
+// Bytes each device sends per step, per collective kind (std::map: sorted by kind).
+std::string bytes_json(const std::string& path, const std::map<std::string, double>& bytes, int indent) {
   std::vector<Entry> comm;
-  for (const auto& [kind, bytes] : e.communication_bytes)  // std::map: sorted by kind
-    comm.push_back({kind, number("estimate.communication_bytes." + kind, bytes)});
+  for (const auto& [kind, b] : bytes) comm.push_back({kind, number(path + "." + kind, b)});
+  return block(comm, indent);
+}
+
+std::string estimate_json(const PlanEstimate& e) {
   return block({{"iteration_time_s", number("estimate.iteration_time_s", e.iteration_time_s)},
                 {"throughput_samples_per_s",
                  number("estimate.throughput_samples_per_s", e.throughput_samples_per_s)},
                 {"compute_time_s", number("estimate.compute_time_s", e.compute_time_s)},
                 {"communication_time_s",
                  number("estimate.communication_time_s", e.communication_time_s)},
-                {"communication_bytes", block(comm, 4)},
+                {"communication_bytes", bytes_json("estimate.communication_bytes", e.communication_bytes, 4)},
                 {"memory", memory_json(e.memory, 4)}},
                2);
 }
@@ -467,7 +471,8 @@ PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
   if (stages.empty()) node["stages"].fail("a pipeline plan needs at least one stage");
   for (const Node& sn : stages) {
     sn.expect_keys({"layers", "mesh", "logical_mesh", "device_ids", "method", "remat", "inflight",
-                    "microbatch_time_s", "forward_time_s", "step_time_s", "memory", "strategies", "tensors"});
+                    "microbatch_time_s", "forward_time_s", "step_time_s", "communication_bytes", "memory", "strategies",
+                    "tensors"});
     PlanStage st;
     const std::vector<Node> range = sn["layers"].elements();
     if (range.size() != 2) sn["layers"].fail("expected [first, end), two layer indices");
@@ -507,6 +512,9 @@ PlanPipeline read_pipeline(const Node& node, const Plan& plan) {
       if (st.forward_time_s > st.microbatch_time_s) sn["forward_time_s"].fail("exceeds the stage's microbatch_time_s");
     }
     st.step_time_s = sn["step_time_s"].number();
+    if (sn.has("communication_bytes")) {  // older plans: unknown
+      for (const auto& [kind, bytes] : sn["communication_bytes"].entries()) st.communication_bytes[kind] = bytes.number();
+    }
     st.memory = read_memory(sn["memory"]);
     for (const auto& [n, strategy] : sn["strategies"].entries()) st.strategies.push_back({n, strategy.nonempty_string()});
     st.tensors = read_tensors(sn["tensors"]);
@@ -608,6 +616,7 @@ std::string pipeline_json(const PlanPipeline& pl) {
                      {"microbatch_time_s", number(path + ".microbatch_time_s", st.microbatch_time_s)},
                      {"forward_time_s", number(path + ".forward_time_s", st.forward_time_s)},
                      {"step_time_s", number(path + ".step_time_s", st.step_time_s)},
+                     {"communication_bytes", bytes_json(path + ".communication_bytes", st.communication_bytes, 8)},
                      {"memory", memory_json(st.memory, 8)},
                      {"strategies", name_map(path + ".strategies", strategies, 8)},
                      {"tensors", name_map(path + ".tensors", tensor_entries(st.tensors), 8)}},
@@ -706,7 +715,7 @@ Plan parse_plan(const std::string& json_text, const std::string& source) {
   p.cluster_fingerprint = root["cluster_fingerprint"].string();
   p.global_batch = root["global_batch"].integer(1);
   p.microbatches = root["microbatches"].integer(1);
-  p.optimizer = root["optimizer"].one_of({"sgd", "adam", "adamw"});
+  p.optimizer = root["optimizer"].one_of({"sgd", "sgd-momentum", "adam", "adamw"});
   p.precision = root["precision"].one_of({"fp32", "fp16", "bf16"});
   p.method = root["method"].one_of({"shard", "data", "zero2", "zero3", "auto", "megatron", "pp-dp"});
   p.memory_budget_bytes = root["memory_budget_bytes"].integer(0);

@@ -1,5 +1,6 @@
 #include "planner/spmd/plan_check.h"
 
+#include <algorithm>
 #include <set>
 
 #include "planner/autodiff/training_graph.h"
@@ -11,6 +12,7 @@
 #include "planner/intra_op/search.h"
 #include "planner/spmd/lowering.h"
 #include "planner/spmd/pipeline_program.h"
+#include "planner/spmd/program_memory.h"
 
 namespace alpa {
 namespace {
@@ -28,15 +30,17 @@ std::set<int64_t> ranks_to_lower(int64_t d0, int64_t d1) {
   return ranks;
 }
 
-// One rank's program, exactly as alpa-run's set-up builds it for a single-stage plan.
-void lower_rank(const Plan& plan, const std::string& plan_source, const Graph& forward, const StrategyGraph& sg,
-                const std::vector<int>& choice, const TrainingGraph& tg, int64_t rank) {
+// One rank's program, exactly as alpa-run's set-up builds it for a single-stage plan; returns
+// its simulated peak memory.
+int64_t lower_rank(const Plan& plan, const std::string& plan_source, const Graph& forward, const StrategyGraph& sg,
+                   const std::vector<int>& choice, const TrainingGraph& tg, int64_t rank) {
   RankLowering low = lower_batch_parallel(plan, plan_source, sg, choice, rank);
   // In the plan's precision: a GPU plan's rank programs (half compute, fp32 master weights) are
   // the CUDA backend's to run, and lowered the same way.
   TrainingGraph local =
       build_training_graph(rebatch(forward, plan.global_batch, low.microbatch_samples), tg.optimizer, tg.precision);
-  build_rank_program(low, sg, choice, std::move(local));
+  const TrainingGraph program = build_rank_program(low, sg, choice, std::move(local));
+  return simulate_program_memory(program, plan.microbatches).peak_bytes;
 }
 
 // Turns a failure of the lowering into the refusal alpa-plan gives.
@@ -210,7 +214,9 @@ RankCheck check_rank_programs(const Plan& given, const std::string& plan_source,
   as_refusal(plan_source, "batch", [&] { batch_dims(forward, plan.global_batch); });
   for (int64_t rank : ranks_to_lower(plan.logical_d0, plan.logical_d1)) {
     const std::string element = "rank " + std::to_string(rank) + " of " + std::to_string(out.devices);
-    as_refusal(plan_source, element, [&] { lower_rank(plan, plan_source, forward, sg, choice, tg, rank); });
+    as_refusal(plan_source, element, [&] {
+      out.peak_bytes = std::max(out.peak_bytes, lower_rank(plan, plan_source, forward, sg, choice, tg, rank));
+    });
     ++out.ranks_lowered;
   }
   return out;

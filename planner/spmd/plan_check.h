@@ -58,6 +58,9 @@ struct RankCheck {
   int64_t devices = 0;        // the plan's devices
   int64_t stages = 1;         // a pipeline's stages (each multi-device one lowered as alpa-run does)
   bool skipped = false;       // a pipeline in half precision: not lowered (see check_rank_programs)
+  // A single-stage plan: the largest peak of the lowered rank programs (simulate_program_memory),
+  // what alpa-run's allocator measures. 0 for pipelines.
+  int64_t peak_bytes = 0;
 };
 
 // Builds, for a single-stage plan (or a pipeline of one stage), the rank program of every device

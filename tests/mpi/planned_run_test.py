@@ -5,7 +5,7 @@ usage:
   planned_run_test.py parity --bin DIR --model M.onnx --workdir DIR --np N [--method data]
                       [--batch B] [--microbatches K] [--logical-mesh D0xD1] [--cluster SPEC]
                       [--optimizer sgd] [--lr X] [--momentum M] [--steps 10]
-                      [--hand-gpt] [--check-memory]
+                      [--hand-gpt] [--memory-tolerance X --memory-why TEXT]
   planned_run_test.py errors --bin DIR --models DIR --workdir DIR
   planned_run_test.py resume --bin DIR --model M.onnx --workdir DIR
 
@@ -14,13 +14,15 @@ microbatches) and on N MPI ranks (alpa-run --plan) from the same seed and synthe
 checks that
   - every step's loss agrees within 1e-5 relative,
   - every saved parameter and buffer agrees within 1e-5 relative (max|d| / max|p| per tensor),
-  - the bytes the MPI communicator measured per step equal the plan's prediction exactly, per
-    collective kind, and with --hand-gpt also a total computed by hand from the model's sidecar
+  - the bytes the MPI communicator measured on every rank, every step, equal the plan file's
+    figures exactly, per collective kind (a pipeline stage's own figures for its ranks; zero where
+    the file lists none), and with --hand-gpt also a total computed by hand from the model's sidecar
     (independent of the planner): data parallelism all-reduces every parameter's gradient once,
     the tied embedding once per use (its two uses are reduced separately) and the scalar loss,
     2(n-1)/n * 4 * (param_count + vocab * hidden + 1) bytes,
-  - with --check-memory, every rank's allocator high-water mark is within 10% + 1 MiB of the
-    plan's peak estimate (re-costed by alpa-run for the run's optimizer hyperparameters).
+  - every rank's allocator high-water mark is within 10% + 64 KiB (kernel scratch space, which
+    plans do not count) of its peak in the plan file (the stage's, for a pipeline); a case with
+    a wider bound says why (--memory-why). Runs with momentum are planned as sgd-momentum.
 errors: wrong -np, a plan for another model, a plan for another cluster (all: exit code 2 and a
 message on every rank), a rank that fails during a step (exit code 2) and a rank that is killed
 (every rank stops within 30 s, the failed rank named). (Plans alpa-run cannot execute are refused
@@ -92,10 +94,15 @@ def metrics(path):
         return [json.loads(line) for line in f]
 
 
+def planned_optimizer(a):
+    """The plan counts the state the run's optimizer keeps: SGD with momentum keeps a buffer."""
+    return "sgd-momentum" if a.optimizer == "sgd" and a.momentum else a.optimizer
+
+
 def parity(a):
     clean_workdir(a.workdir)
     cluster = a.cluster or f"local:{a.np}"
-    extra = ["--optimizer", a.optimizer]
+    extra = ["--optimizer", planned_optimizer(a)]
     if a.microbatches > 1:
         extra += ["--microbatches", str(a.microbatches)]
     if a.logical_mesh:
@@ -172,26 +179,14 @@ def parity(a):
                   for r in range(a.np)]
         check(tracks == set(range(a.np)) and counts == [2 * K * a.steps] * a.np,
               f"trace: {len(tracks)} tracks, forwards + backwards per rank {counts}")
-    # A one-stage pipeline plan runs as its stage; its prediction is the stage's (alpa-run
-    # recomputes it from the plan's choice with the planner's code).
-    predicted = dist[0]["plan_comm_bytes"] if "pipeline" in p else p["estimate"]["communication_bytes"]
-    if stages > 1:
-        predicted = {k: v for k, v in predicted.items() if k != "send"}  # per rank, checked above
-    # Exact for 2, 4 and 8 ranks; with 3 the ring factor 4/3 is rounded per collective call.
-    exact = a.np & (a.np - 1) == 0
-    for kind in sorted(predicted):
-        measured = [m["comm_bytes"][kind] for m in dist]
-        tol = 1e-6 if exact else 1e-5 * predicted[kind] + 1
-        check(all(abs(b - predicted[kind]) <= tol for b in measured),
-              f"{kind}: measured {measured[0]} B per step and device, plan {predicted[kind]:.1f} B"
-              + ("" if exact else " (within rounding)"))
+    file_bytes = collective_bytes_from_plan_file(a, p, dist)
     if a.hand_gpt:
         with open(os.path.splitext(a.model)[0] + ".json") as f:
             side = json.load(f)
         floats = side["param_count"] + side["config"]["vocab"] * side["config"]["hidden"] + 1
         n = a.np
         hand = 2 * (n - 1) / n * 4 * floats
-        check(abs(hand - dist[0]["comm_bytes"]["all_reduce"]) < 1e-6 and abs(hand - predicted["all_reduce"]) < 1e-6,
+        check(abs(hand - dist[0]["comm_bytes"]["all_reduce"]) < 1e-6 and abs(hand - file_bytes[0]["all_reduce"]) < 1e-6,
               f"all_reduce by hand: 2(n-1)/n x 4 x {floats} = {hand:.0f} B")
     if a.hand_megatron:
         # transformer_layers_test (2 BERT layers, activations [8, 8, 128] fp32) under Megatron-LM's
@@ -202,18 +197,58 @@ def parity(a):
         layers, act = 2, 8 * 8 * 128 * 4
         count = 2 * layers + 3 * (layers - 1) + layers
         hand = count * act * 2 * (a.np - 1) / a.np
-        check(abs(hand - dist[0]["comm_bytes"]["all_reduce"]) < 1e-6 and abs(hand - predicted["all_reduce"]) < 1e-6,
+        check(abs(hand - dist[0]["comm_bytes"]["all_reduce"]) < 1e-6 and abs(hand - file_bytes[0]["all_reduce"]) < 1e-6,
               f"all_reduce by hand: {count} activation all-reduces x {act} B x 2(n-1)/n = {hand:.0f} B")
-    # The plan's per-device peak for this run's training graph (alpa-run re-costs the plan with
-    # the run's optimizer hyperparameters: momentum adds state the plan file may not have).
-    ests = dist[0]["plan_peak_bytes_per_rank"]
-    peaks = dist[-1]["peak_bytes_per_rank"]
-    within = all(abs(x - est) <= 0.1 * est + 2 ** 20 for x, est in zip(peaks, ests))
-    what = f"peak memory per rank {peaks} B, plan {ests} B (tol 10% + 1 MiB)"
-    if a.check_memory:
-        check(within, what)
-    else:
-        print(("info " if within else "info (outside tolerance) ") + what)
+    memory_against_plan_file(a, p, dist)
+
+
+def per_rank_from_plan_file(p, np_, figure):
+    """`figure(d)` of each rank's part of the plan file: the estimate of a single-stage plan,
+    the rank's stage of a pipeline (each stage records its own devices' figures)."""
+    if "pipeline" not in p:
+        return [figure(p["estimate"])] * np_
+    out = [None] * np_
+    for st in p["pipeline"]["stages"]:
+        for r in st["device_ids"]:
+            out[r] = figure(st)
+    return out
+
+
+def collective_bytes_from_plan_file(a, p, dist):
+    """Every rank's collective bytes, every step, per kind, against the plan file as written by
+    alpa-plan (not alpa-run's own prediction): a stage whose file lists no bytes of a kind sends
+    none. Exact for 2, 4 and 8 ranks; with 3 the ring factor 4/3 is rounded per collective call."""
+    file_bytes = per_rank_from_plan_file(p, a.np, lambda d: d["communication_bytes"])
+    exact = a.np & (a.np - 1) == 0
+    for kind in ("all_gather", "all_reduce", "all_to_all", "reduce_scatter"):
+        planned = [fb.get(kind, 0) for fb in file_bytes]
+        bad = []
+        for m in dist:
+            measured = m["comm_bytes_per_rank"][kind]
+            for r in range(a.np):
+                tol = 1e-6 if exact else 1e-5 * planned[r] + 1
+                if abs(measured[r] - planned[r]) > tol:
+                    bad.append((m["step"], r, measured[r]))
+        check(not bad, f"{kind}: every rank, every step as the plan file says: per rank {planned} B"
+              + ("" if exact else " (within rounding)") + (f"; differs (step, rank, measured): {bad[:4]}" if bad else ""))
+    return file_bytes
+
+
+# Kernels take scratch space from the same allocator (a transposed operand, a reduction's
+# partial rows) that no plan counts; the largest here is a GEMM's transposed copy, under 64 KiB
+# for these models. Beyond it, every rank's high-water mark is within 10% of its plan-file peak
+# (the figure alpa-plan writes simulates the rank programs' allocations, tests/spmd).
+MEMORY_SCRATCH_ALLOWANCE = 64 * 1024
+
+
+def memory_against_plan_file(a, p, dist):
+    planned = per_rank_from_plan_file(p, a.np, lambda d: d["memory"]["peak_bytes"])
+    measured = [max(m["peak_bytes_per_rank"][r] for m in dist) for r in range(a.np)]
+    worst = max(abs(x - e) / e for x, e in zip(measured, planned))
+    ok = all(abs(x - e) <= a.memory_tolerance * e + MEMORY_SCRATCH_ALLOWANCE for x, e in zip(measured, planned))
+    why = f" ({a.memory_why})" if a.memory_why else ""
+    check(ok, f"peak memory per rank {measured} B, plan file {planned} B: worst {worst:.1%} "
+          f"(tol {a.memory_tolerance:.0%} + {MEMORY_SCRATCH_ALLOWANCE // 1024} KiB{why})")
 
 
 def routing(a, dump_one, dump_ranks):
@@ -246,7 +281,7 @@ def stages_2_1_1(a, plan_path):
     pp-dp's first stage (data parallel on devices 0-1) and Megatron pp4's last two stages — and
     re-costed by `alpa-plan cost --json`. The tied embedding is then shared by a 2-device and a
     1-device stage."""
-    common = ["--optimizer", a.optimizer, "--microbatches", str(a.microbatches), "--layers", "4", "--remat", "none"]
+    common = ["--optimizer", planned_optimizer(a), "--microbatches", str(a.microbatches), "--layers", "4", "--remat", "none"]
     if a.first_from_megatron:  # the first stage of Megatron's pp2 x dp2 instead (any model)
         ppdp = plan(a.bin, a.model, plan_path + ".ppdp", "local:4", "megatron", a.batch,
                     common + ["--tp", "1", "--pp", "2", "--dp", "2"])
@@ -344,14 +379,8 @@ def pipeline_bytes(a, p, dist):
         sp["bytes"] * len(sp["stages"]) * (len(sp["stages"]) - 1) for sp in pl.get("shared", []))
     check(crossing == expected, f"bytes between the stages' meshes {crossing} = the plan's: 2 x K x transfers + shared sums "
           f"to each other holder = {expected}")
-    # Inside the meshes: the plan's estimate gives its busiest stage's collectives per device;
-    # every rank of one stage measures exactly those (the ranks of a stage measure the same).
-    per_rank = dist[-1]["comm_bytes_per_rank"]
-    est = p["estimate"]["communication_bytes"]
-    matching = [s for s, st in enumerate(pl["stages"])
-                if all(per_rank[k][r] == round(est[k]) for k in est for r in st["device_ids"])]
-    check(len(matching) > 0, f"collectives inside the stages: the plan's busiest-stage figures {est} are measured on every rank of "
-          f"stage(s) {matching}; per rank {per_rank}")
+    # (Collectives inside the stages: every rank against its stage's figures in the plan file,
+    # collective_bytes_from_plan_file.)
     if any(st["method"] != "data" and len(st["device_ids"]) > 1 for st in pl["stages"]):
         # Tensor-parallel stages hold boundary tensors in blocks this script does not model:
         # alpa-run's share of the plan's transfers (from every rank's blocks) is the reference.
@@ -554,7 +583,9 @@ def main():
     ap.add_argument("--check-routing", help="regex of tensors (an MoE's TopK indices) that must equal one device's")
     ap.add_argument("--hand-gpt", action="store_true")
     ap.add_argument("--hand-megatron", action="store_true", help="transformer_layers_test under --tp: all-reduces by hand")
-    ap.add_argument("--check-memory", action="store_true")
+    ap.add_argument("--memory-tolerance", type=float, default=0.10,
+                    help="relative bound on each rank's peak against its plan-file peak (10%%; wider only with --memory-why)")
+    ap.add_argument("--memory-why", default="", help="why this case's memory bound is wider than 10%%")
     a = ap.parse_args()
     {"parity": parity, "errors": errors, "resume": resume}[a.mode](a)
     if FAILED:

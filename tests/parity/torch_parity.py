@@ -9,13 +9,22 @@ Well-conditioned settings matter: a tiny Wide-ResNet whose last stage is 1x1 wit
 (BatchNorm over 4 values) is chaotic — PyTorch's own float32 and float64 runs differ by 10%
 after 10 steps — so the Wide-ResNet case uses batch 32 (lr 0.002), where they agree to 1e-7.
 
-Checks (issue 3): losses agree within 1e-4 relative at step 1 and 1e-3 at step 10, and every
-parameter and buffer agrees after step 1 and after the last step:
-max|Δ| <= 1e-4 * max|p| per tensor. Exits 1 on any mismatch, printing every comparison.
+Checks (issue 3, tightened by issue 25): the loss at every step within LOSS_TOL relative, and
+every parameter's and buffer's update since the initial values, p_t - p_0, at every step against
+PyTorch's: ||Δ_alpa - Δ_torch|| <= UPDATE_TOL * ||Δ_torch|| per tensor (2-norms: Adam divides by
+sqrt(v) + 1e-8, so an element whose gradient is near 1e-8 turns a rounding difference into a
+large relative change of its own update; the norm weighs it by its share). An update that is
+rounding noise in PyTorch too (a key bias: softmax ignores a constant added to every key, so its
+gradient vanishes) is held to UPDATE_TOL of the model's largest update instead. Relative to the
+update, not to the parameter: a zeroed gradient or a halved weight decay moves the update by far
+more than the tolerance even where it moves the parameter by 1e-5 of its size. alpa-run runs once
+per step count (its --save-params writes after the last step). Exits 1 on any mismatch, printing
+every comparison.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -50,7 +59,8 @@ def main() -> int:
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    os.makedirs(args.workdir, exist_ok=True)
+    shutil.rmtree(args.workdir, ignore_errors=True)  # nothing an earlier run saved passes for this one's
+    os.makedirs(args.workdir)
     module = generate.FAMILIES[args.family]
     cfg = generate.make_config(args.family, "test", json.loads(args.config))
     model = module.make_model(cfg)  # float32, as alpa-run's CPU backend
@@ -93,11 +103,11 @@ def main() -> int:
             total += loss.item()
         opt.step()
         torch_losses.append(total)
-        if step + 1 in (1, args.steps):
-            snapshots[step + 1] = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()
-                                   if v.is_floating_point()}
+        snapshots[step + 1] = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()
+                               if v.is_floating_point()}
 
     ok = True
+    alpa_losses = []
     for steps in sorted(snapshots):
         out = os.path.join(args.workdir, f"alpa_{steps}")
         cmd = [args.alpa_run, "--model", onnx_path, "--data", data_dir, "--steps", str(steps),
@@ -111,35 +121,59 @@ def main() -> int:
             return 1
         with open(out + ".jsonl") as f:
             alpa_losses = [json.loads(line)["loss"] for line in f]
-        if steps > 1:
-            print("losses alpa :", " ".join(f"{x:.6f}" for x in alpa_losses))
-            print("losses torch:", " ".join(f"{x:.6f}" for x in torch_losses[:steps]))
-            print("rel diff    :", " ".join(f"{abs(x - y) / abs(y):.1e}" for x, y in zip(alpa_losses, torch_losses)))
-        for s in (1, steps):
-            a, t = alpa_losses[s - 1], torch_losses[s - 1]
-            tol = 1e-4 if s == 1 else 1e-3
-            rel = abs(a - t) / max(abs(t), 1e-12)
-            good = rel <= tol
-            ok &= good
-            print(f"{'ok  ' if good else 'FAIL'} loss step {s}: alpa {a:.8f} torch {t:.8f} rel {rel:.2e} (tol {tol})")
-        worst = (0.0, "")
-        for name, ref in snapshots[steps].items():
-            path = os.path.join(out, alpa_file_name(name))
-            if not os.path.exists(path):
-                if name in inits:  # exported but not saved: a bug
-                    print(f"FAIL {name}: not written by alpa-run")
-                    ok = False
-                continue
-            got = np.load(path)
-            scale = max(float(np.abs(ref).max()), 1e-12)
-            err = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) / scale
-            if err > 1e-4:
-                print(f"FAIL {name} after step {steps}: max|d|/max|p| = {err:.2e}")
-                ok = False
-            worst = max(worst, (err, name))
-        print(f"{'ok  ' if worst[0] <= 1e-4 else 'FAIL'} params after step {steps}: worst {worst[1]} {worst[0]:.2e}")
+        ok &= compare_updates(steps, out, snapshots[steps], inits)
+    ok &= compare_losses(alpa_losses, torch_losses)
     print("PASS" if ok else "FAILED")
     return 0 if ok else 1
+
+
+# fp32 against fp32 (PyTorch's kernels and ours sum in different orders), worst over the ten
+# cases and ten steps: losses 3e-7 relative; updates 3e-5 under SGD, 6e-4 under Adam, whose
+# update of an attention key bias (a gradient that vanishes: rounding noise, normalised to the
+# learning rate by sqrt(v)) is noise in both. Against them: halving the weight decay moves
+# gpt_adamw's updates by 5e-2 and bert_momentum_wd's by 0.5 (and its loss by 6e-5); a zeroed
+# gradient moves its tensor's update by 1.
+LOSS_TOL = 1e-5
+UPDATE_TOL = 1e-3
+
+
+def compare_losses(alpa_losses, torch_losses):
+    print("losses alpa :", " ".join(f"{x:.7f}" for x in alpa_losses))
+    print("losses torch:", " ".join(f"{x:.7f}" for x in torch_losses))
+    rel = [abs(x - y) / max(abs(y), 1e-12) for x, y in zip(alpa_losses, torch_losses)]
+    print("rel diff    :", " ".join(f"{r:.1e}" for r in rel))
+    good = len(alpa_losses) == len(torch_losses) and max(rel) <= LOSS_TOL
+    print(f"{'ok  ' if good else 'FAIL'} losses at every step: worst {max(rel):.2e} (tol {LOSS_TOL})")
+    return good
+
+
+def compare_updates(steps, out, ref, inits):
+    """Each tensor's update p_t - p_0 after `steps` steps against PyTorch's."""
+    deltas, ok = {}, True
+    for name, after in ref.items():
+        path = os.path.join(out, alpa_file_name(name))
+        if not os.path.exists(path):
+            if name in inits:  # exported but not saved: a bug
+                print(f"FAIL {name}: not written by alpa-run")
+                ok = False
+            continue
+        if name not in inits:
+            continue  # a buffer the export does not carry (num_batches_tracked is not floating)
+        p0 = inits[name].astype(np.float64)
+        deltas[name] = (np.load(path).astype(np.float64) - p0, after.astype(np.float64) - p0)
+    largest = max(float(np.linalg.norm(t)) for _, t in deltas.values())
+    worst = (0.0, "")
+    for name, (a, t) in deltas.items():
+        size = float(np.linalg.norm(t))
+        scale = max(size, UPDATE_TOL * largest)
+        err = float(np.linalg.norm(a - t)) / max(scale, 1e-30)
+        if err > UPDATE_TOL:
+            print(f"FAIL {name} after step {steps}: ||Δa - Δt|| / ||Δt|| = {err:.2e} (update {size:.2e})")
+            ok = False
+        worst = max(worst, (err, name))
+    print(f"{'ok  ' if ok else 'FAIL'} updates after step {steps}: {len(deltas)} tensors, worst {worst[1]} {worst[0]:.2e}"
+          f" (tol {UPDATE_TOL})")
+    return ok
 
 
 if __name__ == "__main__":
