@@ -216,10 +216,8 @@ void expect_data_parallel(const Planned& p, int layers) {
   }
 }
 
-// DISABLED_: the loss's ReduceMean gets no iteration space (letters.cc never dispatches
-// reductions to reduce()), so it reads its input replicated: besides the six gradient
-// all-reduces, the plan all-gathers the last activation h5 (32 KiB) in forward instead of
-// all-reducing a 4-byte partial loss. With reductions dispatched the test passes.
+// Data parallel: the six gradient all-reduces and the loss's 4-byte partial sum, no gather of
+// an activation (the loss's ReduceMean splits over the batch like every other node).
 TEST(PaperOutcomes, DataHeavyMlpIsDataParallel) {
   for (const LogicalMesh view : {LogicalMesh{1, 4}, LogicalMesh{4, 1}}) {
     SCOPED_TRACE("mesh " + std::to_string(view.d0) + "x" + std::to_string(view.d1));
@@ -312,12 +310,8 @@ std::map<std::string, std::string> mlp_2d_pattern(int layers) {
   return want;
 }
 
-// DISABLED_: the loss's ReduceMean gets no iteration space (planner/sharding/letters.cc never
-// dispatches ReduceSum/ReduceMean/ReduceMax to reduce()), so its input must be replicated and
-// the last matmul's output is all-gathered on both axes. That makes a column split the cheaper
-// last layer: the planner pairs layers (1,2), (3,4) and column-splits 0, 1 and 5 (objective
-// 4523636.4 s against 4530190 s for the expected plan). With reductions dispatched it chooses
-// the expected plan.
+// Megatron pairs along axis 1 (column then row split) with the batch split along axis 0, and no
+// plan cheaper than that pattern's (the objective is at most the expected plan's).
 TEST(PaperOutcomes, MlpOnTwoByTwoMeshIsMegatronInsideDataAcross) {
   const int layers = 6;
   // Axis 0's two groups share host 0's link: β0 = 2 · inter_beta.
@@ -345,12 +339,6 @@ TEST(PaperOutcomes, MlpOnTwoByTwoMeshIsMegatronInsideDataAcross) {
 // 4. ZeRO-3 preset: parameters, gradients and optimizer state fully sharded; parameters
 // all-gathered before use, gradients reduce-scattered; no all-reduce (but the loss's).
 
-// DISABLED_: build_strategy_graph computes batch_dims over the whole training graph; the
-// weight-gradient MatMuls (x^T · dy) contract over the batch, batch_dims throws, the builder
-// catches it and marks no tensor as batched, so no letter is a batch letter and every preset
-// (data, zero2, zero3) runs every node replicated: each weight is all-gathered (twice) and never
-// reduce-scattered. With batch_dims over the forward nodes only (and reductions dispatched) the
-// test passes.
 TEST(PaperOutcomes, ZeroThreeHasNoAllReduce) {
   StrategyGraphOptions options;
   options.method = Method::kZero3;
@@ -543,13 +531,9 @@ void expect_only_loss_reduction(const Planned& p) {
   }
 }
 
-// DISABLED_ (both): a node reading the output of a parameter's follower (here the Reshape or
-// the ReduceMax applied to w, merged into w's group) is costed as if it read the parameter:
-// Builder::build takes param_like and the gradient target from the producing group
-// (is_parameter) instead of from the tensor, so the backward reshard targets w's state spec
-// ("R", rank 1) on the [8, 18] tensor and reshard() stops: "reshard: spec R has a rank other
-// than the tensor's" (communication() does the same). With that fixed, the missing reduction
-// letters (see test 1) still force the sum's input replicated; with both fixed both tests pass.
+// (Both:) a node reading the output of a parameter's follower (the Reshape or the ReduceMax
+// applied to w, merged into w's group) is costed from that tensor's own spec, not the
+// parameter's: nothing but the loss is reduced.
 TEST(PaperOutcomes, ReshapeOfShardsNeedsNoCommunication) {
   IrBuilder b;
   const TensorId w = b.param("w", {144});

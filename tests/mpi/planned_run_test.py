@@ -13,7 +13,8 @@ parity: plans the model with alpa-plan, trains it on one device (alpa-run, with 
 microbatches) and on N MPI ranks (alpa-run --plan) from the same seed and synthetic data, and
 checks that
   - every step's loss agrees within 1e-5 relative,
-  - every saved parameter and buffer agrees within 1e-5 relative (max|d| / max|p| per tensor),
+  - every saved parameter's and buffer's update over the run agrees within 5e-4 of the update
+    (||Δ_ranks - Δ_one|| / ||Δ_one||; Δ from the initial values, saved by a learning-rate-0 step),
   - the bytes the MPI communicator measured on every rank, every step, equal the plan file's
     figures exactly, per collective kind (a pipeline stage's own figures for its ranks; zero where
     the file lists none), and with --hand-gpt also a total computed by hand from the model's sidecar
@@ -132,6 +133,14 @@ def parity(a):
     if not check(r.returncode == 0, f"one device trains ({r.seconds:.1f} s)"):
         print(r.stderr)
         return
+    # The initial parameters: one step at learning rate 0 changes no parameter (no run here
+    # uses weight decay), only buffers (BatchNorm's running statistics, then one step on).
+    init_dir = os.path.join(a.workdir, "init")
+    r = run([os.path.join(a.bin, "alpa-run"), "--model", a.model, "--steps", "1", "--lr", "0", "--seed", str(a.seed),
+             "--batch", str(a.batch), "--optimizer", a.optimizer, "--save-params", init_dir])
+    if not check(r.returncode == 0, "one device, one step at learning rate 0 (the initial parameters)"):
+        print(r.stderr)
+        return
     extra_run = ["--allow-cluster-mismatch"] if a.cluster else []
     trace = os.path.join(a.workdir, "trace.json")
     r = mpirun(a.np, a.bin, ["--plan", plan_path, *train, *extra_run, "--metrics", dist_dir + ".jsonl",
@@ -153,18 +162,7 @@ def parity(a):
     print("losses one  :", " ".join(f"{x['loss']:.7f}" for x in ref))
     print("losses ranks:", " ".join(f"{x['loss']:.7f}" for x in dist))
     check(len(ref) == len(dist) == a.steps and worst <= 1e-5, f"losses agree: worst relative difference {worst:.2e} (tol 1e-5)")
-    worst_p, name_p, count = 0.0, "", 0
-    for f in sorted(os.listdir(ref_dir)):
-        x, y = np.load(os.path.join(ref_dir, f)), np.load(os.path.join(dist_dir, f))
-        if x.dtype.kind != "f":
-            continue
-        # Relative to the tensor's largest value; a tensor that is zero up to rounding (a key
-        # bias: softmax makes its gradient vanish) is compared against 1e-6 instead.
-        err = float(np.abs(x.astype(np.float64) - y).max()) / max(float(np.abs(x).max()), 1e-6)
-        count += 1
-        if err > worst_p:
-            worst_p, name_p = err, f
-    check(count > 0 and worst_p <= 1e-5, f"{count} parameters and buffers agree: worst {name_p} {worst_p:.2e} (tol 1e-5)")
+    updates_agree(a, ref_dir, dist_dir, init_dir)
     if a.check_routing:
         routing(a, dump_one, dump_ranks)
     stages = len(p["pipeline"]["stages"]) if "pipeline" in p else 1
@@ -200,6 +198,36 @@ def parity(a):
         check(abs(hand - dist[0]["comm_bytes"]["all_reduce"]) < 1e-6 and abs(hand - file_bytes[0]["all_reduce"]) < 1e-6,
               f"all_reduce by hand: {count} activation all-reduces x {act} B x 2(n-1)/n = {hand:.0f} B")
     memory_against_plan_file(a, p, dist)
+
+
+# One device and the ranks both compute in fp32, in different orders: the worst update
+# difference over the suite is 4.7e-5 of the update (megatron_bert_layers_np4's wq, 10 steps).
+UPDATE_TOL = 5e-4
+
+
+def updates_agree(a, ref_dir, dist_dir, init_dir):
+    """Every parameter's and buffer's update over the run, p_10 - p_0, on the ranks against one
+    device's, relative to the update's own size: ||Δ_ranks - Δ_one|| <= UPDATE_TOL ||Δ_one||.
+    (Relative to the parameter, a zeroed gradient of a weight that moves by 1e-5 of its size in
+    ten steps would pass.) An update that is rounding noise on one device too (a key bias:
+    softmax ignores a constant added to every key) is held to UPDATE_TOL of the largest update."""
+    deltas = {}
+    for f in sorted(os.listdir(ref_dir)):
+        x = np.load(os.path.join(ref_dir, f))
+        if x.dtype.kind != "f":
+            continue
+        y, p0 = np.load(os.path.join(dist_dir, f)), np.load(os.path.join(init_dir, f)).astype(np.float64)
+        deltas[f] = (y.astype(np.float64) - p0, x.astype(np.float64) - p0)
+    largest = max((float(np.linalg.norm(t)) for _, t in deltas.values()), default=0.0)
+    worst, name, bad = 0.0, "", []
+    for f, (got, want) in deltas.items():
+        err = float(np.linalg.norm(got - want)) / max(float(np.linalg.norm(want)), UPDATE_TOL * largest, 1e-30)
+        if err > UPDATE_TOL:
+            bad.append(f"{f} {err:.2e}")
+        if err >= worst:
+            worst, name = err, f
+    check(deltas and not bad, f"{len(deltas)} parameters' and buffers' updates agree: worst {name} {worst:.2e} "
+          f"(tol {UPDATE_TOL} of the update)" + (f"; outside: {bad[:5]}" if bad else ""))
 
 
 def per_rank_from_plan_file(p, np_, figure):
