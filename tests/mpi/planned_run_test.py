@@ -21,8 +21,8 @@ checks that
     (independent of the planner): data parallelism all-reduces every parameter's gradient once,
     the tied embedding once per use (its two uses are reduced separately) and the scalar loss,
     2(n-1)/n * 4 * (param_count + vocab * hidden + 1) bytes,
-  - every rank's allocator high-water mark is within 10% + 64 KiB (kernel scratch space, which
-    plans do not count) of its peak in the plan file (the stage's, for a pipeline); a case with
+  - every rank's allocator high-water mark is within 10% + min(64 KiB, 5%) (kernel scratch
+    space, which plans do not count) of its peak in the plan file (the stage's, for a pipeline); a case with
     a wider bound says why (--memory-why). Runs with momentum are planned as sgd-momentum.
 errors: wrong -np, a plan for another model, a plan for another cluster (all: exit code 2 and a
 message on every rank), a rank that fails during a step (exit code 2) and a rank that is killed
@@ -262,21 +262,24 @@ def collective_bytes_from_plan_file(a, p, dist):
     return file_bytes
 
 
-# Kernels take scratch space from the same allocator (a transposed operand, a reduction's
-# partial rows) that no plan counts; the largest here is a GEMM's transposed copy, under 64 KiB
-# for these models. Beyond it, every rank's high-water mark is within 10% of its plan-file peak
-# (the figure alpa-plan writes simulates the rank programs' allocations, tests/spmd).
+# Kernels take scratch space from the same allocator (a transposed operand, an Einsum's permuted
+# operands) that no plan counts: besides 10%, each rank may exceed its plan-file peak by 64 KiB or
+# 5% of the peak, whichever is smaller (so the smallest runs, 0.12 MB, keep a bound of 15%).
+# The figure alpa-plan writes simulates the rank programs' allocations (tests/spmd/
+# program_memory_test.cc): single-stage runs match it to the byte but for the MoE's scratch.
 MEMORY_SCRATCH_ALLOWANCE = 64 * 1024
+MEMORY_SCRATCH_SHARE = 0.05
 
 
 def memory_against_plan_file(a, p, dist):
     planned = per_rank_from_plan_file(p, a.np, lambda d: d["memory"]["peak_bytes"])
     measured = [max(m["peak_bytes_per_rank"][r] for m in dist) for r in range(a.np)]
     worst = max(abs(x - e) / e for x, e in zip(measured, planned))
-    ok = all(abs(x - e) <= a.memory_tolerance * e + MEMORY_SCRATCH_ALLOWANCE for x, e in zip(measured, planned))
+    ok = all(abs(x - e) <= a.memory_tolerance * e + min(MEMORY_SCRATCH_ALLOWANCE, MEMORY_SCRATCH_SHARE * e)
+             for x, e in zip(measured, planned))
     why = f" ({a.memory_why})" if a.memory_why else ""
     check(ok, f"peak memory per rank {measured} B, plan file {planned} B: worst {worst:.1%} "
-          f"(tol {a.memory_tolerance:.0%} + {MEMORY_SCRATCH_ALLOWANCE // 1024} KiB{why})")
+          f"(tol {a.memory_tolerance:.0%} + min(64 KiB, 5%){why})")
 
 
 def routing(a, dump_one, dump_ranks):
