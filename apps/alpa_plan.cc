@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "executor/comm/mpi_communicator.h"
+#include "executor/profiler/profiler.h"
 #include "planner/cluster/cluster.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
@@ -508,6 +510,87 @@ int run_cost(const std::string& plan_path, const ModelFlags& mf, const std::stri
   return 0;
 }
 
+struct ProfileFlags {
+  std::vector<std::string> models;
+  int64_t batch = 0;
+  std::string cluster;
+  std::string optimizer = "adam";
+  std::string output;
+  int64_t max_message_bytes = int64_t{64} << 20;
+};
+
+// nccl-tests' bus bandwidth: what a ring moves per device, per second.
+double bus_bandwidth(alpa::Collective kind, int64_t n, double bytes, double seconds) {
+  return alpa::collective_bytes_per_device(kind, n, bytes) / seconds;
+}
+
+void print_collective_tables(const alpa::Profile& p) {
+  for (const alpa::CollectiveTable& t : p.collectives) {
+    std::printf("%s over %lld ranks\n  %12s %12s %12s %12s\n", std::string(alpa::collective_name(t.kind)).c_str(),
+                static_cast<long long>(t.group_size), "size (B)", "time (us)", "algbw (GB/s)", "busbw (GB/s)");
+    for (const alpa::ProfilePoint& pt : t.points) {
+      std::printf("  %12.0f %12.1f %12.3f %12.3f\n", pt.x, pt.seconds * 1e6, pt.x / pt.seconds / 1e9,
+                  bus_bandwidth(t.kind, t.group_size, pt.x, pt.seconds) / 1e9);
+    }
+  }
+}
+
+// `mpirun -np N alpa-plan profile`: every rank measures at once; rank 0 writes the file.
+int run_profile(const ProfileFlags& f, int* argc, char*** argv) {
+  alpa::exec::init_mpi(argc, argv);
+  std::unique_ptr<alpa::exec::MpiCommunicator> world = alpa::exec::make_mpi_world_communicator();
+  const bool root = world->rank() == 0;
+  const alpa::Cluster cluster = alpa::load_cluster(f.cluster);
+  if (cluster.name != "local") {
+    throw alpa::UserError("--cluster", f.cluster, "this version profiles CPU ranks (local:N) only");
+  }
+  if (cluster.num_devices() != world->size()) {
+    throw alpa::UserError("--cluster", f.cluster, "names " + std::to_string(cluster.num_devices()) + " devices; run under mpirun -np " +
+                          std::to_string(cluster.num_devices()) + " (this job has " + std::to_string(world->size()) + ")");
+  }
+  std::vector<alpa::ImportedModel> imported;
+  for (const std::string& path : f.models) {
+    ModelFlags mf;
+    mf.model = path;
+    mf.batch = f.batch;
+    imported.push_back(load(mf));
+  }
+  std::vector<alpa::exec::ProfiledModel> models;
+  for (const alpa::ImportedModel& m : imported) models.push_back({file_name(m.path), &m.graph, m.batch});
+  alpa::exec::ProfileOptions o;
+  o.optimizer = parse_optimizer(f.optimizer);
+  o.max_message_bytes = f.max_message_bytes;
+  alpa::exec::MpiCommunicator& w = *world;
+  o.split = [&w](int color, int key) -> std::unique_ptr<alpa::exec::Communicator> { return w.split(color, key); };
+  const auto t0 = std::chrono::steady_clock::now();
+  if (root) {
+    o.progress = [t0](const std::string& what, int64_t done, int64_t total) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "alpa-plan profile: [%lld/%lld] %s (%.1f s, about %.0f s left)\n", static_cast<long long>(done),
+                   static_cast<long long>(total), what.c_str(), s, s / static_cast<double>(done) * static_cast<double>(total - done));
+    };
+  }
+  alpa::Profile p = alpa::exec::measure_profile(models, *world, o, cluster.name, cluster.device.kind);
+  const char* threads = std::getenv("OPENBLAS_NUM_THREADS");
+  p.measured = {{"ranks", std::to_string(world->size())},
+                {"blas_threads", threads ? threads : "unset"},
+                {"optimizer", f.optimizer}};
+  std::string names;
+  for (const auto& m : models) names += (names.empty() ? "" : ", ") + m.name + " at batch " + std::to_string(m.batch);
+  p.measured["models"] = names;
+  if (root) {
+    write_file(f.output, alpa::profile_to_json(p));
+    print_collective_tables(p);
+    size_t points = 0;
+    for (const alpa::KernelTable& t : p.kernels) points += t.points.size();
+    std::printf("wrote %s: %zu kernel tables (%zu points), %zu collective tables, %.1f s\n", f.output.c_str(), p.kernels.size(),
+                points, p.collectives.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  world.reset();
+  alpa::exec::finalize_mpi();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -567,6 +650,17 @@ int main(int argc, char** argv) {
   cost->add_flag("--strategies", cost_strategies,
                  "print, as JSON, every editable node of a single-stage plan and the strategies it may take on the plan's mesh");
 
+  ProfileFlags pf;
+  CLI::App* profile = app.add_subcommand(
+      "profile", "measure this cluster's kernels and collectives for the cost model (run under mpirun, one rank per device)");
+  profile->add_option("--model", pf.models, "ONNX model whose kernels to measure (repeatable)")->required();
+  profile->add_option("--batch", pf.batch, "global batch of every model (default: each model's own)")->check(CLI::PositiveNumber);
+  profile->add_option("--cluster", pf.cluster, "local:N, N being the ranks of this job")->required();
+  profile->add_option("--optimizer", pf.optimizer, "the optimizer whose update kernels to measure (default adam)");
+  profile->add_option("--max-message-bytes", pf.max_message_bytes, "largest collective measured (default 64 MiB)")
+      ->check(CLI::Range(int64_t{1024}, int64_t{1} << 34));
+  profile->add_option("-o,--output", pf.output, "the profile to write (JSON, schemas/profile.schema.json)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -587,6 +681,8 @@ int main(int argc, char** argv) {
       return run_search(sf);
     } else if (cost->parsed()) {
       return run_cost(cost_plan_path, cost_model, cost_cluster, cost_profile, cost_json, cost_strategies, cost_derive);
+    } else if (profile->parsed()) {
+      return run_profile(pf, &argc, &argv);
     }
   } catch (const alpa::UserError& e) {
     std::fprintf(stderr, "alpa-plan: error: %s\n", e.what());

@@ -190,6 +190,17 @@ std::map<std::string, double> stage_collective_bytes(const RankLowering& low, co
   return out;
 }
 
+// The step time against the plan's: the median of the steps after the first two (which touch
+// memory for the first time), or of all when there are fewer than three.
+void print_step_time(std::vector<double> seconds, double planned) {
+  if (seconds.empty()) return;
+  if (seconds.size() >= 3) seconds.erase(seconds.begin(), seconds.begin() + 2);
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  std::fprintf(stderr, "step time: %.3f s measured (median of %zu steps), %.3f s planned (%+.1f%%)\n", median, seconds.size(),
+               planned, 100.0 * (planned - median) / median);
+}
+
 // A pipeline plan: every rank builds the training graph of one microbatch of its rows and runs
 // its stage's nodes of it. A stage on several devices runs its mesh's rank program: the whole
 // model planned by the stage's method on the mesh, with the stage's own choice applied to its
@@ -570,6 +581,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   }
   plan_bytes += "}";
   std::vector<TraceEvent> step_events;  // --trace of a single-stage plan: one event per step
+  std::vector<double> step_seconds;     // rank 0's, each step
   if (!o.trace.empty()) {
     any_rank(st.comms, false);  // a common origin
     const auto origin = std::chrono::steady_clock::now();
@@ -637,13 +649,15 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       peak_list += (peak_list.empty() ? "" : ",") + std::to_string(p);
     }
     const double samples_per_s = static_cast<double>(B) / (ms / 1000.0);
+    step_seconds.push_back(ms / 1000.0);
     if (metrics) {
       char line[256];
       std::snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld,",
                     static_cast<long long>(step + 1), loss, ms, samples_per_s, static_cast<long long>(max_peak));
       metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step)
               << ",\"plan_comm_bytes\":" << plan_bytes << ",\"plan_peak_bytes\":" << low.predicted_memory.peak_bytes
-              << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks);
+              << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks)
+              << ",\"plan_step_s\":" << format_number(plan.estimate.iteration_time_s);
       if (st.pipe) {
         metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends)
                 << ",\"relay_bytes_per_rank\":" << json_list(relays) << ",\"plan_relay_bytes_per_rank\":" << json_list(plan_relays);
@@ -682,6 +696,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     std::fprintf(stderr, "peak memory per device: %s measured (the allocator's high-water mark), %s planned\n",
                  format_bytes(static_cast<double>(max_peak)).c_str(),
                  format_bytes(static_cast<double>(low.predicted_memory.peak_bytes)).c_str());
+    print_step_time(step_seconds, plan.estimate.iteration_time_s);
   }
   if (!o.trace.empty()) {
     const std::string track = st.pipe ? "rank " + std::to_string(rank) + " (stage " + std::to_string(st.pipe->stage) + ")"

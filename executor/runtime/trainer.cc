@@ -1,5 +1,6 @@
 #include "executor/runtime/trainer.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -115,6 +116,7 @@ void initial_value(const Tensor& t, uint64_t seed, void* dst) {
 void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) {
   const Graph& g = tg_.graph;
   const Node& node = g.node(static_cast<NodeId>(k));
+  const auto start = node_timer_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   auto view = [&](TensorId id) {
     const Tensor& t = g.tensor(id);
     return TensorView{t.dtype, t.shape, ptr_[id]};
@@ -138,6 +140,9 @@ void Trainer::run_node(size_t k, KernelCall& call, std::vector<void*>& scratch) 
   }
   for (void* p : scratch) pool_.release(p);
   scratch.clear();
+  if (node_timer_) {
+    node_timer_(static_cast<NodeId>(k), std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
   if (!dump_.empty()) {
     for (TensorId t : node.outputs) {
       if (!dump_[t]) continue;

@@ -105,6 +105,9 @@ class Trainer {
   // written right after the node that makes it, as DIR/s<step>_m<microbatch>_<name>.npy (this
   // rank's block of it). Empty pattern: nothing.
   void set_dump(const std::string& pattern, std::string dir);
+  // Profiling (alpa-plan profile): called after each node with the seconds it took, the
+  // allocation of its outputs and its kernel's scratch space included, as a step pays them.
+  void set_node_timer(std::function<void(NodeId, double)> timer) { node_timer_ = std::move(timer); }
   int64_t persistent_bytes() const { return persistent_bytes_; }
 
  private:
@@ -132,6 +135,7 @@ class Trainer {
   std::vector<bool> exported_;        // sent to other stages: kept until release_exports
   bool recompute_ = false;
   std::vector<bool> dump_;  // per tensor: written after it is made (set_dump)
+  std::function<void(NodeId, double)> node_timer_;
   std::string dump_dir_;
   bool keep_inputs_ = false;  // a recomputing stage's forward: its inputs outlive their last read
   int64_t persistent_bytes_ = 0;

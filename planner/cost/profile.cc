@@ -80,7 +80,7 @@ Collective parse_collective(const Reader& r, const std::string& path, const std:
   r.fail(path, "unknown collective '" + name + "' (expected all_reduce, all_gather, reduce_scatter or all_to_all)");
 }
 
-// `x_name` is "flops" or "bytes", for the messages.
+// `x_name` is "size" (kernel_size) or "bytes", for the messages.
 std::vector<ProfilePoint> parse_points(const Reader& r, const json& table, const std::string& path,
                                        const std::string& x_name) {
   const std::string where = join(path, "points");
@@ -110,7 +110,7 @@ KernelTable parse_kernel(const Reader& r, const json& k, const std::string& path
   KernelTable t;
   t.op = parse_op(r, join(path, "op"), r.string(k, path, "op"));
   t.dtype = parse_dtype(r, join(path, "dtype"), r.string(k, path, "dtype"));
-  t.points = parse_points(r, k, path, "flops");
+  t.points = parse_points(r, k, path, "size");
   return t;
 }
 
@@ -157,11 +157,19 @@ Profile parse_profile(const std::string& text, const std::string& source) {
   } catch (const json::exception& e) {  // parse_error (line/column) and number overflow
     r.fail("file", std::string("is not valid JSON: ") + e.what());
   }
-  r.object(root, "", {"format", "cluster", "device_kind", "kernels", "collectives"});
+  r.object(root, "", {"format", "cluster", "device_kind", "measured", "kernels", "collectives"});
   if (r.string(root, "", "format") != "alpa-profile/1") r.fail("format", "must be \"alpa-profile/1\"");
   Profile p;
   p.cluster = r.string(root, "", "cluster");
   p.device_kind = r.string(root, "", "device_kind");
+  if (root.contains("measured")) {
+    const json& m = root["measured"];
+    if (!m.is_object()) r.fail("measured", "must be an object of strings");
+    for (auto it = m.begin(); it != m.end(); ++it) {
+      if (!it->is_string()) r.fail("measured." + it.key(), "must be a string");
+      p.measured[it.key()] = it->get<std::string>();
+    }
+  }
   const json& kernels = r.array(root, "", "kernels");
   for (size_t i = 0; i < kernels.size(); ++i) {
     const std::string path = indexed("kernels", i);
@@ -196,9 +204,41 @@ Profile load_profile_file(const std::string& path) {
   return parse_profile(text.str(), path);
 }
 
-std::optional<double> kernel_time(const Profile& profile, OpKind op, DType dtype, double flops) {
+double kernel_size(const OpCount& count) {
+  return count.flops > 0 ? count.flops : count.bytes_read + count.bytes_written;
+}
+
+std::string profile_to_json(const Profile& p) {
+  auto points = [](const std::vector<ProfilePoint>& pts) {
+    std::string out = "[";
+    for (size_t i = 0; i < pts.size(); ++i) {
+      out += (i ? ", [" : "[") + json(pts[i].x).dump() + ", " + json(pts[i].seconds).dump() + "]";
+    }
+    return out + "]";
+  };
+  std::string out = "{\n  \"format\": \"alpa-profile/1\",\n  \"cluster\": " + json(p.cluster).dump() +
+                    ",\n  \"device_kind\": " + json(p.device_kind).dump() + ",\n";
+  if (!p.measured.empty()) out += "  \"measured\": " + json(p.measured).dump() + ",\n";
+  out += "  \"kernels\": [";
+  for (size_t i = 0; i < p.kernels.size(); ++i) {
+    const KernelTable& t = p.kernels[i];
+    out += std::string(i ? "," : "") + "\n    {\"op\": " + json(std::string(op_name(t.op))).dump() + ", \"dtype\": " +
+           json(std::string(dtype_name(t.dtype))).dump() + ", \"points\": " + points(t.points) + "}";
+  }
+  out += std::string(p.kernels.empty() ? "" : "\n  ") + "],\n  \"collectives\": [";
+  for (size_t i = 0; i < p.collectives.size(); ++i) {
+    const CollectiveTable& t = p.collectives[i];
+    out += std::string(i ? "," : "") + "\n    {\"kind\": " + json(std::string(collective_name(t.kind))).dump() +
+           ", \"group_size\": " + std::to_string(t.group_size) + ", \"crosses_hosts\": " + (t.crosses_hosts ? "true" : "false") +
+           ", \"points\": " + points(t.points) + "}";
+  }
+  out += std::string(p.collectives.empty() ? "" : "\n  ") + "]\n}\n";
+  return out;
+}
+
+std::optional<double> kernel_time(const Profile& profile, OpKind op, DType dtype, double size) {
   for (const KernelTable& t : profile.kernels) {
-    if (t.op == op && t.dtype == dtype) return interpolate(t.points, flops);
+    if (t.op == op && t.dtype == dtype) return interpolate(t.points, size);
   }
   return std::nullopt;
 }

@@ -5,18 +5,20 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "planner/cost/collective.h"
 #include "planner/graph/dtype.h"
+#include "planner/graph/op_cost.h"
 #include "planner/graph/op_kind.h"
 
 namespace alpa {
 
 struct ProfilePoint {
-  double x = 0;        // FLOPs (kernels) or bytes (collectives); > 0, strictly increasing
+  double x = 0;        // kernel_size (kernels) or bytes (collectives); > 0, strictly increasing
   double seconds = 0;  // > 0
   bool operator==(const ProfilePoint&) const = default;
 };
@@ -42,8 +44,17 @@ struct Profile {
   std::string device_kind;  // as the cluster's device.kind
   std::vector<KernelTable> kernels;
   std::vector<CollectiveTable> collectives;
+  // How it was measured (alpa-plan profile: date, ranks, BLAS threads, models), as text.
+  std::map<std::string, std::string> measured;
   bool operator==(const Profile&) const = default;
 };
+
+// A kernel's size in its table: its FLOPs, or the bytes it reads and writes where it counts
+// none (a copy, a gather, a transpose). What profiles record and the cost model looks up.
+double kernel_size(const OpCount& count);
+
+// Canonical JSON (schemas/profile.schema.json): what parse_profile reads back equal.
+std::string profile_to_json(const Profile& profile);
 
 // Parses and validates profile JSON; `source` names the file in errors (UserError
 // "<source>: <json path>: <what>", exit code 2 in the apps).
@@ -54,7 +65,7 @@ Profile load_profile_file(const std::string& path);
 // the profile holds no table for it. Between points: linear interpolation; below the first
 // point: proportional (through the origin); beyond the last: the line through the last two
 // points, never below the last measured time (one-point tables scale proportionally).
-std::optional<double> kernel_time(const Profile& profile, OpKind op, DType dtype, double flops);
+std::optional<double> kernel_time(const Profile& profile, OpKind op, DType dtype, double size);
 std::optional<double> collective_time(const Profile& profile, Collective kind, int64_t group_size,
                                       bool crosses_hosts, double bytes);
 

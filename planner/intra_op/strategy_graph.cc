@@ -84,8 +84,8 @@ double op_time(const Graph& g_, const Cluster& cl, const Profile* profile, const
   const OpFamily fam = op_info(n.kind).family;
   const bool compute_bound = fam == OpFamily::kContraction || fam == OpFamily::kConv ||
                              n.kind == OpKind::kConvGradInput || n.kind == OpKind::kConvGradWeight;
-  if (profile && c.flops > 0) {
-    if (auto t = kernel_time(*profile, n.kind, dt, c.flops)) return *t;
+  if (profile && kernel_size(c) > 0) {
+    if (auto t = kernel_time(*profile, n.kind, dt, kernel_size(c))) return *t;
   }
   const double t_flops = peak > 0 && compute_bound ? c.flops / (peak * cl.achievable.matmul) : 0;
   const double bw = cl.device.memory_bandwidth_bytes_per_s * cl.achievable.memory_bandwidth;

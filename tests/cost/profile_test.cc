@@ -137,14 +137,14 @@ TEST(Profile, ErrorsNameFileAndPath) {
       {doc("[" + kernel("MatMul", "float32", "{}") + "]"), "p.json: kernels[0].points: must be an array"},
       {doc("[" + kernel("MatMul", "float32", "[]") + "]"), "p.json: kernels[0].points: must hold at least one"},
       {doc("[" + kernel("MatMul", "float32", "[[1, 1], [1, 2]]") + "]"),
-       "p.json: kernels[0].points[1]: flops must be strictly increasing"},
+       "p.json: kernels[0].points[1]: size must be strictly increasing"},
       {doc("[" + kernel("MatMul", "float32", "[[2, 1], [1, 2]]") + "]"),
-       "p.json: kernels[0].points[1]: flops must be strictly increasing"},
+       "p.json: kernels[0].points[1]: size must be strictly increasing"},
       {doc("[" + kernel("MatMul", "float32", "[[1, 0]]") + "]"), "p.json: kernels[0].points[0]: seconds must be positive"},
-      {doc("[" + kernel("MatMul", "float32", "[[-1, 1]]") + "]"), "p.json: kernels[0].points[0]: flops must be positive"},
-      {doc("[" + kernel("MatMul", "float32", "[[1, 1, 1]]") + "]"), "p.json: kernels[0].points[0]: must be a [flops, seconds] pair"},
-      {doc("[" + kernel("MatMul", "float32", "[[1, \"1\"]]") + "]"), "p.json: kernels[0].points[0]: must be a [flops, seconds] pair"},
-      {doc("[" + kernel("MatMul", "float32", "[5]") + "]"), "p.json: kernels[0].points[0]: must be a [flops, seconds] pair"},
+      {doc("[" + kernel("MatMul", "float32", "[[-1, 1]]") + "]"), "p.json: kernels[0].points[0]: size must be positive"},
+      {doc("[" + kernel("MatMul", "float32", "[[1, 1, 1]]") + "]"), "p.json: kernels[0].points[0]: must be a [size, seconds] pair"},
+      {doc("[" + kernel("MatMul", "float32", "[[1, \"1\"]]") + "]"), "p.json: kernels[0].points[0]: must be a [size, seconds] pair"},
+      {doc("[" + kernel("MatMul", "float32", "[5]") + "]"), "p.json: kernels[0].points[0]: must be a [size, seconds] pair"},
       {doc("[" + mm + ", " + mm + "]"), "p.json: kernels[1]: repeats the table for MatMul float32"},
       {coll(ar + R"("group_size": 1)"), "p.json: collectives[0].group_size: must be at least 2"},
       {coll(ar + R"("group_size": 2.5)"), "p.json: collectives[0].group_size: must be an integer"},
@@ -171,6 +171,42 @@ TEST(Profile, ErrorsNameFileAndPath) {
   EXPECT_EQ(parse_profile(doc("[" + kernel("alpa.ReluGrad", "bfloat16", ok_points) + "]"), "x").kernels[0].op,
             OpKind::kReluGrad);
   EXPECT_NE(error_of(doc("[" + kernel("ReluGrad", "float32", ok_points) + "]")), "(no error)");
+}
+
+// What alpa-plan profile writes reads back equal: every op kind (ONNX and internal names), the
+// measurement notes, numbers exactly; and the writer's text is the schema's (profile_schema_*).
+TEST(Profile, WrittenProfileReadsBackEqual) {
+  Profile p;
+  p.cluster = "local";
+  p.device_kind = "cpu";
+  p.measured = {{"ranks", "2"}, {"blas_threads", "1"}};
+  for (int i = 0; i < kNumOpKinds; ++i) {
+    const auto op = static_cast<OpKind>(i);
+    p.kernels.push_back({op, DType::kFloat32, {{1000, 1.5e-6}, {2048.5, 3.0000000000000004e-6}}});
+  }
+  p.collectives.push_back({Collective::kAllToAll, 2, false, {{1024, 1e-6}}});
+  p.collectives.push_back({Collective::kReduceScatter, 4, true, {{1024, 1e-6}, {4096, 0.1}}});
+  const std::string text = profile_to_json(p);
+  EXPECT_EQ(parse_profile(text, "p.json"), p) << text;
+  EXPECT_EQ(profile_to_json(parse_profile(text, "p.json")), text);
+  Profile bare;
+  bare.cluster = "c";
+  bare.device_kind = "d";
+  EXPECT_EQ(parse_profile(profile_to_json(bare), "p.json"), bare);
+}
+
+TEST(Profile, MeasuredNotesAreStrings) {
+  const std::string head = R"({"format": "alpa-profile/1", "cluster": "t", "device_kind": "d", "kernels": [], "collectives": [], )";
+  EXPECT_EQ(error_of(head + R"("measured": [1]})"), "p.json: measured: must be an object of strings");
+  EXPECT_EQ(error_of(head + R"("measured": {"ranks": 2}})"), "p.json: measured.ranks: must be a string");
+  EXPECT_EQ(parse_profile(head + R"("measured": {"ranks": "2"}})", "p.json").measured.at("ranks"), "2");
+}
+
+// A kernel's size: its FLOPs, or where it counts none (a copy) the bytes it moves.
+TEST(Profile, KernelSizeIsFlopsElseBytes) {
+  EXPECT_EQ(kernel_size(OpCount{.flops = 10, .bytes_read = 4, .bytes_written = 4}), 10);
+  EXPECT_EQ(kernel_size(OpCount{.flops = 0, .bytes_read = 4, .bytes_written = 8}), 12);
+  EXPECT_EQ(kernel_size(OpCount{}), 0);
 }
 
 TEST(Profile, MissingFileNamesThePath) {
