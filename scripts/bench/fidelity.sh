@@ -39,7 +39,7 @@ for m in $MODELS; do
   for c in "${cases[@]}"; do
     read -r n method rest <<< "$c"
     for src in profile datasheet; do
-      name="${m}_${n}_${method}${rest:+_pp}_$src"
+      name="${m}_${n}_${method}$(echo "$rest" | tr -d " -")_$src"
       prof=()
       [ $src = profile ] && prof=(--profile "$OUT/${m}_profile$n.json")
       # shellcheck disable=SC2086
