@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "executor/backend/kernels.h"
 #include "executor/comm/mpi_communicator.h"
 #include "executor/profiler/profiler.h"
 #include "planner/cluster/cluster.h"
@@ -571,9 +572,8 @@ int run_profile(const ProfileFlags& f, int* argc, char*** argv) {
     };
   }
   alpa::Profile p = alpa::exec::measure_profile(models, *world, o, cluster.name, cluster.device.kind);
-  const char* threads = std::getenv("OPENBLAS_NUM_THREADS");
   p.measured = {{"ranks", std::to_string(world->size())},
-                {"blas_threads", threads ? threads : "unset"},
+                {"blas_threads", std::to_string(alpa::exec::cpu_blas_threads())},
                 {"optimizer", f.optimizer}};
   std::string names;
   for (const auto& m : models) names += (names.empty() ? "" : ", ") + m.name + " at batch " + std::to_string(m.batch);

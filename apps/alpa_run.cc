@@ -1,5 +1,6 @@
 // alpa-run: trains a model. Argument handling only; the work is in executor/ and planner/.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -93,12 +94,9 @@ int run(const Flags& f) {
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     const double samples_per_s = static_cast<double>(model.batch) / (ms / 1000.0);
     if (metrics) {
-      char line[512];
-      std::snprintf(line, sizeof line,
-                    "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld}\n",
-                    static_cast<long long>(step + 1), r.loss, ms, samples_per_s,
-                    static_cast<long long>(r.peak_bytes));
-      metrics << line << std::flush;
+      const nlohmann::ordered_json m = {{"step", step + 1}, {"loss", r.loss}, {"step_ms", ms},
+                                        {"samples_per_s", samples_per_s}, {"peak_bytes", r.peak_bytes}};
+      metrics << m.dump() << "\n" << std::flush;
     }
     const int width = 30;
     const int filled = static_cast<int>(width * (step + 1) / f.steps);

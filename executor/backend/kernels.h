@@ -77,5 +77,7 @@ class Kernels {
 };
 
 std::unique_ptr<Kernels> make_cpu_kernels();
+// The threads the CPU kernels' BLAS runs GEMMs on (OpenBLAS's own count).
+int cpu_blas_threads();
 
 }  // namespace alpa::exec

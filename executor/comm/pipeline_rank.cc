@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 
@@ -81,18 +82,19 @@ void build_pipeline_program(PipelineRank& pr, const Plan& plan, const std::strin
   pr.program = std::make_unique<StageProgram>(stage_program(std::move(tg), pr.split, pr.stage));
   const Schedule schedule = pl.schedule == "gpipe" ? Schedule::kGPipe : Schedule::k1F1B;
   pr.instructions = stage_instructions(pr.split, pr.stage, schedule, plan.microbatches);
-  if (std::getenv("ALPA_DEBUG_PIPELINE")) {
+  if (debug_enabled(DebugChannel::kPipeline)) {
     std::string line = "stage " + std::to_string(pr.stage) + "." + std::to_string(pr.index) + ":";
     for (const PipeInstruction& in : pr.instructions) {
       line += std::string(" ") + pipe_op_name(in.op) + "(" + std::to_string(in.microbatch) + "," + std::to_string(in.index) + ")";
     }
-    std::fprintf(stderr, "%s\n", line.c_str());
+    debug_line(DebugChannel::kPipeline, "%s", line.c_str());
     for (size_t k = 0; k < nb; ++k) {
       if (pr.my_box[k].empty()) continue;
       std::string box;
       for (const auto& [lo, hi] : pr.my_box[k]) box += "[" + std::to_string(lo) + "," + std::to_string(hi) + ")";
-      std::fprintf(stderr, "stage %d.%d boundary %zu %s (%d -> %d): %s\n", pr.stage, pr.index, k, pr.program->tg.graph.tensor(pr.split.boundaries[k].tensor).name.c_str(),
-                   pr.split.boundaries[k].from, pr.split.boundaries[k].to, box.c_str());
+      debug_line(DebugChannel::kPipeline, "stage %d.%d boundary %zu %s (%d -> %d): %s", pr.stage, pr.index, k,
+                 pr.program->tg.graph.tensor(pr.split.boundaries[k].tensor).name.c_str(), pr.split.boundaries[k].from,
+                 pr.split.boundaries[k].to, box.c_str());
     }
   }
 }
@@ -345,7 +347,7 @@ StepResult run_pipeline_step(PipelineRank& pr, Trainer& trainer, MpiCommunicator
   StepResult r = trainer.end_step();
   if (pr.tracing) {
     const auto end = std::chrono::steady_clock::now();
-    pr.events.push_back({"update", "compute", std::chrono::duration<double, std::micro>(start - pr.origin).count(),
+    pr.events.push_back({"update", "compute", 0, std::chrono::duration<double, std::micro>(start - pr.origin).count(),
                          std::chrono::duration<double, std::micro>(end - start).count()});
   }
   return r;

@@ -15,16 +15,14 @@
 
 #include "executor/comm/mpi_communicator.h"
 #include "executor/runtime/trainer.h"
+#include "planner/plan/trace.h"
 #include "planner/spmd/pipeline_program.h"
 
 namespace alpa::exec {
 
-// One timed piece of a rank's step, for --trace: compute (forward, backward, update), send,
-// recv (the time blocked waiting for the message) or sync (a shared parameter's exchange).
-struct TraceEvent {
-  std::string name, category;
-  double start_us = 0, duration_us = 0;  // since the run's common origin
-};
+// --trace's events (planner/plan/trace.h): one timed piece of a rank's step — compute (forward,
+// backward, update), send, recv (the time blocked waiting for the message) or sync (a shared
+// parameter's exchange) — its start since the run's common origin; the track is the rank's.
 
 // A block of a tensor: [lo, hi) of each dim of the whole tensor (one microbatch).
 using Box = std::vector<std::pair<int64_t, int64_t>>;

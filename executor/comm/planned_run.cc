@@ -10,6 +10,7 @@
 #include <fstream>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "executor/comm/pipeline_rank.h"
@@ -21,6 +22,7 @@
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/graph/rebatch.h"
+#include "executor/comm/test_hook.h"
 #include "planner/spmd/plan_check.h"
 #include "planner/spmd/program_memory.h"
 #include "planner/inter_op/pipeline.h"
@@ -483,26 +485,12 @@ void save_whole_parameters(const std::string& dir, RankState& st, int rank, int 
   }
 }
 
-std::string json_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) >= 0x20) out += c;
-  }
-  return out;
-}
-
 // --trace: every rank's events gathered on rank 0 (through the control channel) and written as
 // a Chrome trace: one track per rank, named by its stage.
-void write_trace(const std::string& path, const std::vector<TraceEvent>& events, const std::string& track, RankComms& comms,
+void write_trace(const std::string& path, std::vector<TraceEvent> events, const std::string& track, RankComms& comms,
                  int rank, int world) {
-  std::string mine = "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":0,\"tid\":" + std::to_string(rank) +
-                     ",\"args\":{\"name\":\"" + json_escape(track) + "\"}}";
-  char line[160];
-  for (const TraceEvent& e : events) {
-    std::snprintf(line, sizeof line, "\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f}", rank, e.start_us, e.duration_us);
-    mine += ",\n{\"name\":\"" + json_escape(e.name) + "\",\"cat\":\"" + e.category + line;
-  }
+  for (TraceEvent& e : events) e.track = rank;
+  const std::string mine = trace_events_json({{rank, track}}, events);
   int64_t size = static_cast<int64_t>(mine.size()), longest = size;
   comms.control->all_reduce_max(&longest, 1, DType::kInt64);
   const int64_t words = (longest + 7) / 8;
@@ -512,30 +500,15 @@ void write_trace(const std::string& path, const std::vector<TraceEvent>& events,
   comms.control->all_gather(&size, sizes.data(), 1, DType::kInt64);
   comms.control->all_gather(packed.data(), all.data(), words, DType::kInt64);
   if (rank != 0) return;
-  std::ofstream out(path);
-  if (!out) throw UserError(path, "--trace", "cannot be written");
-  out << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  std::vector<std::string> parts;
   for (int r = 0; r < world; ++r) {
-    out << (r ? ",\n" : "")
-        << std::string(reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * static_cast<size_t>(words)),
+    parts.emplace_back(reinterpret_cast<const char*>(all.data() + static_cast<size_t>(r) * static_cast<size_t>(words)),
                        static_cast<size_t>(sizes[static_cast<size_t>(r)]));
   }
-  out << "\n]}\n";
+  std::ofstream out(path);
+  if (!out) throw UserError(path, "--trace", "cannot be written");
+  out << trace_document(parts);
   std::fprintf(stderr, "wrote %s (open it in https://ui.perfetto.dev or chrome://tracing)\n", path.c_str());
-}
-
-std::string json_list(const std::vector<int64_t>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
-  return out + "]";
-}
-
-std::string bytes_json(const std::map<std::string, int64_t>& bytes) {
-  std::string out = "{";
-  for (const auto& [kind, b] : bytes) {
-    out += (out.size() > 1 ? "," : "") + ("\"" + kind + "\":" + std::to_string(b));
-  }
-  return out + "}";
 }
 
 // The steps; exceptions propagate to the caller, which ends the job.
@@ -554,8 +527,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
     metrics.open(o.metrics);
     if (!metrics) throw UserError(o.metrics, "--metrics", "cannot be written");
   }
-  const char* fail_rank = std::getenv("ALPA_TEST_FAIL_RANK");  // failure injection for tests
-  const char* fail_step = std::getenv("ALPA_TEST_FAIL_STEP");
+  const InjectedFailure injected = injected_failure();  // the failure tests' hook
   const bool tty = rank == 0 && isatty(STDERR_FILENO) != 0;
   const int64_t K = plan.microbatches, ls = low.microbatch_samples, B = plan.global_batch;
   const bool split = K * low.batch_ways > 1 || low.batch_in_blocks;
@@ -575,11 +547,6 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   st.comms.control->all_gather(&my_plan_peak, plan_peaks.data(), 1, DType::kInt64);
   if (st.pipe) st.comms.control->all_gather(&st.pipe->predicted_send_bytes, plan_sends.data(), 1, DType::kInt64);
   std::vector<int64_t> peaks(static_cast<size_t>(world), 0);
-  std::string plan_bytes = "{";  // what the plan predicts per step and device, per kind
-  for (const auto& [kind, b] : low.predicted_bytes) {
-    plan_bytes += (plan_bytes.size() > 1 ? "," : "") + ("\"" + kind + "\":" + format_number(b));
-  }
-  plan_bytes += "}";
   std::vector<TraceEvent> step_events;  // --trace of a single-stage plan: one event per step
   std::vector<double> step_seconds;     // rank 0's, each step
   if (!o.trace.empty()) {
@@ -592,7 +559,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
   }
   const auto trace_origin = std::chrono::steady_clock::now();
   for (int64_t step = st.first_step; step < o.steps; ++step) {
-    if (fail_rank && fail_step && std::atoi(fail_rank) == rank && std::atoll(fail_step) == step + 1) {
+    if (injected.at(rank, step + 1)) {
       throw UserError("ALPA_TEST_FAIL_RANK", std::to_string(rank), "injected failure at step " + std::to_string(step + 1));
     }
     const auto batch = st.data->batch(step);
@@ -618,7 +585,7 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       loss = r.loss;  // the lowering all-reduces the loss: every rank has the whole
       if (!o.trace.empty()) {
         const auto end = std::chrono::steady_clock::now();
-        step_events.push_back({"step " + std::to_string(step + 1), "compute",
+        step_events.push_back({"step " + std::to_string(step + 1), "compute", 0,
                                std::chrono::duration<double, std::micro>(start - trace_origin).count(),
                                std::chrono::duration<double, std::micro>(end - start).count()});
       }
@@ -642,34 +609,22 @@ void train(const PlannedRunOptions& o, RankState& st, int rank, int world) {
       st.comms.control->all_gather(&relayed, relays.data(), 1, DType::kInt64);
     }
     if (rank != 0) continue;
-    int64_t max_peak = 0;
-    std::string peak_list;
-    for (int64_t p : peaks) {
-      max_peak = std::max(max_peak, p);
-      peak_list += (peak_list.empty() ? "" : ",") + std::to_string(p);
-    }
+    const int64_t max_peak = *std::max_element(peaks.begin(), peaks.end());
     const double samples_per_s = static_cast<double>(B) / (ms / 1000.0);
     step_seconds.push_back(ms / 1000.0);
     if (metrics) {
-      char line[256];
-      std::snprintf(line, sizeof line, "{\"step\":%lld,\"loss\":%.9g,\"step_ms\":%.3f,\"samples_per_s\":%.3f,\"peak_bytes\":%lld,",
-                    static_cast<long long>(step + 1), loss, ms, samples_per_s, static_cast<long long>(max_peak));
-      metrics << line << "\"peak_bytes_per_rank\":[" << peak_list << "],\"comm_bytes\":" << bytes_json(per_step)
-              << ",\"plan_comm_bytes\":" << plan_bytes << ",\"plan_peak_bytes\":" << low.predicted_memory.peak_bytes
-              << ",\"plan_peak_bytes_per_rank\":" << json_list(plan_peaks)
-              << ",\"plan_step_s\":" << format_number(plan.estimate.iteration_time_s);
+      nlohmann::ordered_json m = {{"step", step + 1}, {"loss", loss}, {"step_ms", ms}, {"samples_per_s", samples_per_s},
+                                  {"peak_bytes", max_peak}, {"peak_bytes_per_rank", peaks}, {"comm_bytes", per_step},
+                                  {"plan_comm_bytes", low.predicted_bytes}, {"plan_peak_bytes", low.predicted_memory.peak_bytes},
+                                  {"plan_peak_bytes_per_rank", plan_peaks}, {"plan_step_s", plan.estimate.iteration_time_s}};
       if (st.pipe) {
-        metrics << ",\"send_bytes_per_rank\":" << json_list(sends) << ",\"plan_send_bytes_per_rank\":" << json_list(plan_sends)
-                << ",\"relay_bytes_per_rank\":" << json_list(relays) << ",\"plan_relay_bytes_per_rank\":" << json_list(plan_relays);
+        m["send_bytes_per_rank"] = sends;
+        m["plan_send_bytes_per_rank"] = plan_sends;
+        m["relay_bytes_per_rank"] = relays;
+        m["plan_relay_bytes_per_rank"] = plan_relays;
       }
-      metrics << ",\"comm_bytes_per_rank\":{";
-      bool first_kind = true;
-      for (const auto& [kind, v] : kinds_per_rank) {
-        metrics << (first_kind ? "" : ",") << "\"" << kind << "\":" << json_list(v);
-        first_kind = false;
-      }
-      metrics << "}";
-      metrics << "}\n" << std::flush;
+      m["comm_bytes_per_rank"] = kinds_per_rank;
+      metrics << m.dump() << "\n" << std::flush;
     }
     const int width = 30;
     const int filled = static_cast<int>(width * (step + 1) / o.steps);  // of the steps to reach

@@ -1,6 +1,7 @@
 // The CPU backend: dispatches each node to its op family's kernels.
 #include <exception>
 
+#include "executor/cpu/blas.h"
 #include "executor/cpu/cpu_common.h"
 #include "executor/cpu/cpu_ops.h"
 #include "planner/graph/shape_inference.h"
@@ -77,5 +78,7 @@ class CpuKernels final : public Kernels {
 }  // namespace
 
 std::unique_ptr<Kernels> make_cpu_kernels() { return std::make_unique<CpuKernels>(); }
+
+int cpu_blas_threads() { return openblas_get_num_threads(); }
 
 }  // namespace alpa::exec

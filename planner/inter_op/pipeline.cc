@@ -12,10 +12,12 @@
 #include <memory>
 #include <set>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/graph/rebatch.h"
 #include "planner/intra_op/search.h"
+#include "planner/plan/trace.h"
 
 namespace alpa {
 namespace {
@@ -366,10 +368,8 @@ Evaluated evaluate_auto(const Context& cx, int64_t B, Method intra) {
   progress_line(cx, "B=" + std::to_string(B) + ": stage DP");
   const auto t_dp = std::chrono::steady_clock::now();
   const StageDpResult dp = stage_dp(in, rq.threads);
-  if (std::getenv("ALPA_DEBUG_STAGES")) {
-    std::fprintf(stderr, "[stages] B=%lld: stage DP %.3f s, %lld t_max values\n", (long long)B, seconds_since(t_dp),
-                 (long long)dp.t_max_tried);
-  }
+  debug_line(DebugChannel::kStages, "B=%lld: stage DP %.3f s, %lld t_max values", (long long)B, seconds_since(t_dp),
+             (long long)dp.t_max_tried);
   ev.t_max_tried = dp.t_max_tried;
   if (!dp.found) {
     if (skip_counts->compute > 0) {
@@ -1070,24 +1070,15 @@ PipelineCost cost_pipeline_plan(const Plan& plan, const std::string& src, const 
 }
 
 std::string predicted_trace_json(const Plan& plan) {
-  std::string out = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[";
-  bool first = true;
-  char buf[256];
+  std::vector<TraceTrack> tracks;
+  std::vector<TraceEvent> events;
   auto event = [&](int track, const std::string& name, const char* cat, double start_s, double dur_s) {
-    std::snprintf(buf, sizeof buf, "\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f}", cat, track,
-                  start_s * 1e6, dur_s * 1e6);
-    out += std::string(first ? "\n" : ",\n") + "{\"name\":\"" + name + buf;
-    first = false;
-  };
-  auto track_name = [&](int track, const std::string& name) {
-    out += std::string(first ? "\n" : ",\n") + "{\"ph\":\"M\",\"name\":\"thread_name\",\"pid\":0,\"tid\":" +
-           std::to_string(track) + ",\"args\":{\"name\":\"" + name + "\"}}";
-    first = false;
+    events.push_back({name, cat, track, start_s * 1e6, dur_s * 1e6});
   };
   if (!plan.pipeline) {
-    track_name(0, "all " + std::to_string(plan.device_ids.size()) + " devices (predicted)");
+    tracks.push_back({0, "all " + std::to_string(plan.device_ids.size()) + " devices (predicted)"});
     event(0, "step", "compute", 0, plan.estimate.iteration_time_s);
-    return out + "\n]}\n";
+    return trace_document({trace_events_json(tracks, events)});
   }
   const PlanPipeline& pl = *plan.pipeline;
   const int64_t B = plan.microbatches;
@@ -1106,7 +1097,7 @@ std::string predicted_trace_json(const Plan& plan) {
     const PlanStage& st = pl.stages[s];
     std::string devices;
     for (int64_t d : st.device_ids) devices += (devices.empty() ? "" : ",") + std::to_string(d);
-    track_name(static_cast<int>(s), "stage " + std::to_string(s) + " (devices " + devices + ", predicted)");
+    tracks.push_back({static_cast<int>(s), "stage " + std::to_string(s) + " (devices " + devices + ", predicted)"});
     double end = 0;
     for (size_t k = 0; k < sim.order[s].size(); ++k) {
       const int64_t e = sim.order[s][k];
@@ -1121,7 +1112,7 @@ std::string predicted_trace_json(const Plan& plan) {
     for (const PlanSharedParameter& sp : pl.shared) holds = holds || std::count(sp.stages.begin(), sp.stages.end(), static_cast<int64_t>(s)) > 0;
     if (holds && exchange > 0) event(static_cast<int>(s), "sync_shared", "sync", end + st.step_time_s, exchange);
   }
-  return out + "\n]}\n";
+  return trace_document({trace_events_json(tracks, events)});
 }
 
 }  // namespace alpa

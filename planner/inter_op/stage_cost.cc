@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/intra_op/parallel.h"
 
@@ -286,11 +287,11 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
     cap[it->second] = std::max<int>(cap[it->second], static_cast<int>(std::min<int64_t>(rq.max_inflight, L - i)));
   }
   table.distinct_ranges = static_cast<int64_t>(reps.size());
-  if (std::getenv("ALPA_DEBUG_STAGES")) {
+  if (debug_enabled(DebugChannel::kStages)) {
     for (int l = 0; l < L; ++l) {
-      std::fprintf(stderr, "[stages] layer %d: nodes [%lld,%lld) %.3g GFLOP, boundary %lld B, signature %016llx\n", l,
-                   (long long)layers.first[l], (long long)layers.end[l], layers.flops[l] / 1e9,
-                   (long long)layers.boundary_bytes[l], (unsigned long long)layers.signature[l]);
+      debug_line(DebugChannel::kStages, "layer %d: nodes [%lld,%lld) %.3g GFLOP, boundary %lld B, signature %016llx", l,
+                 (long long)layers.first[l], (long long)layers.end[l], layers.flops[l] / 1e9,
+                 (long long)layers.boundary_bytes[l], (unsigned long long)layers.signature[l]);
     }
   }
   // One task per (mesh, view): build its strategy graph, solve every distinct range on it.
@@ -312,7 +313,7 @@ StageCostTable compute_stage_costs(const StageCostRequest& request) {
   };
   const bool allow_plain = rq.remat != RematMode::kFull;
   const bool allow_remat = rq.remat != RematMode::kNone;
-  const bool debug = std::getenv("ALPA_DEBUG_STAGES") != nullptr;
+  const bool debug = debug_enabled(DebugChannel::kStages);
   auto add = [&](std::vector<StageOption>& dst, const LiteSolve& ls, int view, bool plain, bool remat) {
     StageOption o = ls.option;
     o.view = view;

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/common/rng.h"
@@ -301,11 +302,11 @@ ViewOutcome solve_view(const SearchRequest& rq, const TrainingGraph& tg, const L
     r.largest_constraints = std::max(r.largest_constraints, res.largest_constraints);
     r.proven_optimal = r.proven_optimal && (attempt == 0 || res.proven_optimal);
     res = r;
-    if (std::getenv("ALPA_DEBUG_SOLVE")) {
-      std::fprintf(stderr, "[solve %lldx%lld attempt %d] feasible=%d budget=%lld min=%lld obj=%g mem=%lld bound=%lld ilps=%lld t=%.3f\n",
-                   (long long)view.d0, (long long)view.d1, attempt, (int)res.feasible, (long long)opt.memory_budget_bytes,
-                   (long long)res.min_memory_bytes, res.objective, (long long)res.memory_bytes,
-                   (long long)(res.feasible ? memory_bound(sg, res.choice) : 0), (long long)res.ilps_solved, res.solve_time_s);
+    if (debug_enabled(DebugChannel::kSolve)) {
+      debug_line(DebugChannel::kSolve, "%lldx%lld attempt %d: feasible=%d budget=%lld min=%lld obj=%g mem=%lld bound=%lld ilps=%lld t=%.3f",
+                 (long long)view.d0, (long long)view.d1, attempt, (int)res.feasible, (long long)opt.memory_budget_bytes,
+                 (long long)res.min_memory_bytes, res.objective, (long long)res.memory_bytes,
+                 (long long)(res.feasible ? memory_bound(sg, res.choice) : 0), (long long)res.ilps_solved, res.solve_time_s);
     }
     if (!res.feasible) break;
     const int64_t bound = memory_bound(sg, res.choice);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/intra_op/min_sum.h"
 #include "planner/intra_op/parallel.h"
@@ -475,10 +476,10 @@ SubResult solve_subset(const Prepared& p, const std::vector<int>& subset, const 
   res.variables = static_cast<int64_t>(req.vars.size());
   res.constraints = static_cast<int64_t>(req.rows.size());
   const ilp::MipResult mr = ilp::solve(req);
-  if (std::getenv("ALPA_DEBUG_SOLVE") && mr.solve_time_s > 0.5) {
-    std::fprintf(stderr, "[ilp] %zu groups, %zu vars, %zu rows, cap %lld, price %g: %s in %.2f s, %lld nodes\n", n,
-                 req.vars.size(), req.rows.size(), static_cast<long long>(mem_cap), price, ilp::mip_status_name(mr.status),
-                 mr.solve_time_s, static_cast<long long>(mr.nodes));
+  if (mr.solve_time_s > 0.5) {
+    debug_line(DebugChannel::kSolve, "ilp: %zu groups, %zu vars, %zu rows, cap %lld, price %g: %s in %.2f s, %lld nodes", n,
+               req.vars.size(), req.rows.size(), static_cast<long long>(mem_cap), price, ilp::mip_status_name(mr.status),
+               mr.solve_time_s, static_cast<long long>(mr.nodes));
   }
   if (mr.status != ilp::MipStatus::kOptimal && mr.status != ilp::MipStatus::kFeasible) {
     res.proven_optimal = mr.status == ilp::MipStatus::kInfeasible;

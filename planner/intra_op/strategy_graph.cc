@@ -10,6 +10,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/cost/profile.h"
 #include "planner/graph/op_cost.h"
@@ -933,10 +934,10 @@ std::vector<CommEvent> communication(const StrategyGraph& sg, const std::vector<
       if (e.has_backward) add(n.inputs[k], "backward", e.backward.steps, e.param_like ? 1.0 : K);
     }
   }
-  if (std::getenv("ALPA_DEBUG_COMM")) {
+  if (debug_enabled(DebugChannel::kComm)) {
     for (const CommEvent& ev : out) {
-      std::fprintf(stderr, "[comm] %s %s %s %.0f B x %g\n", ev.tensor == kNoId ? "-" : g.tensor(ev.tensor).name.c_str(),
-                   ev.where.c_str(), std::string(collective_name(ev.step.kind)).c_str(), ev.step.bytes_per_device, ev.count);
+      debug_line(DebugChannel::kComm, "%s %s %s %.0f B x %g", ev.tensor == kNoId ? "-" : g.tensor(ev.tensor).name.c_str(),
+                 ev.where.c_str(), std::string(collective_name(ev.step.kind)).c_str(), ev.step.bytes_per_device, ev.count);
     }
   }
   return out;

@@ -9,6 +9,7 @@
 #include <set>
 #include <utility>
 
+#include "planner/common/log.h"
 #include "planner/common/error.h"
 #include "planner/common/format.h"
 #include "planner/graph/shape_inference.h"
@@ -805,10 +806,10 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
     if (!touched) continue;
     std::vector<TensorType> in_types;
     for (TensorId in : n.inputs) in_types.push_back({g.tensor(in).dtype, g.tensor(in).shape});
-    if (std::getenv("ALPA_DEBUG_LOWERING")) {
+    if (debug_enabled(DebugChannel::kLowering)) {
       std::string ins;
       for (TensorId in : n.inputs) ins += " " + g.tensor(in).name + format_dims(g.tensor(in).shape);
-      std::fprintf(stderr, "[lowering] %s %s:%s\n", std::string(op_name(n.kind)).c_str(), n.name.c_str(), ins.c_str());
+      debug_line(DebugChannel::kLowering, "%s %s:%s", std::string(op_name(n.kind)).c_str(), n.name.c_str(), ins.c_str());
     }
     std::vector<TensorType> out_types;
     try {
@@ -827,12 +828,12 @@ TrainingGraph build_rank_program(RankLowering& low, const StrategyGraph& sg, con
       }
     }
   }
-  if (std::getenv("ALPA_DEBUG_LOWERING")) {
+  if (debug_enabled(DebugChannel::kLowering)) {
     for (const RankLowering::ReshardStep& r : low.reshards) {
       for (const CollectiveStep& c : r.reshard.steps) {
-        std::fprintf(stderr, "[reshard] %s %s->%s partial %u per_step %d opt %d: %s %.0f B\n", r.tensor.c_str(),
-                     r.src.to_string().c_str(), r.dst.to_string().c_str(), static_cast<unsigned>(r.src_partial), r.per_step ? 1 : 0,
-                     r.optimizer_phase ? 1 : 0, std::string(collective_name(c.kind)).c_str(), c.bytes_per_device);
+        debug_line(DebugChannel::kLowering, "reshard %s %s->%s partial %u per_step %d opt %d: %s %.0f B", r.tensor.c_str(),
+                   r.src.to_string().c_str(), r.dst.to_string().c_str(), static_cast<unsigned>(r.src_partial), r.per_step ? 1 : 0,
+                   r.optimizer_phase ? 1 : 0, std::string(collective_name(c.kind)).c_str(), c.bytes_per_device);
       }
     }
   }
