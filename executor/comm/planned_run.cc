@@ -354,6 +354,12 @@ std::unique_ptr<RankState> set_up(const PlannedRunOptions& o, int rank, int worl
     st->cluster = here;
   } else if (o.allow_cluster_mismatch) {
     st->cluster = load_cluster(plan_cluster_spec(plan));
+  } else if (plan.cluster == "local:" + std::to_string(world)) {  // these ranks: the profile differs
+    throw UserError(src, "cluster_fingerprint",
+                    o.profile.empty() ? "the plan was searched with a profile (alpa-plan search --profile); pass the same "
+                                        "--profile to alpa-run"
+                                      : "the plan was not searched with --profile " + o.profile +
+                                            " (another profile, or none); pass the profile the search used, if any");
   } else {
     throw UserError(src, "cluster", "the plan was made for \"" + plan.cluster + "\", not for these " + std::to_string(world) +
                     " local CPU ranks; pass --allow-cluster-mismatch to run it here (only the devices' speed differs)");

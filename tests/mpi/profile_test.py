@@ -9,7 +9,8 @@ holds a float32 table for every kernel the model's training step runs that the c
 up (MatMul, Softmax, LayerNormalization, the SGD update, ...), with positive times growing with
 size for MatMul, and all four collectives over 2 ranks with message sizes from 1 KiB up to the
 --max-message-bytes given; it records how it was measured (ranks, BLAS threads, models); search
-with it writes a plan whose estimate differs from the datasheet plan's and which alpa-run runs;
+with it writes a plan whose estimate differs from the datasheet plan's and which alpa-run runs
+(and refuses, saying why, without the profile or with it for the datasheet plan);
 a profile from this cluster is refused for another device kind, a --cluster naming more devices
 than the job has and a non-local cluster are refused (exit 2, naming the flag). Exits 1 on any
 failure, printing every check.
@@ -86,6 +87,12 @@ def main():
                    "--profile", prof])
     check(r.returncode == 0, f"alpa-run runs the profiled plan: exit {r.returncode} {r.stderr.strip()[-200:]}")
 
+    r = run(MPI + ["-np", "2", run_bin, "--plan", os.path.join(a.workdir, "profiled.json"), "--model", model, "--steps", "1"])
+    check(r.returncode == 2 and "--profile" in r.stderr, "the profiled plan without --profile: exit 2, " + r.stderr.strip()[:200])
+    r = run(MPI + ["-np", "2", run_bin, "--plan", os.path.join(a.workdir, "datasheet.json"), "--model", model, "--steps", "1",
+                   "--profile", prof])
+    check(r.returncode == 2 and "not searched with --profile" in r.stderr,
+          "the datasheet plan with a --profile: exit 2, " + r.stderr.strip()[:200])
     r = run([plan_bin, "search", model, "--batch", "8", "--cluster", "builtin:p3.16xlarge:1", "--method", "data",
              "--profile", prof, "-o", os.path.join(a.workdir, "x.json")])
     check(r.returncode == 2 and "device_kind" in r.stderr and prof in r.stderr,
