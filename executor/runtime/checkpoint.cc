@@ -194,16 +194,61 @@ json read_manifest(const std::string& dir) {
   }
 }
 
+// An integer of the manifest within [lo, hi] (a float such as -0.0, a bool, or a value beyond
+// int64 is refused, naming the key).
+int64_t manifest_integer(const json& v, const std::string& mpath, const std::string& key, double lo, double hi) {
+  if (!v.is_number_integer() || v.get<double>() < lo || v.get<double>() > hi) {
+    throw UserError(mpath, key, "must be an integer from " + std::to_string(static_cast<long long>(lo)) + " to " +
+                                    std::to_string(static_cast<long long>(hi)));
+  }
+  return v.get<int64_t>();
+}
+
+// One shard's [lo, hi) per dim, each within the tensor's `global` shape.
+std::vector<std::pair<int64_t, int64_t>> shard_ranges(const json& shard, const Shape& global, const std::string& mpath,
+                                                      const std::string& where) {
+  const json& ranges = shard.at("ranges");
+  if (!ranges.is_array() || ranges.size() != global.size()) {
+    throw UserError(mpath, where + "/ranges", "must hold one [lo, hi] pair per dim of the tensor (" + std::to_string(global.size()) + ")");
+  }
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (size_t d = 0; d < ranges.size(); ++d) {
+    const json& r = ranges[d];
+    const std::string at = where + "/ranges/" + std::to_string(d);
+    if (!r.is_array() || r.size() != 2) throw UserError(mpath, at, "must be a [lo, hi] pair of integers");
+    const double g = static_cast<double>(global[d]);
+    const int64_t lo = manifest_integer(r[0], mpath, at + "/0", 0, g), hi = manifest_integer(r[1], mpath, at + "/1", 0, g);
+    if (lo > hi) throw UserError(mpath, at, "lo is above hi");
+    out.emplace_back(lo, hi);
+  }
+  return out;
+}
+
+// A shard's file: a relative path inside the checkpoint directory (no "..", not absolute).
+std::string shard_file(const json& shard, const std::string& dir, const std::string& mpath, const std::string& where) {
+  const json& f = shard.at("file");
+  if (!f.is_string()) throw UserError(mpath, where + "/file", "must be a file name");
+  const std::string name = f.get<std::string>();
+  const fs::path path(name);
+  bool inside = !name.empty() && path.is_relative();
+  for (const fs::path& part : path) inside = inside && part != "..";
+  if (!inside) throw UserError(mpath, where + "/file", "\"" + name + "\" is not a file inside the checkpoint directory");
+  return dir + "/" + name;
+}
+
 }  // namespace
 
 CheckpointInfo read_checkpoint_info(const std::string& dir) {
   const json m = read_manifest(dir);
   CheckpointInfo info;
+  const std::string mpath = dir + "/manifest.json";
   try {
-    info.step = m.at("step").get<int64_t>();
-    info.seed = m.at("seed").get<uint64_t>();
+    info.step = manifest_integer(m.at("step"), mpath, "step", 0, 1e15);
+    const json& seed = m.at("seed");
+    if (!seed.is_number_integer() || seed.get<double>() < 0) throw UserError(mpath, "seed", "must be a non-negative integer");
+    info.seed = seed.get<uint64_t>();
     info.optimizer = m.at("optimizer").get<std::string>();
-    info.global_batch = m.at("global_batch").get<int64_t>();
+    info.global_batch = manifest_integer(m.at("global_batch"), mpath, "global_batch", 1, 1e12);
   } catch (const json::exception& e) {
     throw UserError(dir + "/manifest.json", "step, seed, optimizer, global_batch", e.what());
   }
@@ -233,7 +278,8 @@ void load_checkpoint(const std::string& dir, Trainer& trainer, const BlockOf& bl
   const json m = read_manifest(dir);
   const std::string mpath = dir + "/manifest.json";
   const Graph& g = trainer.training_graph().graph;
-  const json& tensors = m.at("tensors");
+  if (!m.contains("tensors") || !m["tensors"].is_object()) throw UserError(mpath, "tensors", "must be an object of tensors");
+  const json& tensors = m["tensors"];
   for (size_t t = 0; t < g.num_tensors(); ++t) {
     const Tensor& ten = g.tensor(static_cast<TensorId>(t));
     if (!checkpointed(ten) || !trainer.holds(static_cast<TensorId>(t))) continue;  // another stage's
@@ -264,14 +310,18 @@ void load_checkpoint(const std::string& dir, Trainer& trainer, const BlockOf& bl
     uint8_t* dst = static_cast<uint8_t*>(trainer.mutable_value(static_cast<TensorId>(t)));
     const int64_t elem = dtype_bytes(ten.dtype);
     int64_t filled = 0;
-    for (const json& shard : entry.at("shards")) {
-      std::vector<std::pair<int64_t, int64_t>> ranges;
-      for (const json& r : shard.at("ranges")) ranges.emplace_back(r.at(0).get<int64_t>(), r.at(1).get<int64_t>());
-      if (ranges.size() != global.size()) throw UserError(mpath, "/tensors/\"" + ten.name + "\"/shards", "ranges of another rank");
-      const NpyArray a = read_npy(dir + "/" + shard.at("file").get<std::string>());
-      if (a.dtype != ten.dtype || a.shape != extent(ranges)) {
-        throw UserError(dir + "/" + shard.at("file").get<std::string>(), ten.name, "shape or dtype differs from the manifest");
+    const std::string where = "/tensors/\"" + ten.name + "\"/shards";
+    if (!entry.contains("shards") || !entry["shards"].is_array()) throw UserError(mpath, where, "must be an array of shards");
+    for (size_t k = 0; k < entry["shards"].size(); ++k) {
+      const json& shard = entry["shards"][k];
+      const std::string at = where + "/" + std::to_string(k);
+      if (!shard.is_object() || !shard.contains("ranges") || !shard.contains("file")) {
+        throw UserError(mpath, at, "must be an object with \"file\" and \"ranges\"");
       }
+      const std::vector<std::pair<int64_t, int64_t>> ranges = shard_ranges(shard, global, mpath, at);
+      const std::string file = shard_file(shard, dir, mpath, at);
+      const NpyArray a = read_npy(file);
+      if (a.dtype != ten.dtype || a.shape != extent(ranges)) throw UserError(file, ten.name, "shape or dtype differs from the manifest");
       filled += copy_overlap(a.data.data(), ranges, dst, buffer_ranges(b), elem);
     }
     if (filled < num_elements(extent(b.ranges))) {

@@ -41,6 +41,8 @@ class Reader {
     const json& v = field(obj, path, key);
     const std::string name = path + (path.empty() ? "" : ".") + key;
     if (!v.is_number_integer()) fail(name, "must be an integer");
+    // Read as double first: an unsigned value above INT64_MAX must not wrap to a small one.
+    if (v.get<double>() > 9.2e18) fail(name, "is too large");
     const int64_t i = v.get<int64_t>();
     if (positive ? i <= 0 : i < 0) fail(name, positive ? "must be positive" : "must not be negative");
     return i;
@@ -51,6 +53,7 @@ class Reader {
     return v.get<std::string>();
   }
   void no_unknown_keys(const json& obj, const std::string& path, std::initializer_list<const char*> known) const {
+    if (!obj.is_object()) fail(path.empty() ? "file" : path, "must be an object");
     for (auto it = obj.begin(); it != obj.end(); ++it) {
       bool ok = false;
       for (const char* k : known) ok = ok || it.key() == k;
@@ -103,7 +106,7 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
   json root;
   try {
     root = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors and numbers beyond double (1e999)
     r.fail("file", std::string("is not valid JSON: ") + e.what());
   }
   if (!root.is_object()) r.fail("file", "must hold a JSON object");
@@ -113,7 +116,11 @@ Cluster parse_cluster(const std::string& text, const std::string& source) {
   Cluster c;
   c.name = r.string(root, "", "name");
   c.hosts = r.integer(root, "", "hosts", true);
+  if (c.hosts > kMaxHosts) r.fail("hosts", "is more than this version plans for (" + std::to_string(kMaxHosts) + ")");
   c.devices_per_host = r.integer(root, "", "devices_per_host", true);
+  if (c.devices_per_host > kMaxDevicesPerHost) {
+    r.fail("devices_per_host", "is more than this version plans for (" + std::to_string(kMaxDevicesPerHost) + ")");
+  }
   const json& d = r.field(root, "", "device");
   r.no_unknown_keys(d, "device", {"kind", "memory_bytes", "reserved_bytes", "peak_flops", "memory_bandwidth_bytes_per_s"});
   c.device.kind = r.string(d, "device", "kind");
@@ -169,6 +176,9 @@ Cluster load_cluster(const std::string& spec) {
         if (used != spec.size() - colon - 1 || hosts <= 0) throw std::invalid_argument(spec);
       } catch (const std::logic_error&) {
         throw UserError(spec, "--cluster", "expected builtin:NAME:HOSTS with HOSTS >= 1");
+      }
+      if (hosts > kMaxHosts) {
+        throw UserError(spec, "--cluster", "more hosts than this version plans for (" + std::to_string(kMaxHosts) + ")");
       }
     }
     for (const auto& [builtin, text] : builtin_profile_texts()) {

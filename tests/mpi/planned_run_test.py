@@ -33,7 +33,8 @@ resume: SGD with momentum, 10 steps on one device against 5 steps on 4 ranks und
 (parameters and momentum sharded) saved with --save and resumed for steps 6-10 on 2 data-parallel
 ranks (another plan and rank count) and on one device: losses and final parameters within 1e-5; Adam on one device resumed bit-identically; a
 second save replaces the first and leaves nothing behind; a checkpoint of another optimizer, too
-few --steps and a damaged manifest are refused (exit 2).
+few --steps, a damaged manifest and manifests with missing, mis-shaped or out-of-range entries
+are refused (exit 2, naming manifest.json).
 Exits 1 on any failure, printing every check.
 """
 import argparse
@@ -575,6 +576,35 @@ def resume(a):
     check(r.returncode == 2 and "optimizer" in r.stderr, "a checkpoint of another optimizer: exit 2, " + r.stderr.strip()[:160])
     r = run([alpa_run, *one, "--steps", "5", "--resume", ck])
     check(r.returncode == 2 and "--steps" in r.stderr, "--steps not beyond the checkpoint: exit 2, " + r.stderr.strip()[:160])
+    # Manifests that once crashed the reader (issue 20), each edited from the good one: exit 2
+    # naming the manifest and the element.
+    with open(os.path.join(ck, "manifest.json")) as f:
+        good = json.load(f)
+    first = sorted(good["tensors"])[0]
+
+    def edited(change):
+        m = json.loads(json.dumps(good))
+        change(m)
+        return m
+    shard = lambda m: m["tensors"][first]["shards"][0]  # noqa: E731
+    cases = {
+        "no tensors": edited(lambda m: m.pop("tensors")),
+        "no ranges": edited(lambda m: shard(m).pop("ranges")),
+        "a one-element range": edited(lambda m: shard(m)["ranges"].__setitem__(0, [0])),
+        "a bool range": edited(lambda m: shard(m)["ranges"].__setitem__(0, [False, True])),
+        "a range beyond the shape": edited(lambda m: shard(m)["ranges"].__setitem__(0, [0, 10 ** 6])),
+        "nested shards": edited(lambda m: m["tensors"][first].__setitem__("shards", [[shard(m)]])),
+        "a shard outside the directory": edited(lambda m: shard(m).__setitem__("file", "../x.npy")),
+        "step 2^63": edited(lambda m: m.__setitem__("step", 2 ** 63)),
+        "step -0.0": edited(lambda m: m.__setitem__("step", -0.0)),
+    }
+    refused = []
+    for what, m in cases.items():
+        with open(os.path.join(ck, "manifest.json"), "w") as f:
+            json.dump(m, f)
+        r = run([alpa_run, *one, "--steps", "10", "--resume", ck])
+        refused.append(what) if r.returncode == 2 and "manifest.json" in r.stderr else print(f"  {what}: exit {r.returncode} {r.stderr.strip()[-200:]}")
+    check(len(refused) == len(cases), f"bad manifests refused with exit 2 naming manifest.json: {len(refused)} of {len(cases)}")
     with open(os.path.join(ck, "manifest.json"), "w") as f:
         f.write('{"format": "alpa-checkpoint/1", "step": 5, "tensors": ')
     r = run([alpa_run, *one, "--steps", "10", "--resume", ck])
