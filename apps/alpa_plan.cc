@@ -112,16 +112,8 @@ std::optional<alpa::Profile> load_profile(const std::string& path, const alpa::C
 }
 
 alpa::OptimizerConfig parse_optimizer(const std::string& name) {
-  alpa::OptimizerConfig opt;
-  if (name == "sgd") opt.kind = alpa::OptimizerKind::kSgd;
-  else if (name == "sgd-momentum") {
-    opt.kind = alpa::OptimizerKind::kSgd;
-    opt.momentum = alpa::kPlannedMomentum;
-  }
-  else if (name == "adam") opt.kind = alpa::OptimizerKind::kAdam;
-  else if (name == "adamw") opt.kind = alpa::OptimizerKind::kAdamW;
-  else throw alpa::UserError("--optimizer", name, "unknown optimizer (sgd, sgd-momentum, adam or adamw)");
-  return opt;
+  if (auto opt = alpa::optimizer_from_name(name)) return *opt;
+  throw alpa::UserError("--optimizer", name, "unknown optimizer (sgd, sgd-momentum, adam or adamw)");
 }
 
 alpa::PrecisionConfig parse_precision(const std::string& name, const alpa::Cluster& cluster) {

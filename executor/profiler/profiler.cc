@@ -41,15 +41,6 @@ struct Sample {
   double seconds = 0;
 };
 
-// The dtype the cost model prices a node in (strategy_graph.cc op_time): its first output's,
-// else its first input's.
-DType priced_dtype(const Graph& g, const Node& n) {
-  DType dt = DType::kFloat32;
-  if (!n.outputs.empty()) dt = g.tensor(n.outputs[0]).dtype;
-  if (!is_floating(dt) && !n.inputs.empty()) dt = g.tensor(n.inputs[0]).dtype;
-  return is_floating(dt) ? dt : DType::kFloat32;
-}
-
 // Trains the model at `local_batch` for warm-up plus timed steps and returns each node's median
 // time, the slowest rank's (all ranks run the same graph at once).
 std::vector<Sample> time_training_graph(const ProfiledModel& m, int64_t local_batch, const ProfileOptions& o,
@@ -81,7 +72,7 @@ std::vector<Sample> time_training_graph(const ProfiledModel& m, int64_t local_ba
   for (size_t k = 0; k < g.num_nodes(); ++k) {
     const Node& n = g.node(static_cast<NodeId>(k));
     const double x = kernel_size(count_node(g, n));
-    if (x > 0 && med[k] > 0) out.push_back({n.kind, priced_dtype(g, n), x, med[k]});
+    if (x > 0 && med[k] > 0) out.push_back({n.kind, kernel_dtype(g, n), x, med[k]});
   }
   return out;
 }

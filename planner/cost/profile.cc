@@ -208,6 +208,13 @@ double kernel_size(const OpCount& count) {
   return count.flops > 0 ? count.flops : count.bytes_read + count.bytes_written;
 }
 
+DType kernel_dtype(const Graph& g, const Node& n) {
+  DType dt = DType::kFloat32;
+  if (!n.outputs.empty()) dt = g.tensor(n.outputs[0]).dtype;
+  if (!is_floating(dt) && !n.inputs.empty()) dt = g.tensor(n.inputs[0]).dtype;
+  return is_floating(dt) ? dt : DType::kFloat32;
+}
+
 std::string profile_to_json(const Profile& p) {
   auto points = [](const std::vector<ProfilePoint>& pts) {
     std::string out = "[";

@@ -52,6 +52,9 @@ struct Profile {
 // A kernel's size in its table: its FLOPs, or the bytes it reads and writes where it counts
 // none (a copy, a gather, a transpose). What profiles record and the cost model looks up.
 double kernel_size(const OpCount& count);
+// The element type a node's kernel is tabled and looked up under: its first output's, else its
+// first input's, when floating; float32 otherwise (profiles hold floating types only).
+DType kernel_dtype(const Graph& graph, const Node& node);
 
 // Canonical JSON (schemas/profile.schema.json): what parse_profile reads back equal.
 std::string profile_to_json(const Profile& profile);

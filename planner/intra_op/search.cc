@@ -37,6 +37,18 @@ int64_t local_bytes_of(const Tensor& t, const ShardingSpec& s, const LogicalMesh
 
 }  // namespace
 
+std::optional<OptimizerConfig> optimizer_from_name(std::string_view name) {
+  OptimizerConfig opt;
+  if (name == "sgd") opt.kind = OptimizerKind::kSgd;
+  else if (name == "sgd-momentum") {
+    opt.kind = OptimizerKind::kSgd;
+    opt.momentum = kPlannedMomentum;  // any non-zero value keeps the buffer
+  } else if (name == "adam") opt.kind = OptimizerKind::kAdam;
+  else if (name == "adamw") opt.kind = OptimizerKind::kAdamW;
+  else return std::nullopt;
+  return opt;
+}
+
 const char* optimizer_name(const OptimizerConfig& opt) {
   switch (opt.kind) {
     case OptimizerKind::kSgd: return opt.momentum != 0 ? "sgd-momentum" : "sgd";
@@ -447,19 +459,14 @@ std::string plan_cluster_spec(const Plan& plan) {
 
 TrainingGraph plan_training_graph(const Plan& plan, const std::string& src, const Graph& forward,
                                   const OptimizerConfig* hyper) {
-  OptimizerConfig opt = hyper ? *hyper : OptimizerConfig{};
-  if (plan.optimizer == "sgd") opt.kind = OptimizerKind::kSgd;
-  else if (plan.optimizer == "sgd-momentum") {
-    opt.kind = OptimizerKind::kSgd;
-    if (!hyper) opt.momentum = kPlannedMomentum;  // any non-zero value keeps the buffer
-    if (opt.momentum == 0) {
-      throw UserError(src, "optimizer", "the plan is for SGD with momentum (it counts a momentum buffer per parameter); "
-                      "give the run's momentum (alpa-run --momentum M)");
-    }
+  const std::optional<OptimizerConfig> named = optimizer_from_name(plan.optimizer);
+  if (!named) throw UserError(src, "optimizer", "unknown optimizer \"" + plan.optimizer + "\" (sgd, sgd-momentum, adam or adamw)");
+  OptimizerConfig opt = hyper ? *hyper : *named;  // the run's hyperparameters, the plan's kind
+  opt.kind = named->kind;
+  if (named->momentum != 0 && opt.momentum == 0) {
+    throw UserError(src, "optimizer", "the plan is for SGD with momentum (it counts a momentum buffer per parameter); "
+                    "give the run's momentum (alpa-run --momentum M)");
   }
-  else if (plan.optimizer == "adam") opt.kind = OptimizerKind::kAdam;
-  else if (plan.optimizer == "adamw") opt.kind = OptimizerKind::kAdamW;
-  else throw UserError(src, "optimizer", "unknown optimizer \"" + plan.optimizer + "\" (sgd, sgd-momentum, adam or adamw)");
   PrecisionConfig prec;
   if (plan.precision == "fp16") prec.compute = DType::kFloat16;
   else if (plan.precision == "bf16") prec.compute = DType::kBFloat16;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -160,6 +161,9 @@ std::string precision_name(DType compute);
 // The plan's name of an optimizer: "sgd", "sgd-momentum" (SGD keeping a momentum buffer),
 // "adam" or "adamw". Plans name the state an optimizer keeps; runs give its hyperparameters.
 const char* optimizer_name(const OptimizerConfig& opt);
+// Its inverse: the optimizer a name stands for ("sgd-momentum" with kPlannedMomentum); nullopt
+// for an unknown name.
+std::optional<OptimizerConfig> optimizer_from_name(std::string_view name);
 
 // The training graph of one microbatch (global batch / microbatches samples); throws UserError
 // when the microbatch count does not divide the batch.

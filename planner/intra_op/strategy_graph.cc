@@ -76,10 +76,8 @@ int64_t local_bytes(const Tensor& t, const ShardingSpec& s, const LogicalMesh& v
 // One node's time on one device, unsharded.
 double op_time(const Graph& g_, const Cluster& cl, const Profile* profile, const Node& n) {
   const OpCount c = count_node(g_, n);
-  DType dt = DType::kFloat32;
-  if (!n.outputs.empty()) dt = g_.tensor(n.outputs[0]).dtype;
-  if (!is_floating(dt) && !n.inputs.empty()) dt = g_.tensor(n.inputs[0]).dtype;
-  double peak = cl.device.peak_flops(is_floating(dt) ? dt : DType::kFloat32);
+  const DType dt = kernel_dtype(g_, n);
+  double peak = cl.device.peak_flops(dt);
   if (peak <= 0) peak = cl.device.peak_flops_fp32;
   // Matmuls and convolutions run at the (tensor-core) peak; everything else is memory-bound.
   const OpFamily fam = op_info(n.kind).family;
